@@ -1,0 +1,70 @@
+"""Reading DICOM mammograms with pydicom: modality LUT, MONOCHROME1, pixel spacing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MammoInputError
+from .images import ImageData
+
+
+def _spacing(dataset) -> tuple[float, float] | None:
+    """Row and column pixel spacing in mm, from PixelSpacing or ImagerPixelSpacing."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = dataset.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            return float(value[0]), float(value[1])
+    return None
+
+
+def read_dicom(path: str | Path) -> ImageData:
+    """Read a greyscale DICOM image with its modality LUT applied and MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path)
+        raw = dataset.pixel_array
+    except InvalidDicomError as err:
+        raise MammoInputError(path, f"not a valid DICOM file ({err})") from err
+    except (AttributeError, KeyError, ValueError, RuntimeError, OSError) as err:
+        raise MammoInputError(path, f"DICOM file has no readable pixel data ({err})") from err
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise MammoInputError(path, f"photometric interpretation {photometric} is not greyscale")
+    pixels = apply_modality_lut(raw, dataset)
+    if photometric == "MONOCHROME1":
+        # brightness runs the other way: invert within the stored range so dense tissue is bright
+        bits = int(dataset.get("BitsStored", 16))
+        if "RescaleSlope" in dataset or "ModalityLUTSequence" in dataset:
+            pixels = pixels.max() + pixels.min() - pixels
+        else:
+            signed = int(dataset.get("PixelRepresentation", 0)) == 1
+            low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+            pixels = (high + low) - pixels.astype(np.int64)
+    if pixels.dtype.kind == "f" and np.all(pixels == np.round(pixels)):
+        pixels = pixels.astype(np.int32)
+    if pixels.dtype.kind in "iu":
+        pixels = _smallest_int(pixels)
+    metadata = {
+        "format": "DICOM",
+        "photometric": photometric,
+        "modality": str(dataset.get("Modality", "")),
+        "laterality": str(dataset.get("ImageLaterality", dataset.get("Laterality", ""))),
+        "view": str(dataset.get("ViewPosition", "")),
+    }
+    return ImageData(np.asarray(pixels), _spacing(dataset), path, metadata)
+
+
+def _smallest_int(pixels: np.ndarray) -> np.ndarray:
+    """Cast integers to the smallest of uint8, uint16, int16, int32 that holds them."""
+    low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return pixels.astype(dtype)
+    return pixels.astype(np.int64)

@@ -1,0 +1,14 @@
+"""Exceptions raised for bad input, each naming the offending file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MammoInputError(ValueError):
+    """A file or folder that cannot be read as the user meant it."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

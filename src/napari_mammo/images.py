@@ -1,0 +1,75 @@
+"""Reading mammograms of any supported format into greyscale arrays with a pixel size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MammoInputError
+from .pgm import read_pgm
+from .records import MIAS_PIXEL_MM
+
+PGM_SUFFIXES = (".pgm",)
+DICOM_SUFFIXES = (".dcm", ".dicom")
+RASTER_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+@dataclass
+class ImageData:
+    """Pixels of one mammogram (2-D, or 3-D for a stack) and their size in millimetres."""
+
+    pixels: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    source: Path
+    metadata: dict = field(default_factory=dict)
+
+
+def is_dicom(path: Path) -> bool:
+    """Whether a file has a DICOM suffix or the 'DICM' preamble marker."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_image(path: str | Path) -> ImageData:
+    """Read a PGM, DICOM, PNG or TIFF mammogram; raise MammoInputError on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise MammoInputError(path, "no such file")
+    suffix = path.suffix.lower()
+    if suffix in PGM_SUFFIXES:
+        return ImageData(read_pgm(path), (MIAS_PIXEL_MM, MIAS_PIXEL_MM), path, {"format": "PGM"})
+    if is_dicom(path):
+        from .dicom import read_dicom
+
+        return read_dicom(path)
+    if suffix in RASTER_SUFFIXES:
+        return ImageData(read_raster(path), None, path, {"format": suffix.lstrip(".").upper()})
+    raise MammoInputError(path, f"unsupported file type {suffix or '(no suffix)'}; expected PGM, DICOM, PNG or TIFF")
+
+
+def read_raster(path: Path) -> np.ndarray:
+    """Read a PNG or TIFF as greyscale; a colour image whose channels differ is refused."""
+    import skimage.io
+
+    try:
+        pixels = np.asarray(skimage.io.imread(path))
+    except Exception as err:  # the imaging libraries raise many kinds for corrupt files
+        raise MammoInputError(path, f"cannot be decoded as {path.suffix.lstrip('.').upper()} ({err})") from err
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
+        colour = pixels[..., :3]
+        if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
+            raise MammoInputError(path, f"is a colour (RGB) image of shape {pixels.shape}; mammograms are greyscale")
+        pixels = colour[..., 0]
+    if pixels.ndim != 2:
+        raise MammoInputError(path, f"expected a 2-D greyscale image, got shape {pixels.shape}")
+    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
+        raise MammoInputError(path, "contains NaN or infinite pixel values")
+    return pixels

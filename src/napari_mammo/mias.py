@@ -1,0 +1,165 @@
+"""The mini-MIAS layout: Info.txt rows (origin at the bottom-left) and image folders."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import MammoInputError
+from .pgm import atomic_write_bytes, pgm_shape
+from .records import ABNORMALITIES, TISSUES, Lesion, Mammogram
+
+MIAS_SIZE = 1024
+"""Edge of a mini-MIAS image in pixels; Info.txt's Y is measured up from the bottom."""
+
+INFO_NAME = "Info.txt"
+_REF = re.compile(r"^[A-Za-z]+\d+$")
+
+
+def _is_record_line(tokens: list[str]) -> bool:
+    """Whether a line looks like a finding row (reference, tissue, class …)."""
+    return len(tokens) >= 2 and bool(_REF.match(tokens[0])) and tokens[1] in TISSUES
+
+
+def _parse_row(tokens: list[str], where: str, height: int) -> tuple[str, str, Lesion | None]:
+    """Parse one row: REFNUM BG CLASS [SEVERITY [X Y RADIUS]] into its parts."""
+    ref, tissue = tokens[0], tokens[1]
+    if len(tokens) < 3 or tokens[2] not in ABNORMALITIES:
+        found = tokens[2] if len(tokens) > 2 else "nothing"
+        raise ValueError(f"{where}: class {found!r} is not one of {', '.join(ABNORMALITIES)}")
+    abnormality = tokens[2]
+    rest = tokens[3:]
+    if abnormality == "NORM":
+        if rest:
+            raise ValueError(f"{where}: a NORM row has no severity or coordinates, found {' '.join(rest)!r}")
+        return ref, tissue, None
+    if not rest or rest[0] not in ("B", "M"):
+        raise ValueError(f"{where}: severity must be B or M for class {abnormality}")
+    severity, coords = rest[0], rest[1:]
+    if not coords or coords[0].startswith("*"):  # no centre given, or "*NOTE 3*"
+        return ref, tissue, Lesion(abnormality, severity)
+    if len(coords) != 3:
+        raise ValueError(f"{where}: expected X Y RADIUS after the severity, found {' '.join(coords)!r}")
+    try:
+        x, y, radius = (float(c) for c in coords)
+    except ValueError:
+        raise ValueError(f"{where}: X Y RADIUS must be numbers, found {' '.join(coords)!r}") from None
+    if radius <= 0:
+        raise ValueError(f"{where}: radius must be positive, found {radius:g}")
+    return ref, tissue, Lesion(abnormality, severity, row=height - y, col=x, radius=radius)
+
+
+def parse_info(text: str, source: str = INFO_NAME, height: int = MIAS_SIZE) -> list[Mammogram]:
+    """Parse the text of an Info.txt into one record per image, in the order first listed."""
+    records: dict[str, Mammogram] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not _is_record_line(tokens):
+            continue
+        ref, tissue, lesion = _parse_row(tokens, f"{source} line {number}", height)
+        old = records.get(ref)
+        if old is None:
+            old = records[ref] = Mammogram(ref=ref, tissue=tissue)
+        elif old.tissue != tissue:
+            raise ValueError(f"{source} line {number}: {ref} has tissue {tissue}, earlier {old.tissue}")
+        if lesion is not None:
+            records[ref] = old.with_lesions((*old.lesions, lesion))
+    return list(records.values())
+
+
+def read_info(path: str | Path, height: int = MIAS_SIZE) -> list[Mammogram]:
+    """Read an Info.txt file; the records' paths point at `<ref>.pgm` beside it."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("latin-1")
+    except OSError as err:
+        raise MammoInputError(path, f"cannot be read ({err.strerror or err})") from err
+    try:
+        records = parse_info(text, source=path.name, height=height)
+    except ValueError as err:
+        raise MammoInputError(path, str(err).removeprefix(f"{path.name} ")) from None
+    if not records:
+        raise MammoInputError(path, "no rows of the form 'REFNUM BG CLASS [SEVERITY X Y RADIUS]'")
+    folder = path.parent
+    return [Mammogram(r.ref, r.tissue, r.lesions, folder / f"{r.ref}.pgm") for r in records]
+
+
+def find_info(folder: str | Path) -> Path | None:
+    """The Info.txt of a folder (any letter case), or None."""
+    folder = Path(folder)
+    for candidate in sorted(folder.glob("*")):
+        if candidate.name.lower() == INFO_NAME.lower() and candidate.is_file():
+            return candidate
+    return None
+
+
+def read_folder(folder: str | Path) -> list[Mammogram]:
+    """Records of a MIAS-style folder whose images are present; warns once about missing ones."""
+    folder = Path(folder)
+    info = find_info(folder) if folder.is_dir() else folder
+    if info is None:
+        raise MammoInputError(folder, f"no {INFO_NAME} in this folder, so it is not a MIAS-style data set")
+    records = read_info(info)
+    present = [_at_image_height(r) for r in records if r.path is not None and r.path.is_file()]
+    missing = [r.ref for r in records if r.path is None or not r.path.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        warnings.warn(f"{info}: {len(missing)} listed image(s) not found, skipped: {shown}", stacklevel=2)
+    return present
+
+
+def record_for_image(path: str | Path) -> Mammogram | None:
+    """The Info.txt record of an image file, if an Info.txt beside it lists it."""
+    path = Path(path)
+    info = find_info(path.parent)
+    if info is None:
+        return None
+    for record in read_info(info):
+        if record.ref == path.stem:
+            return _at_image_height(Mammogram(record.ref, record.tissue, record.lesions, path))
+    return None
+
+
+def _at_image_height(record: Mammogram) -> Mammogram:
+    """Measure Y from the bottom of the record's own image when it is not 1024 pixels high."""
+    if record.path is None or record.path.suffix.lower() != ".pgm":
+        return record
+    height, _ = pgm_shape(record.path)
+    if height == MIAS_SIZE:
+        return record
+    shift = height - MIAS_SIZE
+    return record.with_lesions(tuple(
+        replace(lesion, row=lesion.row + shift) if lesion.located else lesion for lesion in record.lesions
+    ))
+
+
+def format_info(records: Iterable[Mammogram], height: int = MIAS_SIZE, header: str = "") -> str:
+    """Info.txt text for records (CRLF line ends, origin at the bottom-left, as MIAS has it)."""
+    lines = [*header.splitlines()]
+    for record in records:
+        if not record.lesions:
+            lines.append(f"{record.ref} {record.tissue} NORM")
+        for lesion in record.lesions:
+            row = f"{record.ref} {record.tissue} {lesion.abnormality} {lesion.severity}"
+            if lesion.located:
+                y = height - lesion.row
+                row += f" {_number(lesion.col)} {_number(y)} {_number(lesion.radius)}"
+            lines.append(row)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _number(value: float) -> str:
+    """An integer when the value is whole (as MIAS writes it), else a short decimal."""
+    return str(int(round(value))) if abs(value - round(value)) < 1e-9 else f"{value:.2f}"
+
+
+def write_info(path: str | Path, records: Iterable[Mammogram], height: int = MIAS_SIZE,
+               header: str = "", overwrite: bool = False) -> None:
+    """Write records as a MIAS-style Info.txt, atomically; refuses to replace a file unless told."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise MammoInputError(path, "already exists; pass overwrite=True to replace it")
+    atomic_write_bytes(path, format_info(records, height, header).encode("latin-1"))

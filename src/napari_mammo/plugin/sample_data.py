@@ -1,0 +1,22 @@
+"""Sample data for napari's File menu: a synthetic mammogram with its lesions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..images import ImageData
+from ..records import MIAS_PIXEL_MM
+from ..synthetic import synthetic_mammogram
+from .layers import image_layer, lesion_shapes
+
+
+def synthetic_sample() -> list[tuple]:
+    """A synthetic malignant mammogram (not patient data) and its ground-truth circles."""
+    pixels, record = synthetic_mammogram(seed=7, label="malignant", ref="synthetic")
+    spacing = (MIAS_PIXEL_MM, MIAS_PIXEL_MM)
+    image = ImageData(pixels, spacing, Path("synthetic"), {"format": "synthetic", "label": record.label})
+    layers = [image_layer(image, name="synthetic mammogram")]
+    shapes = lesion_shapes([record], spacing, "synthetic lesions")
+    if shapes is not None:
+        layers.append(shapes)
+    return layers

@@ -1,0 +1,83 @@
+"""Records of mammograms and their lesions, independent of any file format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
+"""Image and patch classes, in the order the models use (index 0, 1, 2)."""
+
+SEVERITY_CLASS = {"B": "benign", "M": "malignant"}
+ABNORMALITIES = ("CALC", "CIRC", "SPIC", "MISC", "ARCH", "ASYM", "NORM")
+TISSUES = ("F", "G", "D")
+MIAS_PIXEL_MM = 0.2
+"""Pixel edge of mini-MIAS images in millimetres (200 µm)."""
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One finding: a circle in pixel coordinates (row 0 at the top), or unlocated."""
+
+    abnormality: str
+    severity: str
+    row: float | None = None
+    col: float | None = None
+    radius: float | None = None
+
+    @property
+    def located(self) -> bool:
+        """Whether the finding has a centre and radius."""
+        return self.row is not None and self.col is not None and self.radius is not None
+
+    @property
+    def label(self) -> str:
+        """Class name of the finding: 'benign' or 'malignant'."""
+        return SEVERITY_CLASS[self.severity]
+
+    def box(self) -> tuple[float, float, float, float]:
+        """Bounding box (row_min, col_min, row_max, col_max) of the circle."""
+        if not self.located:
+            raise ValueError(f"lesion {self.abnormality} {self.severity} has no location")
+        return (self.row - self.radius, self.col - self.radius,
+                self.row + self.radius, self.col + self.radius)
+
+
+@dataclass(frozen=True)
+class Mammogram:
+    """One mammogram: its reference, background tissue, findings and image file."""
+
+    ref: str
+    tissue: str = ""
+    lesions: tuple[Lesion, ...] = field(default_factory=tuple)
+    path: Path | None = None
+
+    @property
+    def label(self) -> str:
+        """Image-level class: malignant if any finding is, else benign if any, else normal."""
+        severities = {lesion.severity for lesion in self.lesions}
+        if "M" in severities:
+            return "malignant"
+        if "B" in severities:
+            return "benign"
+        return "normal"
+
+    @property
+    def woman(self) -> str:
+        """Identifier of the woman: MIAS numbers films in left/right pairs (001+002, …)."""
+        return woman_of(self.ref)
+
+    def with_lesions(self, lesions: tuple[Lesion, ...]) -> Mammogram:
+        """A copy with other findings."""
+        return replace(self, lesions=tuple(lesions))
+
+
+def woman_of(ref: str) -> str:
+    """Pair key of a MIAS-style reference: mdb001 and mdb002 give 'mdb001'."""
+    stem = ref.rstrip("0123456789")
+    digits = ref[len(stem):]
+    if not digits:
+        return ref
+    number = int(digits)
+    first = number - 1 if number % 2 == 0 else number
+    return f"{stem}{first:0{len(digits)}d}"

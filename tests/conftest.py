@@ -1,0 +1,27 @@
+"""Shared fixtures: synthetic MIAS folders and the real data folder when it is set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from napari_mammo.synthetic import write_synthetic_dataset
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory) -> Path:
+    """A MIAS-layout folder of 6 small synthetic mammograms (3 women), 256×256."""
+    folder = tmp_path_factory.mktemp("synthetic-mias")
+    write_synthetic_dataset(folder, women=3, size=256, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mias_folder() -> Path:
+    """The real mini-MIAS folder named by NAPARI_MAMMO_MIAS; skips without it."""
+    value = os.environ.get("NAPARI_MAMMO_MIAS")
+    if not value or not Path(value, "Info.txt").is_file():
+        pytest.skip("NAPARI_MAMMO_MIAS is not set to a mini-MIAS folder")
+    return Path(value)
