@@ -4,8 +4,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_mammo import Lesion, Mammogram, read_folder
-from napari_mammo.augment import ALL_TRANSFORMS, SEED_TRANSFORMS, apply_boxes, apply_image, apply_points, \
-    apply_record, transformed_shape
+from napari_mammo.augment import (
+    ALL_TRANSFORMS,
+    SEED_TRANSFORMS,
+    apply_boxes,
+    apply_image,
+    apply_points,
+    apply_record,
+    transformed_shape,
+)
 from napari_mammo.patches import breast_mask, extract, pad_to_multiple, patch_labels, select_patches
 from napari_mammo.splits import split_by_woman, standard_split
 from napari_mammo.synthetic import synthetic_mammogram

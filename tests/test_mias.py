@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from napari_mammo import Lesion, MammoInputError, Mammogram, read_folder, read_info
+from napari_mammo import Lesion, Mammogram, MammoInputError, read_folder, read_info
 from napari_mammo.mias import format_info, parse_info, record_for_image
 from napari_mammo.pgm import write_pgm
 

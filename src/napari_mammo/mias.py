@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import MammoInputError

@@ -62,4 +62,5 @@ def lesion_shapes(records: Sequence[Mammogram], scale: tuple[float, float] | Non
     }
     if scale:
         kwargs["scale"] = ((1.0,) if stacked else ()) + tuple(scale)
+        kwargs["units"] = (("pixel",) if stacked else ()) + ("mm", "mm")
     return shapes, kwargs, "shapes"

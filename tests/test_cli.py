@@ -1,0 +1,40 @@
+import json
+import subprocess
+import sys
+
+from napari_mammo.cli import main
+
+
+def test_info_text_and_json(synthetic_folder, capsys):
+    path = synthetic_folder / "mdb005.pgm"
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "PGM 256x256 uint8, 0.2 mm pixels" in out and "label malignant" in out
+    assert main(["info", "--json", str(synthetic_folder)]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert len(entries) == 6 and entries[4]["label"] == "malignant"
+    assert all(e["shape"] == [256, 256] for e in entries)
+
+
+def test_bad_input_is_one_line_on_stderr(tmp_path, capsys):
+    bad = tmp_path / "mdb001.pgm"
+    bad.write_bytes(b"P5\n1024 1024\n255\n" + bytes(10))
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mdb001.pgm: truncated" in err and "Traceback" not in err
+
+
+def test_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "napari_mammo", "--help"], capture_output=True, text=True,
+                            check=True)
+    assert "info" in result.stdout
+
+
+def test_core_does_not_import_napari_qt_or_torch():
+    code = (
+        "import sys, napari_mammo, napari_mammo.cli, napari_mammo.patches, napari_mammo.augment, "
+        "napari_mammo.splits, napari_mammo.synthetic, napari_mammo.dicom\n"
+        "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'torch', 'magicgui') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
