@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -70,6 +71,158 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_printer(as_json: bool):
+    """A progress callback: tqdm bars on stderr, or one JSON object per line on stdout."""
+    if as_json:
+        def emit(event: dict) -> None:
+            print(json.dumps(event), flush=True)
+
+        return emit, lambda: None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def show(event: dict) -> None:
+        phase = event["phase"]
+        if phase == "validated":
+            tqdm.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, validation balanced "
+                       f"patch accuracy {event['val_balanced_accuracy']:.3f} (best epoch {event['best_epoch']})",
+                       file=sys.stderr)
+            return
+        key = phase if phase != "training" else f"epoch {event['epoch']}/{event['epochs']}"
+        if key not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
+            bars[key] = tqdm(total=event["steps"], desc=key, unit="step", file=sys.stderr, leave=False)
+        bar = bars[key]
+        bar.n = event["step"]
+        if "loss" in event:
+            bar.set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return show, close
+
+
+def _records_for_training(data: str) -> list:
+    """Records of a MIAS-style data folder, refusing one without images."""
+    from .mias import read_folder
+
+    records = read_folder(Path(data))
+    if not records:
+        raise MammoInputError(Path(data), "no images to train on")
+    return records
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on a MIAS-style folder."""
+    records = _records_for_training(args.data)
+    show, close = _progress_printer(args.progress_json)
+    try:
+        if args.model == "classifier":
+            from .classifier import ClassifierConfig, train_classifier
+
+            config = ClassifierConfig(epochs=args.epochs, seed=args.seed, device=args.device,
+                                      patches=args.patches, labelling=args.labelling, batch_size=args.batch_size,
+                                      learning_rate=args.learning_rate,
+                                      max_steps_per_epoch=args.max_steps_per_epoch)
+            result = train_classifier(records, args.out, config, progress=show)
+        else:
+            raise MammoInputError(Path(args.data), f"training {args.model} is not available yet")
+    finally:
+        close()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes and reports
+        return 130 if result.stopped else 0
+    if result.path is None:
+        print("napari-mammo: stopped before any weights were kept", file=sys.stderr)
+        return 1
+    state = "stopped early; kept" if result.stopped else "kept"
+    print(f"{state} the weights of epoch {result.best_epoch} (validation score {result.best_score:.3f}) "
+          f"in {result.path}", file=sys.stderr)
+    return 130 if result.stopped else 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Classify images with CNNI-BCC; JSON list on stdout with --json."""
+    from .classifier import PatchClassifier
+
+    classifier = PatchClassifier.load(args.weights, device=args.device)
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            result = classifier.classify_file(path, selection=args.patches)
+        except MammoInputError as err:
+            print(f"napari-mammo: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append(result.to_json(path))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"{'image':<40} {'verdict':<10} {'normal':>7} {'benign':>7} {'malignant':>9}  patches N/B/M")
+        for entry in results:
+            p = entry["probabilities"]
+            counts = [sum(1 for q in entry["patches"] if q["label"] == name) for name in p]
+            print(f"{entry['path']:<40} {entry['label']:<10} {p['normal']:7.3f} {p['benign']:7.3f} "
+                  f"{p['malignant']:9.3f}  {counts[0]}/{counts[1]}/{counts[2]}")
+    return 2 if failed else 0
+
+
+def _evaluation_records(data: str, split: str, metadata: dict) -> list:
+    """The records to evaluate: a split named in the weights' metadata, or all of them."""
+    records = _records_for_training(data)
+    if split == "all":
+        return records
+    refs = set(metadata.get("split", {}).get(split, []))
+    if not refs:
+        raise MammoInputError(Path(data), f"the weights name no {split!r} split; use --split all")
+    chosen = [r for r in records if r.ref in refs]
+    if not chosen:
+        raise MammoInputError(Path(data), f"none of the weights' {split!r} images are in this folder")
+    return chosen
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a model on a labelled folder."""
+    from .classifier import PatchClassifier
+    from .evaluation import evaluate_classifier, format_evaluation, plot_report
+
+    classifier = PatchClassifier.load(args.weights, device=args.device)
+    records = _evaluation_records(args.data, args.split, classifier.metadata)
+    from tqdm import tqdm
+
+    with tqdm(total=len(records), desc="evaluating", unit="image", file=sys.stderr, leave=False) as bar:
+        report = evaluate_classifier(classifier, records, selection=args.patches,
+                                     progress=lambda i, n: bar.update(1))
+    report["weights"] = str(classifier.source)
+    report["split"] = args.split
+    if args.plot:
+        report["plot"] = str(plot_report(report, args.plot))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_evaluation(report))
+        if args.plot:
+            print(f"plot: {report['plot']}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the speed benchmark and print the ratios."""
+    from .bench import bench_classifier, format_report
+
+    def show(step: int, steps: int, key: str, value: dict) -> None:
+        print(f"[{step}/{steps}] {key}: {value['seconds'] * 1000:.1f} ms", file=sys.stderr, flush=True)
+
+    report = bench_classifier(threads=args.threads, repeats=args.repeats, progress=show)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -84,6 +237,59 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("paths", nargs="+", metavar="PATH", help="image file, MIAS folder or Info.txt")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=cmd_info)
+
+    train = sub.add_parser("train", help="train the classifier or the detector on a MIAS-style folder",
+                           description="Train on the train part of a seeded, pair-aware split of a MIAS-style "
+                                       "folder; 20%% of the women are held out as a test split and never used. "
+                                       "Runs under torchrun for several processes (DDP).")
+    train.add_argument("model", choices=["classifier"], help="which model")
+    train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
+    train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--patches", default="middle", choices=["middle", "all", "breast"],
+                       help="patch sampling: the seed's middle 4 columns (default), all 64, or those in the breast")
+    train.add_argument("--labelling", default="lesion", choices=["lesion", "image"],
+                       help="patch labels from the lesion circles (default) or the image label")
+    train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    train.add_argument("--progress-json", action="store_true", help="print progress as JSON lines on stdout")
+    train.set_defaults(func=cmd_train)
+
+    classify = sub.add_parser("classify", help="classify mammograms with CNNI-BCC",
+                              description="Classify each image's 128x128 patches and give an image verdict "
+                                          "(the most suspicious patch decides).")
+    classify.add_argument("images", nargs="+", metavar="IMAGE")
+    classify.add_argument("--weights", metavar="FILE", help="a CNNI-BCC .safetensors file (default: shipped)")
+    classify.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    classify.add_argument("--patches", default="breast", choices=["breast", "all", "middle"],
+                          help="which patches to classify (default: those in the breast)")
+    classify.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    classify.set_defaults(func=cmd_classify)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a model on a labelled MIAS-style folder",
+                              description="Patch and image accuracy, confusion matrix, per-class sensitivity "
+                                          "and specificity, ROC AUC, and a PNG of the curves.")
+    evaluate.add_argument("model", choices=["classifier"])
+    evaluate.add_argument("--data", required=True, metavar="DIR")
+    evaluate.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
+    evaluate.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
+                          help="which part of the weights' recorded split to evaluate (default: test)")
+    evaluate.add_argument("--patches", default="breast", choices=["breast", "all", "middle"])
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    evaluate.add_argument("--plot", metavar="FILE.png", help="write ROC curves and confusion matrix here")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="time the fast CNNI-BCC against the plain nn.Conv2d model",
+                           description="Inference and a training step of 64 patches, fast vs plain NCHW, and "
+                                       "one whole 1024x1024 image, each in a fresh process; prints the ratios.")
+    bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -94,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return args.func(args)
-    except MammoInputError as err:
+    except (MammoInputError, ValueError) as err:
         print(f"napari-mammo: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,107 @@
+"""Benchmarks: the fast CNNI-BCC against the plain NCHW `nn.Conv2d` model, in one run.
+
+Each measurement runs in a fresh process (so its peak RSS is its own) with the same thread
+count; times are medians of repeats after a warm-up.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import statistics
+import time
+
+
+def _median_time(fn, repeats: int) -> float:
+    """Median wall time of `fn` over `repeats` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _measure(kind: str, fast: bool, threads: int, repeats: int, batch: int) -> dict:
+    """One measurement in this process: 'infer', 'train' or 'image'."""
+    import torch
+    import torch.nn.functional as F
+
+    from .models.cnni_bcc import CNNIBCC
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = CNNIBCC(fast=fast)
+    patches = torch.rand(batch, 1, 128, 128)
+    if kind == "infer":
+        model.eval()
+
+        def run():
+            with torch.no_grad():
+                model(patches)
+    elif kind == "train":
+        target = torch.randint(0, 3, (batch,))
+        optimiser = torch.optim.Adam(model.parameters())
+
+        def run():
+            optimiser.zero_grad()
+            F.cross_entropy(model(patches), target).backward()
+            optimiser.step()
+    else:
+        from .classifier import PatchClassifier
+        from .synthetic import synthetic_mammogram
+
+        pixels, _ = synthetic_mammogram(seed=1, label="malignant")
+        classifier = PatchClassifier(model.eval(), {}, "cpu", None)
+
+        def run():
+            classifier.classify(pixels, (0.2, 0.2))
+    seconds = _median_time(run, repeats)
+    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_fresh_process(kind: str, fast: bool, threads: int, repeats: int, batch: int) -> dict:
+    """Run `_measure` in a spawned process and return its result."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_measure, (kind, fast, threads, repeats, batch))
+
+
+def bench_classifier(threads: int = 2, repeats: int = 5, batch: int = 64,
+                     progress=None) -> dict:
+    """Fast vs plain CNNI-BCC: inference and a training step of `batch` patches, one whole image."""
+    plan = [("infer", False, max(1, repeats // 2)), ("infer", True, repeats), ("train", False, 1),
+            ("train", True, repeats), ("image", True, repeats)]
+    results = {}
+    for step, (kind, fast, count) in enumerate(plan):
+        key = f"{kind}_{'fast' if fast else 'plain'}"
+        results[key] = _in_fresh_process(kind, fast, threads, count, batch)
+        if progress:
+            progress(step + 1, len(plan), key, results[key])
+    plain_infer = results["infer_plain"]["seconds"]
+    return {
+        "threads": threads,
+        "batch": batch,
+        "measurements": results,
+        "inference_speedup": plain_infer / results["infer_fast"]["seconds"],
+        "training_step_speedup": results["train_plain"]["seconds"] / results["train_fast"]["seconds"],
+        "image_vs_plain_64_patch_forward": plain_infer / results["image_fast"]["seconds"],
+        "targets": {"inference_speedup": 40.0, "training_step_speedup": 15.0,
+                    "image_vs_plain_64_patch_forward": 20.0},
+    }
+
+
+def format_report(report: dict) -> str:
+    """A readable table of a benchmark report."""
+    lines = [f"CNNI-BCC benchmark: {report['batch']} patches, {report['threads']} CPU threads "
+             "(median wall time; peak RSS of the measuring process)"]
+    for key, value in report["measurements"].items():
+        lines.append(f"  {key:<14} {value['seconds'] * 1000:10.1f} ms   peak RSS {value['peak_rss_mb']:8.0f} MB")
+    for key, target in report["targets"].items():
+        mark = "ok" if report[key] >= target else "BELOW TARGET"
+        lines.append(f"  {key:<34} {report[key]:7.1f}x  (target >= {target:g}x) {mark}")
+    return "\n".join(lines)
+
+
+

@@ -1,0 +1,374 @@
+"""CNNI-BCC end to end: patch data sets, training, loading and classifying whole images."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .augment import SEED_TRANSFORMS, apply_image
+from .errors import MammoInputError
+from .images import ImageData, read_image
+from .patches import PATCH, extract, patch_labels, select_patches
+from .records import CLASS_NAMES, MIAS_PIXEL_MM, Mammogram
+from .splits import standard_split
+
+MODEL_NAME = "cnni-bcc"
+Progress = Callable[[dict], None]
+StopFlag = Callable[[], bool]
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """Grey levels as float32 in [0, 1]: uint8 by /255, other types by their own min and max."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / 255.0
+    values = pixels.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("image contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def to_mias_scale(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, float]:
+    """Resample to mini-MIAS' 0.2 mm pixels when the pixel size is known; returns (image, factor)."""
+    if not spacing_mm or abs(spacing_mm[0] - MIAS_PIXEL_MM) < 1e-6 and abs(spacing_mm[1] - MIAS_PIXEL_MM) < 1e-6:
+        return pixels, 1.0
+    from skimage.transform import resize
+
+    factor_r, factor_c = spacing_mm[0] / MIAS_PIXEL_MM, spacing_mm[1] / MIAS_PIXEL_MM
+    shape = (max(1, round(pixels.shape[0] * factor_r)), max(1, round(pixels.shape[1] * factor_c)))
+    resized = resize(pixels.astype(np.float32), shape, order=1, anti_aliasing=True, preserve_range=True)
+    return resized, factor_r
+
+
+@dataclass
+class PatchSet:
+    """Patches (N, 128, 128) float32, their class indices and the image each came from."""
+
+    patches: np.ndarray
+    labels: np.ndarray
+    owners: list[str]
+
+
+def build_patch_set(records: Sequence[Mammogram], selection: str = "middle", labelling: str = "lesion",
+                    progress: Progress | None = None) -> PatchSet:
+    """Read each record's image and cut its patches with labels."""
+    chunks, labels, owners = [], [], []
+    for index, record in enumerate(records):
+        image = read_image(record.path)
+        pixels = normalise(image.pixels)
+        chosen = select_patches(image.pixels, selection)
+        chunks.append(extract(pixels, chosen))
+        labels.append(patch_labels(record, chosen, labelling))
+        owners.extend([record.ref] * len(chosen))
+        if progress:
+            progress({"phase": "reading", "step": index + 1, "steps": len(records)})
+    if not chunks:
+        return PatchSet(np.zeros((0, PATCH, PATCH), np.float32), np.zeros(0, np.int64), [])
+    return PatchSet(np.concatenate(chunks), np.concatenate(labels), owners)
+
+
+@dataclass
+class ClassifierConfig:
+    """How to train CNNI-BCC; saved in the weights' metadata."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    patches: str = "middle"
+    labelling: str = "lesion"
+    device: str = "auto"
+    max_steps_per_epoch: int | None = None
+    split_seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    path: Path | None
+    best_epoch: int
+    best_score: float
+    history: list[dict] = field(default_factory=list)
+    stopped: bool = False
+
+
+def class_weights(labels: np.ndarray, classes: int = 3) -> np.ndarray:
+    """Inverse-frequency loss weights (mean 1 over present classes) against the normal majority."""
+    counts = np.bincount(labels, minlength=classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return (weights / weights[counts > 0].mean()).astype(np.float32)
+
+
+def _augment_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Apply one of the seed's transforms (identity, 90°, 180°, 270°, vertical flip) to each patch."""
+    choice = rng.integers(len(SEED_TRANSFORMS), size=len(batch))
+    out = np.empty_like(batch)
+    for k, transform in enumerate(SEED_TRANSFORMS):
+        mask = choice == k
+        if mask.any():
+            out[mask] = apply_image(batch[mask], transform)
+    return out
+
+
+def _predict_patches(model, patches: np.ndarray, device: str, batch_size: int = 64,
+                     progress: Progress | None = None, stop: StopFlag | None = None) -> np.ndarray:
+    """Softmax probabilities (N, 3) of patches, in batches."""
+    import torch
+
+    out = np.zeros((len(patches), len(CLASS_NAMES)), np.float32)
+    model.eval()
+    steps = math.ceil(len(patches) / batch_size)
+    with torch.no_grad():
+        for step, start in enumerate(range(0, len(patches), batch_size)):
+            if stop and stop():
+                raise InterruptedError("classification cancelled")
+            batch = torch.from_numpy(np.ascontiguousarray(patches[start : start + batch_size])).to(device)
+            out[start : start + len(batch)] = torch.softmax(model(batch[:, None]), dim=1).float().cpu().numpy()
+            if progress:
+                progress({"phase": "classifying", "step": step + 1, "steps": steps})
+    return out
+
+
+def image_verdict(probabilities: np.ndarray, threshold: float = 0.5) -> tuple[int, np.ndarray]:
+    """Image class from its patches: the most suspicious patch (highest 1 − p(normal)) decides.
+
+    The image is normal when that patch's abnormal probability is below `threshold` (chosen
+    on the validation split at training time); otherwise benign or malignant, whichever that
+    patch finds likelier. The image's probabilities are that patch's.
+    """
+    if len(probabilities) == 0:
+        return 0, np.array([1.0, 0.0, 0.0], np.float32)
+    suspicious = int(np.argmax(1.0 - probabilities[:, 0]))
+    probs = probabilities[suspicious]
+    if 1.0 - probs[0] < threshold:
+        return 0, probs
+    return (1 if probs[1] >= probs[2] else 2), probs
+
+
+def best_threshold(scores: np.ndarray, truth: np.ndarray, lesion_class: np.ndarray) -> float:
+    """The abnormality threshold that maximises 3-class image accuracy on held-out images."""
+    candidates = np.unique(np.r_[0.5, scores])
+    best, best_acc = 0.5, -1.0
+    for t in candidates:
+        predicted = np.where(scores >= t, lesion_class, 0)
+        acc = float((predicted == truth).mean())
+        if acc > best_acc + 1e-12:
+            best, best_acc = float(t), acc
+    return best
+
+
+def train_classifier(records: Sequence[Mammogram], out: str | Path, config: ClassifierConfig | None = None,
+                     progress: Progress | None = None, stop: StopFlag | None = None) -> TrainResult:
+    """Train CNNI-BCC on the train part of a pair-aware split; keep the weights best on validation.
+
+    The test part of the split (20% of the women, seeded) is never used here. Returns when
+    the epochs are done, when `stop()` turns true, or on KeyboardInterrupt; the file at
+    `out` then holds the best weights so far. Runs under torchrun (DDP) as well.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .models.cnni_bcc import CNNIBCC
+    from .runtime import close_distributed, init_distributed, pick_device, seed_everything
+    from .weights import save_weights
+
+    config = config or ClassifierConfig()
+    device = pick_device(config.device)
+    dist_info = init_distributed(device)
+    if device == "cuda" and dist_info.world > 1:
+        torch.cuda.set_device(dist_info.local_rank)
+    seed_everything(config.seed + dist_info.rank)
+    report = progress if (progress and dist_info.main) else (lambda event: None)
+
+    parts = standard_split(records, seed=config.split_seed)
+    if not parts["train"]:
+        raise ValueError("no training images after the split; the data set needs more women")
+    train = build_patch_set(parts["train"], config.patches, config.labelling, report)
+    val_records = parts["val"] or parts["train"][:2]
+    val = build_patch_set(val_records, config.patches, config.labelling)
+
+    model = CNNIBCC(fast=True).to(device)
+    net = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device == "cuda" else None)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    weights = torch.from_numpy(class_weights(train.labels)).to(device)
+    rng = np.random.default_rng(config.seed + 1000 * dist_info.rank)
+    per_rank = config.batch_size
+    steps = max(1, len(train.labels) // (per_rank * dist_info.world))
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    total_steps = steps * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=total_steps)
+
+    metadata = {"classes": list(CLASS_NAMES), "config": asdict(config), "patch_size": PATCH,
+                "split": {name: [r.ref for r in part] for name, part in parts.items()},
+                "architecture": "CNNI-BCC (poster), ReLU after conv2d_1, depthwise_conv2d_1, conv2d_2"}
+    result = TrainResult(None, -1, -math.inf)
+    started, done = time.monotonic(), 0
+
+    def validate_and_keep(epoch: int, train_loss: float) -> None:
+        probs = _predict_patches(model, val.patches, device, 256)
+        predicted = probs.argmax(1)
+        recalls = [float((predicted[val.labels == k] == k).mean()) for k in range(3) if (val.labels == k).any()]
+        score = float(np.mean(recalls)) if recalls else 0.0
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_balanced_accuracy": score,
+                 "val_accuracy": float((predicted == val.labels).mean()) if len(predicted) else 0.0}
+        result.history.append(entry)
+        if dist_info.main and score > result.best_score:
+            result.best_score, result.best_epoch = score, epoch
+            threshold = _image_threshold(model, val_records, config, device)
+            meta = {**metadata, "best_epoch": epoch, "val_balanced_patch_accuracy": score,
+                    "image_threshold": threshold, "history": result.history}
+            result.path = save_weights(out, model.state_dict(), MODEL_NAME, meta)
+        report({"phase": "validated", **entry, "best_epoch": result.best_epoch})
+
+    try:
+        for epoch in range(1, config.epochs + 1):
+            net.train()
+            order = rng.permutation(len(train.labels))
+            if dist_info.world > 1:
+                order = np.random.default_rng(config.seed + epoch).permutation(len(train.labels))
+                order = order[dist_info.rank :: dist_info.world]
+            losses = []
+            for step in range(steps):
+                if stop and stop():
+                    raise KeyboardInterrupt
+                index = order[step * per_rank : (step + 1) * per_rank]
+                batch = torch.from_numpy(_augment_batch(train.patches[index], rng)[:, None]).to(device)
+                target = torch.from_numpy(train.labels[index]).to(device)
+                loss = F.cross_entropy(net(batch), target, weight=weights)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                done += 1
+                elapsed = time.monotonic() - started
+                report({"phase": "training", "epoch": epoch, "epochs": config.epochs, "step": step + 1,
+                        "steps": steps, "loss": losses[-1], "eta_s": elapsed / done * (total_steps - done)})
+            validate_and_keep(epoch, float(np.mean(losses)))
+    except KeyboardInterrupt:
+        result.stopped = True
+        if result.path is None and dist_info.main:
+            validate_and_keep(len(result.history) + 1, float("nan"))
+    finally:
+        close_distributed()
+    return result
+
+
+def _image_threshold(model, records: Sequence[Mammogram], config: ClassifierConfig, device: str) -> float:
+    """Choose the image-level abnormality threshold on held-out images."""
+    scores, truth, lesion_class = [], [], []
+    for record in records:
+        image = read_image(record.path)
+        pixels = normalise(image.pixels)
+        chosen = select_patches(image.pixels, "breast")
+        probs = _predict_patches(model, extract(pixels, chosen), device)
+        _, top = image_verdict(probs, threshold=0.0)
+        scores.append(1.0 - top[0])
+        lesion_class.append(1 if top[1] >= top[2] else 2)
+        truth.append(CLASS_NAMES.index(record.label))
+    return best_threshold(np.array(scores), np.array(truth), np.array(lesion_class))
+
+
+@dataclass
+class Classification:
+    """The result for one image: verdict, probabilities, and every classified patch."""
+
+    label: str
+    probabilities: dict[str, float]
+    patches: list[dict]
+    label_image: np.ndarray
+
+    def to_json(self, path: str) -> dict:
+        """The command line's JSON object for this image."""
+        return {"path": path, "label": self.label, "probabilities": self.probabilities, "patches": self.patches}
+
+
+class PatchClassifier:
+    """Loaded CNNI-BCC weights, ready to classify whole images."""
+
+    def __init__(self, model, metadata: dict, device: str, source: Path) -> None:
+        self.model, self.metadata, self.device, self.source = model, metadata, device, source
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "auto") -> PatchClassifier:
+        """Load weights (the shipped default when `path` is None) onto a device."""
+        from .models.cnni_bcc import CNNIBCC
+        from .runtime import pick_device
+        from .weights import load_weights, shipped_weights
+
+        path = Path(path) if path else shipped_weights(MODEL_NAME)
+        state, metadata = load_weights(path, MODEL_NAME)
+        if metadata.get("classes", list(CLASS_NAMES)) != list(CLASS_NAMES):
+            raise MammoInputError(path, f"classes {metadata.get('classes')} are not {list(CLASS_NAMES)}")
+        model = CNNIBCC(fast=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise MammoInputError(path, f"tensors do not fit the CNNI-BCC network ({first})") from None
+        device = pick_device(device)
+        return cls(model.to(device).eval(), metadata, device, path)
+
+    @property
+    def threshold(self) -> float:
+        """Image-level abnormality threshold from training (0.5 when absent)."""
+        return float(self.metadata.get("image_threshold", 0.5))
+
+    def classify(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
+                 selection: str = "breast", progress: Progress | None = None,
+                 stop: StopFlag | None = None) -> Classification:
+        """Classify a 2-D image's patches and derive the image verdict.
+
+        Images with a known pixel size other than 0.2 mm are resampled to it first; patch
+        positions are reported in the input image's pixels. `selection` 'breast' (default)
+        classifies the patches at least half inside the breast, falling back to all patches
+        when no breast is found.
+        """
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 2:
+            raise ValueError(f"expected a 2-D greyscale image, got shape {pixels.shape}")
+        if pixels.size == 0:
+            raise ValueError("the image is empty")
+        norm = normalise(pixels)
+        if pixels.min() == pixels.max():
+            raise ValueError(f"the image is constant (every pixel is {pixels.flat[0]}); there is nothing to classify")
+        scaled, factor = to_mias_scale(norm, spacing_mm)
+        chosen = select_patches(scaled, selection) or select_patches(scaled, "all")
+        probs = _predict_patches(self.model, extract(scaled, chosen), self.device, progress=progress, stop=stop)
+        classes = probs.argmax(1)
+        verdict, image_probs = image_verdict(probs, self.threshold)
+        label_image = np.zeros(pixels.shape, np.uint8)
+        patches = []
+        for patch, cls, p in zip(chosen, classes, probs, strict=True):
+            top, left = int(round(patch.row / factor)), int(round(patch.col / factor))
+            bottom = int(round((patch.row + PATCH) / factor))
+            right = int(round((patch.col + PATCH) / factor))
+            label_image[top:bottom, left:right] = cls + 1
+            patches.append({"row": top, "col": left, "label": CLASS_NAMES[cls],
+                            "probabilities": {name: float(v) for name, v in zip(CLASS_NAMES, p, strict=True)}})
+        return Classification(CLASS_NAMES[verdict],
+                              {name: float(v) for name, v in zip(CLASS_NAMES, image_probs, strict=True)},
+                              patches, label_image)
+
+    def classify_file(self, path: str | Path, **kwargs) -> Classification:
+        """Read an image file and classify it."""
+        image: ImageData = read_image(path)
+        if image.pixels.ndim != 2:
+            raise MammoInputError(path, f"expected a 2-D image, got shape {image.pixels.shape}")
+        try:
+            return self.classify(image.pixels, image.spacing_mm, **kwargs)
+        except ValueError as err:
+            raise MammoInputError(path, str(err)) from None

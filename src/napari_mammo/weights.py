@@ -1,0 +1,68 @@
+"""Model weights as safetensors files with metadata naming the model, classes and training set-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import MammoInputError
+
+FORMAT_VERSION = "1"
+
+
+def shipped_weights(model: str) -> Path:
+    """Path of the weights shipped in the package for a model ('cnni-bcc' or 'idbll')."""
+    return Path(str(resources.files("napari_mammo") / "weights" / f"{model}.safetensors"))
+
+
+def save_weights(path: str | Path, state: dict, model: str, metadata: dict[str, Any]) -> Path:
+    """Write tensors and JSON metadata to a safetensors file atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"model": model, "format_version": FORMAT_VERSION,
+              **{key: json.dumps(value) for key, value in metadata.items()}}
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_weights(path: str | Path, model: str) -> tuple[dict, dict[str, Any]]:
+    """Read tensors and metadata; refuse a file that is not safetensors or belongs to another model."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MammoInputError(path, "weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise MammoInputError(path, f"not a readable safetensors weights file ({err})") from None
+    found = header.get("model")
+    if found != model:
+        what = f"weights of model {found!r}" if found else "weights without a napari-mammo model name"
+        raise MammoInputError(path, f"holds {what}, not {model!r}")
+    metadata = {}
+    for key, value in header.items():
+        if key in ("model", "format_version"):
+            metadata[key] = value
+            continue
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:
+            metadata[key] = value
+    return state, metadata
