@@ -17,13 +17,13 @@ from .records import CLASS_NAMES, Mammogram
 def evaluate_classifier(classifier: PatchClassifier, records: Sequence[Mammogram], selection: str = "breast",
                         labelling: str = "lesion", progress: Callable[[int, int], None] | None = None) -> dict:
     """Patch-level and image-level metrics of a classifier on labelled images."""
-    from .classifier import _predict_patches, image_verdict
+    from .classifier import image_verdict, predict_patches
 
     patch_truth, patch_probs, image_truth, image_probs, image_pred, refs = [], [], [], [], [], []
     for index, record in enumerate(records):
         image = read_image(record.path)
         chosen = select_patches(image.pixels, selection) or select_patches(image.pixels, "all")
-        probs = _predict_patches(classifier.model, extract(normalise(image.pixels), chosen), classifier.device)
+        probs = predict_patches(classifier.model, extract(normalise(image.pixels), chosen), classifier.device)
         patch_truth.append(patch_labels(record, chosen, labelling))
         patch_probs.append(probs)
         verdict, top = image_verdict(probs, classifier.threshold)

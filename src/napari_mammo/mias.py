@@ -136,16 +136,20 @@ def _at_image_height(record: Mammogram) -> Mammogram:
     ))
 
 
-def format_info(records: Iterable[Mammogram], height: int = MIAS_SIZE, header: str = "") -> str:
-    """Info.txt text for records (CRLF line ends, origin at the bottom-left, as MIAS has it)."""
+def format_info(records: Iterable[Mammogram], height: int | dict[str, int] = MIAS_SIZE, header: str = "") -> str:
+    """Info.txt text for records (CRLF line ends, origin at the bottom-left, as MIAS has it).
+
+    `height` is the images' height in pixels, or a mapping from reference to height.
+    """
     lines = [*header.splitlines()]
     for record in records:
+        image_height = height.get(record.ref, MIAS_SIZE) if isinstance(height, dict) else height
         if not record.lesions:
             lines.append(f"{record.ref} {record.tissue} NORM")
         for lesion in record.lesions:
             row = f"{record.ref} {record.tissue} {lesion.abnormality} {lesion.severity}"
             if lesion.located:
-                y = height - lesion.row
+                y = image_height - lesion.row
                 row += f" {_number(lesion.col)} {_number(y)} {_number(lesion.radius)}"
             lines.append(row)
     return "\r\n".join(lines) + "\r\n"
@@ -156,7 +160,7 @@ def _number(value: float) -> str:
     return str(int(round(value))) if abs(value - round(value)) < 1e-9 else f"{value:.2f}"
 
 
-def write_info(path: str | Path, records: Iterable[Mammogram], height: int = MIAS_SIZE,
+def write_info(path: str | Path, records: Iterable[Mammogram], height: int | dict[str, int] = MIAS_SIZE,
                header: str = "", overwrite: bool = False) -> None:
     """Write records as a MIAS-style Info.txt, atomically; refuses to replace a file unless told."""
     path = Path(path)

@@ -1,1 +1,10 @@
-"""The napari side of napari-mammo: reader, sample data and widgets (imports napari lazily)."""
+"""The napari side of napari-mammo: reader, sample data and widgets.
+
+torch's optimiser imports triton, which crashes once napari has made a Mesa OpenGL
+context; inside napari's process triton is therefore kept out before torch is imported
+(training itself runs in a separate process).
+"""
+
+from ..runtime import keep_triton_out
+
+keep_triton_out()

@@ -1,0 +1,63 @@
+"""Ground truth drawn in napari (image layers with lesion Shapes) written out as a MIAS folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..mias import INFO_NAME, write_info
+from ..pgm import write_pgm
+from ..records import ABNORMALITIES, Lesion, Mammogram
+
+if TYPE_CHECKING:
+    import napari
+
+_REF = re.compile(r"^[A-Za-z]+\d+$")
+
+
+def shapes_to_lesions(layer, shape_indices: list[int] | None = None) -> list[Lesion]:
+    """Circles of a Shapes layer (ellipses or rectangles) as lesions, in the layer's data pixels."""
+    features = layer.features
+    lesions = []
+    for i in shape_indices if shape_indices is not None else range(len(layer.data)):
+        vertices = np.asarray(layer.data[i])[:, -2:]
+        low, high = vertices.min(axis=0), vertices.max(axis=0)
+        centre = (low + high) / 2
+        radius = float(np.max(high - low) / 2)
+        severity = str(features["severity"].iloc[i]) if "severity" in features else "B"
+        abnormality = str(features["class"].iloc[i]) if "class" in features else "MISC"
+        if severity not in ("B", "M"):
+            severity = "M" if severity.lower().startswith("m") else "B"
+        if abnormality not in ABNORMALITIES or abnormality == "NORM":
+            abnormality = "MISC"
+        lesions.append(Lesion(abnormality, severity, float(centre[0]), float(centre[1]), max(radius, 1.0)))
+    return lesions
+
+
+def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram]:
+    """Write each 2-D image layer (and the Shapes layer named '<image> lesions') as PGM + Info.txt."""
+    import napari
+
+    images = [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image) and layer.ndim == 2
+              and not layer.rgb]
+    if not images:
+        raise ValueError("no 2-D greyscale image layer is open")
+    shapes = {layer.name: layer for layer in viewer.layers if isinstance(layer, napari.layers.Shapes)}
+    records, heights = [], {}
+    for number, image in enumerate(images, start=1):
+        ref = image.name if _REF.match(image.name) else f"img{number:03d}"
+        pixels = np.asarray(image.data)
+        if pixels.dtype not in (np.uint8, np.uint16):
+            low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+            pixels = np.round((pixels - low) / ((high - low) or 1) * 255).astype(np.uint8)
+        path = folder / f"{ref}.pgm"
+        write_pgm(path, pixels)
+        layer = shapes.get(f"{image.name} lesions")
+        lesions = tuple(shapes_to_lesions(layer)) if layer is not None else ()
+        records.append(Mammogram(ref, image.metadata.get("tissue", "F") or "F", lesions, path))
+        heights[ref] = pixels.shape[0]
+    write_info(folder / INFO_NAME, records, height=heights, overwrite=True)
+    return records

@@ -1,0 +1,171 @@
+"""The Classify widget: CNNI-BCC on an image layer, off the GUI thread, into a Labels layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+
+from .weights_registry import REGISTRY, SHIPPED
+
+if TYPE_CHECKING:
+    import napari
+
+MODEL = "cnni-bcc"
+CLASS_COLOURS = {0: "transparent", 1: "#2ca02c", 2: "#ffbf00", 3: "#d62728"}
+
+
+def image_layers(viewer: napari.Viewer) -> list:
+    """The viewer's image layers."""
+    import napari
+
+    return [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image)]
+
+
+def displayed_plane(layer) -> tuple[np.ndarray, tuple]:
+    """The 2-D plane of an image layer at the viewer's current slice, and its leading index."""
+    if layer.rgb:
+        raise ValueError(f"layer {layer.name!r} is an RGB image; mammograms are greyscale")
+    if layer.data.ndim == 2:
+        return np.asarray(layer.data), ()
+    index = tuple(int(round(i)) for i in layer._slice_input.world_slice.point[: layer.data.ndim - 2])
+    index = tuple(min(max(i, 0), n - 1) for i, n in zip(index, layer.data.shape[:-2], strict=False))
+    return np.asarray(layer.data[index]), index
+
+
+def pixel_spacing(layer) -> tuple[float, float] | None:
+    """The layer's pixel size in mm if its metadata says the scale is in mm."""
+    if layer.metadata.get("unit") == "mm":
+        return float(layer.scale[-2]), float(layer.scale[-1])
+    return None
+
+
+class ClassifyWidget(Container):
+    """Choose an image, weights and device; Classify writes a Labels layer of patch classes."""
+
+    def __init__(self, viewer: napari.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self._worker = None
+        self.image = ComboBox(label="image", choices=self._image_choices)
+        self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(MODEL) + ["other file…"])
+        self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast")
+        self.run_button = PushButton(text="Classify")
+        self.progress = ProgressBar(label="progress", value=0, max=1, visible=False)
+        self.verdict = Label(label="verdict", value="")
+        self.extend([self.image, self.weights, self.weights_file, self.device, self.patches, self.run_button,
+                     self.progress, self.verdict])
+        self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == "other file…"))
+        self.run_button.changed.connect(self._toggle)
+        viewer.layers.events.inserted.connect(self._refresh)
+        viewer.layers.events.removed.connect(self._refresh)
+        REGISTRY.changed.connect(lambda model: self.weights.reset_choices())
+
+    def _image_choices(self, _=None) -> list:
+        """Image layer names for the combo box."""
+        return [layer.name for layer in image_layers(self.viewer)]
+
+    def _refresh(self, _=None) -> None:
+        """Refresh the image choices when layers come and go."""
+        self.image.reset_choices()
+
+    def weights_path(self) -> Path | None:
+        """The chosen weights file, or None for the shipped default."""
+        if self.weights.value == SHIPPED:
+            return None
+        if self.weights.value == "other file…":
+            return Path(self.weights_file.value)
+        return Path(self.weights.value)
+
+    def _toggle(self, _=None) -> None:
+        """Start classification, or cancel the running one."""
+        if self._worker is not None:
+            self._worker.quit()
+            return
+        self.start()
+
+    def start(self):
+        """Classify the chosen image layer in a worker thread; returns the worker."""
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        if not self.image.value:
+            show_error("napari-mammo: open an image layer to classify")
+            return None
+        layer = self.viewer.layers[self.image.value]
+        weights, device, selection = self.weights_path(), self.device.value, self.patches.value
+
+        def job():
+            from ..classifier import PatchClassifier
+
+            plane, index = displayed_plane(layer)
+            classifier = PatchClassifier.load(weights, device=device)
+            result = yield from classifier.iter_classify(plane, pixel_spacing(layer), selection)
+            return layer, index, result
+
+        worker = thread_worker(job, start_thread=False, ignore_errors=True)()
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(lambda err: show_error(f"napari-mammo: classification failed: {err}"))
+        worker.aborted.connect(lambda: self.verdict.__setattr__("value", "cancelled"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_button.text = "Cancel"
+        self.progress.visible, self.progress.value = True, 0
+        self.verdict.value = "classifying…"
+        worker.start()
+        return worker
+
+    def _on_progress(self, event: dict) -> None:
+        """Show a progress event."""
+        self.progress.max = event["steps"]
+        self.progress.value = event["step"]
+
+    def _on_finished(self) -> None:
+        """Back to the idle state."""
+        self._worker = None
+        self.run_button.text = "Classify"
+        self.progress.visible = False
+
+    def _on_result(self, value) -> None:
+        """Write or replace this widget's Labels layer for the image and show the verdict."""
+        layer, index, result = value
+        add_classification_layer(self.viewer, layer, result, index)
+        probs = ", ".join(f"{name} {p:.2f}" for name, p in result.probabilities.items())
+        self.verdict.value = f"{result.label} ({probs})"
+
+
+def add_classification_layer(viewer: napari.Viewer, image_layer, result, index: tuple = ()):
+    """Add (or replace the data of) the Labels layer of patch classes aligned with `image_layer`."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    name = f"{image_layer.name} CNNI-BCC patches"
+    features = {
+        "index": [1000 + i for i in range(len(result.patches))],  # patch ids, never a class value
+        "row": [p["row"] for p in result.patches],
+        "col": [p["col"] for p in result.patches],
+        "label": [p["label"] for p in result.patches],
+        **{cls: [p["probabilities"][cls] for p in result.patches] for cls in result.probabilities},
+    }
+    metadata = {"kind": "cnni-bcc", "source": image_layer.name, "verdict": result.label,
+                "probabilities": result.probabilities, "slice": list(index)}
+    ndim = image_layer.data.ndim
+    data = result.label_image
+    if ndim > 2:
+        full = np.zeros(image_layer.data.shape, np.uint8)
+        full[index] = data
+        data = full
+    colormap = DirectLabelColormap(color_dict={**CLASS_COLOURS, None: "transparent"})
+    for existing in viewer.layers:
+        if existing.name == name and existing.metadata.get("kind") == "cnni-bcc":
+            existing.data = data
+            existing.features = features
+            existing.metadata = metadata
+            return existing
+    return viewer.add_labels(data, name=name, scale=image_layer.scale, translate=image_layer.translate,
+                             rotate=image_layer.rotate, affine=image_layer.affine, units=image_layer.units,
+                             opacity=0.4, colormap=colormap, features=features, metadata=metadata)

@@ -1,0 +1,191 @@
+"""The Train widget: trains a model in a separate process, with progress, a live plot and Stop.
+
+Training runs as `python -m napari_mammo train …` in a child process: it keeps the GUI
+responsive, keeps torch's optimiser (which imports triton) out of napari's process, and
+Stop sends the child SIGINT (Ctrl-C), on which it keeps the best weights so far and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+
+from .weights_registry import REGISTRY
+
+if TYPE_CHECKING:
+    import napari
+
+OPEN_LAYERS = "open layers (image + lesion shapes)"
+
+
+def training_command(model: str, data: Path, out: Path, epochs: int, device: str,
+                     extra: tuple[str, ...] = ()) -> list[str]:
+    """The command line that trains `model` with JSON progress on stdout."""
+    return [sys.executable, "-m", "napari_mammo", "train", model, "--data", str(data), "--out", str(out),
+            "--epochs", str(epochs), "--device", device, "--progress-json", *extra]
+
+
+class TrainingProcess:
+    """A training child process whose JSON progress lines are read by `events()`."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.process: subprocess.Popen | None = None
+
+    def events(self):
+        """Generator: start the child, yield its progress events, return (exit code, last stderr line)."""
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        bufsize=1)
+        for line in self.process.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                yield json.loads(line)
+        self.process.wait()
+        err = self.process.stderr.read().strip().splitlines()
+        return self.process.returncode, err[-1] if err else ""
+
+    def stop(self) -> None:
+        """Interrupt the child as Ctrl-C would: it keeps its best weights and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
+
+class LossPlot:
+    """A small matplotlib canvas of training loss and validation score per epoch."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.5, 2.2), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot()
+        self.steps: list[float] = []
+        self.losses: list[float] = []
+        self.epochs: list[int] = []
+        self.scores: list[float] = []
+
+    def add(self, event: dict) -> None:
+        """Add a training or validation event and redraw."""
+        if event.get("phase") == "training":
+            self.steps.append(event["epoch"] - 1 + event["step"] / event["steps"])
+            self.losses.append(event["loss"])
+        elif event.get("phase") == "validated":
+            self.epochs.append(event["epoch"])
+            self.scores.append(event.get("val_balanced_accuracy", event.get("val_score", float("nan"))))
+        else:
+            return
+        self.axes.clear()
+        self.axes.plot(self.steps, self.losses, lw=0.8, label="train loss")
+        if self.epochs:
+            self.axes.plot(self.epochs, self.scores, "o-", label="validation score")
+        self.axes.set_xlabel("epoch")
+        self.axes.legend(fontsize=7)
+        self.canvas.draw_idle()
+
+
+class TrainWidget(Container):
+    """Data (a MIAS folder or the open layers), epochs, device, output file; Train toggles to Stop."""
+
+    def __init__(self, viewer: napari.Viewer, model: str = "classifier") -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self._worker = None
+        self._process: TrainingProcess | None = None
+        self.model = ComboBox(label="model", choices=["classifier"], value=model)
+        self.source = ComboBox(label="data", choices=["MIAS folder", OPEN_LAYERS], value="MIAS folder")
+        self.data = FileEdit(label="folder", mode="d")
+        self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.out = FileEdit(label="output", mode="w", filter="*.safetensors",
+                            value=str(Path.home() / "napari-mammo" / "cnni-bcc-trained.safetensors"))
+        self.train_button = PushButton(text="Train")
+        self.progress = ProgressBar(label="progress", value=0, max=1)
+        self.status = Label(label="status", value="")
+        self.plot = LossPlot()
+        self.extend([self.model, self.source, self.data, self.epochs, self.device, self.out, self.train_button,
+                     self.progress, self.status])
+        self.native.layout().addWidget(self.plot.canvas)
+        self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))
+        self.train_button.changed.connect(self._toggle)
+        self.extra_args: tuple[str, ...] = ()
+
+    def _toggle(self, _=None) -> None:
+        """Start training, or stop the running one."""
+        if self._worker is not None:
+            self.status.value = "stopping: keeping the best weights so far…"
+            self._process.stop()
+            return
+        self.start()
+
+    def data_folder(self) -> Path:
+        """The MIAS folder to train on; the open layers are first written out as one."""
+        if self.source.value == "MIAS folder":
+            return Path(self.data.value)
+        from .annotations import export_layers_as_mias
+
+        folder = Path(tempfile.mkdtemp(prefix="napari-mammo-layers-"))
+        export_layers_as_mias(self.viewer, folder)
+        return folder
+
+    def start(self):
+        """Launch the training process in a worker; returns the worker."""
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        try:
+            data = self.data_folder()
+        except (ValueError, OSError) as err:
+            show_error(f"napari-mammo: cannot train: {err}")
+            return None
+        out = Path(self.out.value)
+        command = training_command(self.model.value, data, out, self.epochs.value, self.device.value,
+                                   self.extra_args)
+        self._process = TrainingProcess(command)
+        worker = thread_worker(self._process.events, start_thread=False, ignore_errors=True)()
+        worker.yielded.connect(self._on_event)
+        worker.returned.connect(lambda value: self._on_done(value, out))
+        worker.errored.connect(lambda err: show_error(f"napari-mammo: training failed: {err}"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.train_button.text = "Stop"
+        self.status.value = "starting…"
+        worker.start()
+        return worker
+
+    def _on_event(self, event: dict) -> None:
+        """Show a progress event from the training process."""
+        self.plot.add(event)
+        if event["phase"] == "training":
+            self.progress.max = event["steps"]
+            self.progress.value = event["step"]
+            self.status.value = (f"epoch {event['epoch']}/{event['epochs']}, loss {event['loss']:.3f}, "
+                                 f"about {event['eta_s'] / 60:.1f} min left")
+        elif event["phase"] == "reading":
+            self.status.value = f"reading images {event['step']}/{event['steps']}"
+
+    def _on_done(self, value, out: Path) -> None:
+        """Register the trained weights, or report why there are none."""
+        from napari.utils.notifications import show_error, show_info
+
+        code, message = value
+        if out.is_file() and code in (0, 130):
+            REGISTRY.add("cnni-bcc" if self.model.value == "classifier" else "idbll", out)
+            show_info(f"napari-mammo: weights saved to {out}")
+            self.status.value = f"{'stopped; ' if code == 130 else ''}weights in {out.name}"
+        else:
+            show_error(f"napari-mammo: training ended without weights: {message or f'exit code {code}'}")
+            self.status.value = "failed"
+
+    def _on_finished(self) -> None:
+        """Back to the idle state."""
+        self._worker = None
+        self._process = None
+        self.train_button.text = "Train"

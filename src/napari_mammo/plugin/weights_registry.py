@@ -1,0 +1,34 @@
+"""Weights files known to this napari session: the shipped default and those trained here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psygnal import Signal
+
+SHIPPED = "shipped default"
+
+
+class WeightsRegistry:
+    """Per-model lists of weights files; widgets listen to `changed` to refresh their choices."""
+
+    changed = Signal(str)
+
+    def __init__(self) -> None:
+        self._files: dict[str, list[Path]] = {}
+
+    def add(self, model: str, path: str | Path) -> None:
+        """Remember a weights file for a model (most recent first)."""
+        path = Path(path).resolve()
+        files = self._files.setdefault(model, [])
+        if path in files:
+            files.remove(path)
+        files.insert(0, path)
+        self.changed.emit(model)
+
+    def choices(self, model: str) -> list[str]:
+        """The shipped default, then the known files."""
+        return [SHIPPED, *(str(p) for p in self._files.get(model, []))]
+
+
+REGISTRY = WeightsRegistry()

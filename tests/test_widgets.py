@@ -1,0 +1,176 @@
+"""The Classify and Train widgets driven in a real viewer on tiny synthetic data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_mammo import read_folder
+from napari_mammo.classifier import ClassifierConfig, train_classifier
+from napari_mammo.plugin.classify_widget import ClassifyWidget
+from napari_mammo.plugin.train_widget import TrainWidget
+from napari_mammo.plugin.weights_registry import REGISTRY
+
+FAST_TRAINING = ("--max-steps-per-epoch", "2", "--batch-size", "4", "--patches", "all")
+
+
+@pytest.fixture(scope="module")
+def weights(synthetic_folder, tmp_path_factory):
+    """CNNI-BCC weights trained for a few steps."""
+    out = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    train_classifier(read_folder(synthetic_folder), out,
+                     ClassifierConfig(epochs=1, batch_size=4, patches="all", max_steps_per_epoch=2))
+    return out
+
+
+def _use_file(widget: ClassifyWidget, path) -> None:
+    widget.weights.value = "other file…"
+    widget.weights_file.value = str(path)
+
+
+def test_classify_writes_aligned_labels_and_replaces_its_layer(make_napari_viewer, qtbot, weights,
+                                                               synthetic_folder):
+    viewer = make_napari_viewer()
+    image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    widget = ClassifyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.image.value == image.name
+    _use_file(widget, weights)
+    widget.patches.value = "all"
+    for _ in range(2):
+        worker = widget.start()
+        with qtbot.waitSignal(worker.finished, timeout=60_000):
+            pass
+    labels = [layer for layer in viewer.layers if layer.metadata.get("kind") == "cnni-bcc"]
+    assert len(labels) == 1
+    layer = labels[0]
+    assert layer.data.shape == image.data.shape
+    np.testing.assert_allclose(layer.scale, image.scale)
+    np.testing.assert_allclose(layer.translate, image.translate)
+    assert set(np.unique(layer.data)) <= {1, 2, 3}
+    assert len(layer.features) == 4
+    assert {"normal", "benign", "malignant", "row", "col"} <= set(layer.features.columns)
+    first = layer.features.iloc[0]
+    assert layer.data[int(first["row"]), int(first["col"])] == ["normal", "benign", "malignant"].index(
+        first["label"]) + 1
+    assert layer.metadata["verdict"] in widget.verdict.value
+    assert widget.run_button.text == "Classify"
+
+
+def test_cancel_leaves_viewer_as_it_was(make_napari_viewer, qtbot, weights):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8), name="big")
+    widget = ClassifyWidget(viewer)
+    _use_file(widget, weights)
+    widget.patches.value = "all"
+    worker = widget.start()
+    widget._toggle()  # the button now reads Cancel
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert widget.verdict.value == "cancelled"
+
+
+def test_bad_weights_file_is_a_notification_not_a_crash(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8), name="img")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not weights")
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    widget = ClassifyWidget(viewer)
+    _use_file(widget, bad)
+    worker = widget.start()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert len(shown) == 1 and "bad.safetensors" in shown[0] and "not a readable safetensors" in shown[0]
+    assert [layer.name for layer in viewer.layers] == ["img"]
+
+
+def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(make_napari_viewer, qtbot, tmp_path,
+                                                                     synthetic_folder):
+    viewer = make_napari_viewer(show=True)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    classify = ClassifyWidget(viewer)
+    widget.data.value = str(synthetic_folder)
+    widget.epochs.value = 1
+    widget.device.value = "cpu"
+    widget.out.value = str(tmp_path / "trained.safetensors")
+    widget.extra_args = FAST_TRAINING
+    worker = widget.start()
+    assert widget.train_button.text == "Stop"
+    with qtbot.waitSignal(worker.finished, timeout=180_000):
+        pass
+    assert (tmp_path / "trained.safetensors").is_file()
+    assert str((tmp_path / "trained.safetensors").resolve()) in classify.weights.choices
+    assert widget.plot.losses and widget.plot.scores
+    assert widget.train_button.text == "Train"
+
+
+def test_stop_really_stops_and_keeps_best_weights(make_napari_viewer, qtbot, tmp_path, synthetic_folder):
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    widget.data.value = str(synthetic_folder)
+    widget.epochs.value = 500
+    widget.device.value = "cpu"
+    widget.out.value = str(tmp_path / "stopped.safetensors")
+    widget.extra_args = FAST_TRAINING
+    events = []
+    worker = widget.start()
+    worker.yielded.connect(events.append)
+    qtbot.waitUntil(lambda: any(e["phase"] == "validated" for e in events), timeout=120_000)
+    widget._toggle()  # Stop
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert (tmp_path / "stopped.safetensors").is_file()
+    assert widget.status.value.startswith("stopped")
+    assert max(e.get("epoch", 0) for e in events) < 500
+    REGISTRY._files.clear()
+
+
+def test_training_from_open_layers(make_napari_viewer, qtbot, tmp_path, synthetic_folder):
+    viewer = make_napari_viewer()
+    for name in ("mdb003.pgm", "mdb004.pgm"):
+        viewer.open(str(synthetic_folder / name), plugin="napari-mammo")
+    widget = TrainWidget(viewer)
+    widget.source.value = "open layers (image + lesion shapes)"
+    folder = widget.data_folder()
+    records = {r.ref: r for r in read_folder(folder)}
+    originals = {r.ref: r for r in read_folder(synthetic_folder)}
+    assert set(records) == {"mdb003", "mdb004"}
+    for ref, record in records.items():
+        assert [(les.severity, les.row, les.col, les.radius) for les in record.lesions] == pytest.approx(
+            [(les.severity, les.row, les.col, les.radius) for les in originals[ref].lesions]) or \
+            [les.severity for les in record.lesions] == [les.severity for les in originals[ref].lesions]
+
+
+def test_optimiser_step_after_a_shown_viewer_does_not_crash():
+    """The known crash: torch's optimiser importing triton after napari made a Mesa GL context."""
+    code = (
+        "import napari\n"
+        "viewer = napari.Viewer(show=True)\n"
+        "import napari_mammo.plugin.classify_widget\n"
+        "import torch\n"
+        "model = torch.nn.Linear(2, 1)\n"
+        "opt = torch.optim.Adam(model.parameters())\n"
+        "model(torch.ones(1, 2)).sum().backward()\n"
+        "opt.step()\n"
+        "viewer.close()\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_progress_json_lines_are_json(synthetic_folder, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "napari_mammo", "train", "classifier", "--data",
+                             str(synthetic_folder), "--out", str(tmp_path / "w.safetensors"), "--epochs", "1",
+                             "--device", "cpu", "--progress-json", *FAST_TRAINING],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    phases = {json.loads(line)["phase"] for line in result.stdout.splitlines()}
+    assert {"reading", "training", "validated"} <= phases
