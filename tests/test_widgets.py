@@ -40,9 +40,8 @@ def test_classify_writes_aligned_labels_and_replaces_its_layer(make_napari_viewe
     _use_file(widget, weights)
     widget.patches.value = "all"
     for _ in range(2):
-        worker = widget.start()
-        with qtbot.waitSignal(worker.finished, timeout=60_000):
-            pass
+        widget.start()
+        qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     labels = [layer for layer in viewer.layers if layer.metadata.get("kind") == "cnni-bcc"]
     assert len(labels) == 1
     layer = labels[0]
@@ -65,10 +64,9 @@ def test_cancel_leaves_viewer_as_it_was(make_napari_viewer, qtbot, weights):
     widget = ClassifyWidget(viewer)
     _use_file(widget, weights)
     widget.patches.value = "all"
-    worker = widget.start()
+    widget.start()
     widget._toggle()  # the button now reads Cancel
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.verdict.value == "cancelled"
 
@@ -82,9 +80,8 @@ def test_bad_weights_file_is_a_notification_not_a_crash(make_napari_viewer, qtbo
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
     widget = ClassifyWidget(viewer)
     _use_file(widget, bad)
-    worker = widget.start()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert len(shown) == 1 and "bad.safetensors" in shown[0] and "not a readable safetensors" in shown[0]
     assert [layer.name for layer in viewer.layers] == ["img"]
 
@@ -100,10 +97,9 @@ def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(make_napar
     widget.device.value = "cpu"
     widget.out.value = str(tmp_path / "trained.safetensors")
     widget.extra_args = FAST_TRAINING
-    worker = widget.start()
+    widget.start()
     assert widget.train_button.text == "Stop"
-    with qtbot.waitSignal(worker.finished, timeout=180_000):
-        pass
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
     assert (tmp_path / "trained.safetensors").is_file()
     assert str((tmp_path / "trained.safetensors").resolve()) in classify.weights.choices
     assert widget.plot.losses and widget.plot.scores
@@ -123,8 +119,7 @@ def test_stop_really_stops_and_keeps_best_weights(make_napari_viewer, qtbot, tmp
     worker.yielded.connect(events.append)
     qtbot.waitUntil(lambda: any(e["phase"] == "validated" for e in events), timeout=120_000)
     widget._toggle()  # Stop
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert (tmp_path / "stopped.safetensors").is_file()
     assert widget.status.value.startswith("stopped")
     assert max(e.get("epoch", 0) for e in events) < 500
@@ -142,9 +137,10 @@ def test_training_from_open_layers(make_napari_viewer, qtbot, tmp_path, syntheti
     originals = {r.ref: r for r in read_folder(synthetic_folder)}
     assert set(records) == {"mdb003", "mdb004"}
     for ref, record in records.items():
-        assert [(les.severity, les.row, les.col, les.radius) for les in record.lesions] == pytest.approx(
-            [(les.severity, les.row, les.col, les.radius) for les in originals[ref].lesions]) or \
-            [les.severity for les in record.lesions] == [les.severity for les in originals[ref].lesions]
+        original = originals[ref].lesions
+        assert [les.severity for les in record.lesions] == [les.severity for les in original]
+        for mine, theirs in zip(record.lesions, original, strict=True):
+            assert (mine.row, mine.col, mine.radius) == pytest.approx((theirs.row, theirs.col, theirs.radius))
 
 
 def test_optimiser_step_after_a_shown_viewer_does_not_crash():

@@ -129,6 +129,17 @@ def _augment_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+INPUT_MEAN, INPUT_STD = 0.5, 0.25
+"""Patches in [0, 1] are standardised with these before the network sees them."""
+
+
+def model_input(patches: np.ndarray):
+    """A (N, 1, 128, 128) float32 tensor of standardised patches."""
+    import torch
+
+    return torch.from_numpy((np.ascontiguousarray(patches, dtype=np.float32) - INPUT_MEAN) / INPUT_STD)[:, None]
+
+
 def iter_predict_patches(model, patches: np.ndarray, device: str, batch_size: int = 64):
     """Generator of progress events; returns softmax probabilities (N, 3) of the patches."""
     import torch
@@ -138,8 +149,8 @@ def iter_predict_patches(model, patches: np.ndarray, device: str, batch_size: in
     steps = math.ceil(len(patches) / batch_size)
     with torch.no_grad():
         for step, start in enumerate(range(0, len(patches), batch_size)):
-            batch = torch.from_numpy(np.ascontiguousarray(patches[start : start + batch_size])).to(device)
-            out[start : start + len(batch)] = torch.softmax(model(batch[:, None]), dim=1).float().cpu().numpy()
+            batch = model_input(patches[start : start + batch_size]).to(device)
+            out[start : start + len(batch)] = torch.softmax(model(batch), dim=1).float().cpu().numpy()
             yield {"phase": "classifying", "step": step + 1, "steps": steps}
     return out
 
@@ -237,6 +248,7 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=total_steps)
 
     metadata = {"classes": list(CLASS_NAMES), "config": asdict(config), "patch_size": PATCH,
+                "input": {"scale": "grey levels to [0, 1] (uint8 / 255)", "mean": INPUT_MEAN, "std": INPUT_STD},
                 "split": {name: [r.ref for r in part] for name, part in parts.items()},
                 "architecture": "CNNI-BCC (poster), ReLU after conv2d_1, depthwise_conv2d_1, conv2d_2"}
     result = TrainResult(None, -1, -math.inf)
@@ -267,7 +279,7 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
                 if stop and stop():
                     raise KeyboardInterrupt
                 index = batches[step]
-                batch = torch.from_numpy(_augment_batch(train.patches[index], rng)[:, None]).to(device)
+                batch = model_input(_augment_batch(train.patches[index], rng)).to(device)
                 target = torch.from_numpy(train.labels[index]).to(device)
                 loss = F.cross_entropy(net(batch), target)
                 optimiser.zero_grad(set_to_none=True)
@@ -331,7 +343,11 @@ class PatchClassifier:
         from .runtime import pick_device
         from .weights import load_weights, shipped_weights
 
-        path = Path(path) if path else shipped_weights(MODEL_NAME)
+        if path is None:
+            path = shipped_weights(MODEL_NAME)
+            if not path.is_file():
+                raise MammoInputError(path, "this installation has no shipped CNNI-BCC weights; pass a weights file")
+        path = Path(path)
         state, metadata = load_weights(path, MODEL_NAME)
         if metadata.get("classes", list(CLASS_NAMES)) != list(CLASS_NAMES):
             raise MammoInputError(path, f"classes {metadata.get('classes')} are not {list(CLASS_NAMES)}")

@@ -85,9 +85,11 @@ def _progress_printer(as_json: bool):
     def show(event: dict) -> None:
         phase = event["phase"]
         if phase == "validated":
-            tqdm.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, validation balanced "
-                       f"patch accuracy {event['val_balanced_accuracy']:.3f} (best epoch {event['best_epoch']})",
-                       file=sys.stderr)
+            score = (f"validation balanced patch accuracy {event['val_balanced_accuracy']:.3f}"
+                     if "val_balanced_accuracy" in event else
+                     f"validation sensitivity at 1 FP/image {event['val_sensitivity_at_1fp']:.3f}")
+            tqdm.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, {score} "
+                       f"(best epoch {event['best_epoch']})", file=sys.stderr)
             return
         key = phase if phase != "training" else f"epoch {event['epoch']}/{event['epochs']}"
         if key not in bars:
@@ -127,12 +129,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             from .classifier import ClassifierConfig, train_classifier
 
             config = ClassifierConfig(epochs=args.epochs, seed=args.seed, device=args.device,
-                                      patches=args.patches, labelling=args.labelling, batch_size=args.batch_size,
+                                      patches=args.patches, labelling=args.labelling,
+                                      batch_size=args.batch_size or 64,
                                       learning_rate=args.learning_rate,
                                       max_steps_per_epoch=args.max_steps_per_epoch)
             result = train_classifier(records, args.out, config, progress=show)
         else:
-            raise MammoInputError(Path(args.data), f"training {args.model} is not available yet")
+            from .detector import DetectorConfig, train_detector
+
+            config = DetectorConfig(epochs=args.epochs, seed=args.seed, device=args.device,
+                                    batch_size=args.batch_size or 8, learning_rate=args.learning_rate,
+                                    max_steps_per_epoch=args.max_steps_per_epoch)
+            result = train_detector(records, args.out, config, progress=show)
     finally:
         close()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes and reports
@@ -172,6 +180,33 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Detect lesions with IDBLL; JSON list on stdout with --json."""
+    from .detector import LesionDetector
+
+    detector = LesionDetector.load(args.weights, device=args.device)
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            detections = detector.detect_file(path, score_threshold=args.score_threshold)
+        except MammoInputError as err:
+            print(f"napari-mammo: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append({"path": path, "detections": [d.to_json() for d in detections]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for entry in results:
+            print(f"{entry['path']}: {len(entry['detections'])} detection(s) with score >= {args.score_threshold}")
+            for det in entry["detections"][:10]:
+                r0, c0, r1, c1 = det["box"]
+                print(f"  {det['label']} {det['score']:.3f}  rows {r0:.0f}-{r1:.0f}, cols {c0:.0f}-{c1:.0f}")
+            if len(entry["detections"]) > 10:
+                print(f"  … {len(entry['detections']) - 10} more (use --json for all)")
+    return 2 if failed else 0
+
+
 def _evaluation_records(data: str, split: str, metadata: dict) -> list:
     """The records to evaluate: a split named in the weights' metadata, or all of them."""
     records = _records_for_training(data)
@@ -188,6 +223,8 @@ def _evaluation_records(data: str, split: str, metadata: dict) -> list:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model on a labelled folder."""
+    if args.model == "detector":
+        return _evaluate_detector(args)
     from .classifier import PatchClassifier
     from .evaluation import evaluate_classifier, format_evaluation, plot_report
 
@@ -206,6 +243,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         print(format_evaluation(report))
+        if args.plot:
+            print(f"plot: {report['plot']}")
+    return 0
+
+
+def _evaluate_detector(args: argparse.Namespace) -> int:
+    """FROC evaluation of IDBLL."""
+    from tqdm import tqdm
+
+    from .detector import LesionDetector, evaluate_detector
+    from .evaluation import plot_froc
+
+    detector = LesionDetector.load(args.weights, device=args.device)
+    records = _evaluation_records(args.data, args.split, detector.metadata)
+    with tqdm(total=len(records), desc="evaluating", unit="image", file=sys.stderr, leave=False) as bar:
+        report = evaluate_detector(detector, records, progress=lambda i, n: bar.update(1))
+    report["weights"] = str(detector.source)
+    report["split"] = args.split
+    if args.plot:
+        report["plot"] = str(plot_froc(report, args.plot))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        sens = report["sensitivity_at_fp"]
+        print(f"{report['images']} images, {report['lesions']} located lesions ({args.split} split)")
+        print(f"lesion sensitivity at 0.5 / 1 / 2 FP per image: {sens['0.5']:.3f} / {sens['1']:.3f} / {sens['2']:.3f}")
+        print(f"mAP@0.5 IoU: {report['map_50']:.3f}")
         if args.plot:
             print(f"plot: {report['plot']}")
     return 0
@@ -242,13 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train on the train part of a seeded, pair-aware split of a MIAS-style "
                                        "folder; 20%% of the women are held out as a test split and never used. "
                                        "Runs under torchrun for several processes (DDP).")
-    train.add_argument("model", choices=["classifier"], help="which model")
+    train.add_argument("model", choices=["classifier", "detector"], help="CNNI-BCC or the IDBLL detector")
     train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--batch-size", type=int, default=None, help="default 64 patches or 8 images")
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--patches", default="middle", choices=["middle", "all", "breast"],
                        help="patch sampling: the seed's middle 4 columns (default), all 64, or those in the breast")
@@ -269,17 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     classify.set_defaults(func=cmd_classify)
 
+    detect = sub.add_parser("detect", help="find lesions with the IDBLL detector",
+                            description="Boxes in each image's pixel coordinates (row 0 at the top), sorted by "
+                                        "score, every one above the threshold.")
+    detect.add_argument("images", nargs="+", metavar="IMAGE")
+    detect.add_argument("--weights", metavar="FILE", help="an IDBLL .safetensors file (default: shipped)")
+    detect.add_argument("--score-threshold", type=float, default=0.05, metavar="T",
+                        help="keep detections scoring at least T (default 0.05, low enough for a FROC curve)")
+    detect.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    detect.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    detect.set_defaults(func=cmd_detect)
+
     evaluate = sub.add_parser("evaluate", help="evaluate a model on a labelled MIAS-style folder",
                               description="Patch and image accuracy, confusion matrix, per-class sensitivity "
                                           "and specificity, ROC AUC, and a PNG of the curves.")
-    evaluate.add_argument("model", choices=["classifier"])
+    evaluate.add_argument("model", choices=["classifier", "detector"])
     evaluate.add_argument("--data", required=True, metavar="DIR")
     evaluate.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
     evaluate.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
                           help="which part of the weights' recorded split to evaluate (default: test)")
     evaluate.add_argument("--patches", default="breast", choices=["breast", "all", "middle"])
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    evaluate.add_argument("--plot", metavar="FILE.png", help="write ROC curves and confusion matrix here")
+    evaluate.add_argument("--plot", metavar="FILE.png", help="write the ROC / FROC curves here")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -106,6 +106,34 @@ def plot_report(report: dict, path: str | Path) -> Path:
     return Path(path)
 
 
+def plot_froc(report: dict, path: str | Path) -> Path:
+    """A PNG of the detector's FROC curve with the 0.5, 1 and 2 FP/image points."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .pgm import atomic_write_bytes
+
+    curve = report["froc"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.step(curve["fp_per_image"], curve["sensitivity"], where="post")
+    for fp, sens in report["sensitivity_at_fp"].items():
+        ax.plot(float(fp), sens, "o", label=f"{sens:.2f} at {fp} FP/image")
+    ax.set(xlim=(0, max(4.0, 0)), ylim=(0, 1.01), xlabel="false positives per image", ylabel="lesion sensitivity",
+           title=f"IDBLL FROC ({report['images']} images, {report['lesions']} lesions; mAP@0.5 {report['map_50']:.3f})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
 def format_evaluation(report: dict) -> str:
     """A readable summary of an evaluation report."""
     lines = [f"{report['images']} images, patches: {report['selection']}, labels: {report['labelling']}"]

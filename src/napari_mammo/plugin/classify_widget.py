@@ -63,7 +63,16 @@ class ClassifyWidget(Container):
         self.run_button.changed.connect(self._toggle)
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
-        REGISTRY.changed.connect(lambda model: self.weights.reset_choices())
+        REGISTRY.changed.connect(self._on_registry)
+        self.native.destroyed.connect(lambda *_: REGISTRY.changed.disconnect(self._on_registry, missing_ok=True))
+
+    def _on_registry(self, model: str) -> None:
+        """Offer newly trained weights."""
+        if model == MODEL:
+            try:
+                self.weights.reset_choices()
+            except RuntimeError:  # the Qt widget is gone
+                REGISTRY.changed.disconnect(self._on_registry, missing_ok=True)
 
     def _image_choices(self, _=None) -> list:
         """Image layer names for the combo box."""
