@@ -280,7 +280,8 @@ class LesionDetector:
         scores = out["scores"].cpu().numpy()
         order = np.argsort(-scores)
         detections = [Detection(tuple(float(v) for v in boxes[i]), LABELS[0], float(scores[i]))
-                      for i in order if scores[i] >= score_threshold]
+                      for i in order if scores[i] >= score_threshold
+                      and boxes[i, 2] - boxes[i, 0] >= 1 and boxes[i, 3] - boxes[i, 1] >= 1]
         yield {"phase": "done", "step": 3, "steps": 3}
         return detections
 

@@ -103,7 +103,7 @@ def read_folder(folder: str | Path) -> list[Mammogram]:
     if info is None:
         raise MammoInputError(folder, f"no {INFO_NAME} in this folder, so it is not a MIAS-style data set")
     records = read_info(info)
-    present = [_at_image_height(r) for r in records if r.path is not None and r.path.is_file()]
+    present = [at_image_height(r) for r in records if r.path is not None and r.path.is_file()]
     missing = [r.ref for r in records if r.path is None or not r.path.is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
@@ -119,11 +119,11 @@ def record_for_image(path: str | Path) -> Mammogram | None:
         return None
     for record in read_info(info):
         if record.ref == path.stem:
-            return _at_image_height(Mammogram(record.ref, record.tissue, record.lesions, path))
+            return at_image_height(Mammogram(record.ref, record.tissue, record.lesions, path))
     return None
 
 
-def _at_image_height(record: Mammogram) -> Mammogram:
+def at_image_height(record: Mammogram) -> Mammogram:
     """Measure Y from the bottom of the record's own image when it is not 1024 pixels high."""
     if record.path is None or record.path.suffix.lower() != ".pgm":
         return record

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..mias import INFO_NAME, write_info
-from ..pgm import write_pgm
+from ..mias import INFO_NAME, at_image_height, find_info, read_info, write_info
+from ..pgm import pgm_shape, write_pgm
 from ..records import ABNORMALITIES, Lesion, Mammogram
 
 if TYPE_CHECKING:
@@ -61,3 +61,33 @@ def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram
         heights[ref] = pixels.shape[0]
     write_info(folder / INFO_NAME, records, height=heights, overwrite=True)
     return records
+
+
+def save_image_annotations(image_layer, shapes_layer, folder: Path) -> Path:
+    """Add or update one image (PGM) and its shapes as lesions in a MIAS-style folder's Info.txt.
+
+    Other images' rows are kept; this image's row is replaced. Every write is atomic.
+    """
+    if image_layer.ndim != 2 or image_layer.rgb:
+        raise ValueError(f"{image_layer.name!r} is not a 2-D greyscale image")
+    folder.mkdir(parents=True, exist_ok=True)
+    ref = image_layer.name if _REF.match(image_layer.name) else "img001"
+    pixels = np.asarray(image_layer.data)
+    if pixels.dtype not in (np.uint8, np.uint16):
+        low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+        pixels = np.round((pixels - low) / ((high - low) or 1) * 255).astype(np.uint8)
+    image_path = folder / f"{ref}.pgm"
+    write_pgm(image_path, pixels)
+    lesions = tuple(shapes_to_lesions(shapes_layer))
+    info = find_info(folder)
+    records = [r for r in read_info(info) if r.ref != ref] if info is not None else []
+    heights = {}
+    for i, record in enumerate(records):
+        if record.path is not None and record.path.is_file():  # rows of images present: their own height
+            records[i] = at_image_height(record)
+            heights[record.ref] = pgm_shape(record.path)[0]
+    records.append(Mammogram(ref, image_layer.metadata.get("tissue", "F") or "F", lesions, image_path))
+    heights[ref] = pixels.shape[0]
+    target = info or folder / INFO_NAME
+    write_info(target, records, height=heights, overwrite=True)
+    return target

@@ -99,7 +99,7 @@ class TrainWidget(Container):
         self.viewer = viewer
         self._worker = None
         self._process: TrainingProcess | None = None
-        self.model = ComboBox(label="model", choices=["classifier"], value=model)
+        self.model = ComboBox(label="model", choices=["classifier", "detector"], value=model)
         self.source = ComboBox(label="data", choices=["MIAS folder", OPEN_LAYERS], value="MIAS folder")
         self.data = FileEdit(label="folder", mode="d")
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
@@ -114,8 +114,14 @@ class TrainWidget(Container):
                      self.progress, self.status])
         self.native.layout().addWidget(self.plot.canvas)
         self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))
+        self.model.changed.connect(self._default_output)
         self.train_button.changed.connect(self._toggle)
         self.extra_args: tuple[str, ...] = ()
+
+    def _default_output(self, model: str) -> None:
+        """Suggest an output file named for the model."""
+        name = "cnni-bcc" if model == "classifier" else "idbll"
+        self.out.value = str(Path(self.out.value).with_name(f"{name}-trained.safetensors"))
 
     def _toggle(self, _=None) -> None:
         """Start training, or stop the running one."""

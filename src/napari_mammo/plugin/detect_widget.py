@@ -1,0 +1,232 @@
+"""The Detect widget: IDBLL on an image layer (or a drawn region of it) into an editable Shapes layer.
+
+The threshold slider re-filters the kept detections without running the model again. The
+researcher's corrections survive re-filtering: boxes they deleted stay deleted, boxes they
+drew (features `id` −1, score 1) stay, and **Save annotations** writes the shown boxes as
+lesion circles in a MIAS-style folder that `napari-mammo train detector --data` accepts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, ProgressBar, PushButton
+
+from .classify_widget import displayed_plane, image_layers, pixel_spacing
+from .weights_registry import REGISTRY, SHIPPED
+
+if TYPE_CHECKING:
+    import napari
+
+MODEL = "idbll"
+NO_ROI = "whole image"
+KEEP_FROM = 0.01
+"""Detections scoring at least this are kept for the slider to filter."""
+
+
+def _rectangle(box) -> np.ndarray:
+    """Four corners of a (row_min, col_min, row_max, col_max) box."""
+    r0, c0, r1, c1 = box
+    return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
+
+
+def refilter(layer, threshold: float) -> None:
+    """Show the model's detections scoring ≥ threshold, keeping the user's own edits."""
+    meta = layer.metadata
+    features = layer.features
+    ids = list(features["id"]) if "id" in features else []
+    deleted = set(meta.get("deleted", [])) | (set(meta.get("shown_ids", [])) - set(ids))
+    user_shapes = [np.asarray(layer.data[i]) for i, k in enumerate(ids) if k < 0]
+    user_rows = features[features["id"] < 0] if len(ids) else None
+    shown = [d for d in meta["detections"] if d["score"] >= threshold and d["id"] not in deleted]
+    data = user_shapes + [_rectangle(d["box"]) for d in shown]
+    table = {
+        "id": [*([-1] * len(user_shapes)), *(d["id"] for d in shown)],
+        "label": [*(user_rows["label"] if user_rows is not None else []), *(d["label"] for d in shown)],
+        "score": [*(user_rows["score"] if user_rows is not None else []), *(d["score"] for d in shown)],
+    }
+    layer.selected_data = set()
+    layer.data = []
+    if data:
+        layer.add_rectangles(data) if not user_shapes else layer.add(data, shape_type=["rectangle"] * len(data))
+    layer.features = table
+    layer.edge_color = "label"
+    layer.refresh_text()
+    meta.update({"deleted": sorted(deleted), "shown_ids": [d["id"] for d in shown], "threshold": threshold})
+
+
+def add_detection_layer(viewer: napari.Viewer, image_layer, detections: list, threshold: float, index=()):
+    """Add (or refill) the Shapes layer of detections aligned with `image_layer`."""
+    name = f"{image_layer.name} IDBLL detections"
+    stored = [{"id": i, "box": list(d.box), "label": d.label, "score": d.score} for i, d in enumerate(detections)]
+    metadata = {"kind": "idbll", "source": image_layer.name, "detections": stored, "deleted": [],
+                "shown_ids": [], "slice": list(index)}
+    layer = next((lay for lay in viewer.layers if lay.name == name and lay.metadata.get("kind") == "idbll"), None)
+    if layer is None:
+        layer = viewer.add_shapes(
+            [], shape_type="rectangle", name=name, scale=image_layer.scale[-2:], translate=image_layer.translate[-2:],
+            units=image_layer.units[-2:], face_color="transparent", edge_width=3,
+            features={"id": np.zeros(0, int), "label": np.zeros(0, str), "score": np.zeros(0, float)},
+            feature_defaults={"id": -1, "label": "lesion", "score": 1.0},
+            edge_color="label", edge_color_cycle=["#00e5ff", "#ff00ff", "#ffff00"],
+            text={"string": "{label} {score:.2f}", "color": "white", "size": 9, "anchor": "upper_left"},
+        )
+    layer.metadata = metadata
+    refilter(layer, threshold)
+    return layer
+
+
+class DetectWidget(Container):
+    """Choose an image, weights, a threshold and optionally a region; Detect writes editable boxes."""
+
+    def __init__(self, viewer: napari.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self._worker = None
+        self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
+        self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(MODEL) + ["other file…"])
+        self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
+        self.threshold = FloatSlider(label="score threshold", value=0.3, min=KEEP_FROM, max=1.0, step=0.01)
+        self.roi = ComboBox(label="region", choices=self._roi_choices)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.run_button = PushButton(text="Detect")
+        self.progress = ProgressBar(label="progress", value=0, max=3, visible=False)
+        self.status = Label(label="status", value="")
+        self.save_folder = FileEdit(label="annotations", mode="d")
+        self.save_button = PushButton(text="Save annotations")
+        self.extend([self.image, self.weights, self.weights_file, self.threshold, self.roi, self.device,
+                     self.run_button, self.progress, self.status, self.save_folder, self.save_button])
+        self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == "other file…"))
+        self.threshold.changed.connect(self._on_threshold)
+        self.run_button.changed.connect(self._toggle)
+        self.save_button.changed.connect(self.save_annotations)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self._refresh)
+        REGISTRY.changed.connect(self._on_registry)
+        self.native.destroyed.connect(lambda *_: REGISTRY.changed.disconnect(self._on_registry, missing_ok=True))
+
+    def _roi_choices(self, _=None) -> list[str]:
+        """'whole image' or any Shapes layer that is not our output."""
+        import napari
+
+        return [NO_ROI] + [lay.name for lay in self.viewer.layers
+                           if isinstance(lay, napari.layers.Shapes) and lay.metadata.get("kind") != "idbll"]
+
+    def _refresh(self, _=None) -> None:
+        """Refresh the layer choices."""
+        self.image.reset_choices()
+        self.roi.reset_choices()
+
+    def _on_registry(self, model: str) -> None:
+        """Offer newly trained weights."""
+        if model == MODEL:
+            try:
+                self.weights.reset_choices()
+            except RuntimeError:
+                REGISTRY.changed.disconnect(self._on_registry, missing_ok=True)
+
+    def output_layer(self):
+        """This widget's Shapes layer for the chosen image, if any."""
+        name = f"{self.image.value} IDBLL detections"
+        return next((lay for lay in self.viewer.layers if lay.name == name), None)
+
+    def _on_threshold(self, value: float) -> None:
+        """Re-filter the shown boxes without running the model."""
+        layer = self.output_layer()
+        if layer is not None:
+            refilter(layer, value)
+
+    def weights_path(self) -> Path | None:
+        """The chosen weights file, or None for the shipped default."""
+        if self.weights.value == SHIPPED:
+            return None
+        if self.weights.value == "other file…":
+            return Path(self.weights_file.value)
+        return Path(self.weights.value)
+
+    def region(self, image_layer) -> tuple[float, float, float, float] | None:
+        """The last rectangle of the chosen region layer, in the image's data pixels."""
+        if self.roi.value in (None, NO_ROI):
+            return None
+        shapes = self.viewer.layers[self.roi.value]
+        if not len(shapes.data):
+            raise ValueError(f"draw a rectangle in {shapes.name!r} to detect inside it")
+        world = np.array([shapes.data_to_world(v) for v in np.asarray(shapes.data[-1])])
+        pixels = np.array([image_layer.world_to_data(w) for w in world])[:, -2:]
+        return (*pixels.min(axis=0), *pixels.max(axis=0))
+
+    def _toggle(self, _=None) -> None:
+        """Start detection, or cancel the running one."""
+        if self._worker is not None:
+            self._worker.quit()
+            return
+        self.start()
+
+    def start(self):
+        """Detect in a worker thread; returns the worker."""
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        if not self.image.value:
+            show_error("napari-mammo: open an image layer to detect lesions in")
+            return None
+        layer = self.viewer.layers[self.image.value]
+        try:
+            roi = self.region(layer)
+        except ValueError as err:
+            show_error(f"napari-mammo: {err}")
+            return None
+        weights, device = self.weights_path(), self.device.value
+
+        def job():
+            from ..detector import LesionDetector
+
+            plane, index = displayed_plane(layer)
+            detector = LesionDetector.load(weights, device=device)
+            detections = yield from detector.iter_detect(plane, pixel_spacing(layer), roi, KEEP_FROM)
+            return layer, index, detections
+
+        worker = thread_worker(job, start_thread=False, ignore_errors=True)()
+        worker.yielded.connect(lambda event: setattr(self.progress, "value", event["step"]))
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(lambda err: show_error(f"napari-mammo: detection failed: {err}"))
+        worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run_button.text = "Cancel"
+        self.progress.visible, self.progress.value = True, 0
+        self.status.value = "detecting…"
+        worker.start()
+        return worker
+
+    def _on_finished(self) -> None:
+        """Back to the idle state."""
+        self._worker = None
+        self.run_button.text = "Detect"
+        self.progress.visible = False
+
+    def _on_result(self, value) -> None:
+        """Write the detections."""
+        layer, index, detections = value
+        out = add_detection_layer(self.viewer, layer, detections, self.threshold.value, index)
+        self.status.value = f"{len(out.data)} box(es) at score ≥ {self.threshold.value:.2f} ({len(detections)} kept)"
+
+    def save_annotations(self, _=None) -> Path | None:
+        """Write the image and its shown boxes (as lesion circles) into the chosen MIAS-style folder."""
+        from napari.utils.notifications import show_error, show_info
+
+        from .annotations import save_image_annotations
+
+        layer = self.output_layer()
+        if layer is None:
+            show_error("napari-mammo: run Detect first (or draw boxes), then save")
+            return None
+        try:
+            path = save_image_annotations(self.viewer.layers[self.image.value], layer, Path(self.save_folder.value))
+        except (ValueError, OSError) as err:
+            show_error(f"napari-mammo: could not save annotations: {err}")
+            return None
+        show_info(f"napari-mammo: annotations saved in {path}")
+        return path

@@ -1,0 +1,96 @@
+"""IDBLL: data, training, detection, FROC and the command line on tiny synthetic data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_mammo import Lesion, MammoInputError, Mammogram, read_folder
+from napari_mammo.cli import main
+from napari_mammo.detector import (
+    Detection,
+    DetectorConfig,
+    LesionDetector,
+    average_precision,
+    build_samples,
+    froc,
+    hits,
+    sensitivity_at,
+    to_canvas,
+    train_detector,
+)
+
+
+@pytest.fixture(scope="module")
+def detector_weights(synthetic_folder, tmp_path_factory):
+    """IDBLL weights trained for a few steps."""
+    out = tmp_path_factory.mktemp("det") / "idbll.safetensors"
+    result = train_detector(read_folder(synthetic_folder), out,
+                            DetectorConfig(epochs=1, batch_size=2, max_steps_per_epoch=2))
+    assert result.path == out
+    return out
+
+
+def test_canvas_and_boxes_follow_the_image(synthetic_folder):
+    record = read_folder(synthetic_folder)[4]
+    sample = build_samples([record], 512)[0]
+    assert sample.canvas.shape == (512, 512)
+    lesion = record.lesions[0]
+    box = sample.boxes[0]
+    assert (box[0] + box[2]) / 2 == pytest.approx(lesion.row * 2)  # 256 px image on a 512 canvas
+    canvas, factor = to_canvas(np.ones((100, 60), np.float32), 512, upscale=False)
+    assert factor == 1.0 and canvas[:100, :60].all() and not canvas[100:].any()
+
+
+def test_detect_json_in_image_pixels_sorted(detector_weights, synthetic_folder, capsys):
+    path = str(synthetic_folder / "mdb005.pgm")
+    assert main(["detect", path, "--weights", str(detector_weights), "--score-threshold", "0", "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["path"] == path
+    scores = [d["score"] for d in entry["detections"]]
+    assert scores == sorted(scores, reverse=True) and scores
+    for det in entry["detections"]:
+        r0, c0, r1, c1 = det["box"]
+        assert 0 <= r0 < r1 <= 256 and 0 <= c0 < c1 <= 256 and det["label"] == "lesion"
+
+
+def test_roi_detection_stays_inside(detector_weights, synthetic_folder):
+    detector = LesionDetector.load(detector_weights, device="cpu")
+    record = read_folder(synthetic_folder)[4]
+    pixels = __import__("napari_mammo").read_image(record.path).pixels
+    for det in detector.detect(pixels, roi=(100, 120, 220, 250), score_threshold=0.0):
+        r0, c0, r1, c1 = det.box
+        assert 100 <= r0 <= r1 <= 220 and 120 <= c0 <= c1 <= 250
+    with pytest.raises(ValueError, match="too small"):
+        detector.detect(pixels, roi=(10, 10, 12, 12))
+
+
+def test_refuses_classifier_weights(tmp_path):
+    from napari_mammo.weights import save_weights
+
+    path = tmp_path / "cls.safetensors"
+    save_weights(path, {"a": __import__("torch").zeros(1)}, "cnni-bcc", {})
+    with pytest.raises(MammoInputError, match="not 'idbll'"):
+        LesionDetector.load(path)
+
+
+def test_froc_and_map_on_known_detections():
+    record = Mammogram("mdb001", "F", (Lesion("CIRC", "B", 100, 100, 20), Lesion("CALC", "M", 300, 300, 10)))
+    dets = [Detection((85, 85, 115, 115), "lesion", 0.9),   # hits lesion 1
+            Detection((0, 0, 10, 10), "lesion", 0.8),       # false positive
+            Detection((291, 291, 309, 309), "lesion", 0.4)]  # hits lesion 2 (IoU 0.81)
+    hit, found = hits(dets, record)
+    assert list(hit) == [True, False, True] and found.all()
+    curve = froc([(dets, record)])
+    assert sensitivity_at(curve, 0) == 0.5 and sensitivity_at(curve, 1) == 1.0
+    ap = average_precision([(dets, record)], 0.5)
+    assert ap == pytest.approx(0.5 * 1.0 + 0.5 * (2 / 3))
+
+
+def test_evaluate_detector_cli(detector_weights, synthetic_folder, tmp_path, capsys):
+    plot = tmp_path / "froc.png"
+    assert main(["evaluate", "detector", "--data", str(synthetic_folder), "--weights", str(detector_weights),
+                 "--split", "all", "--plot", str(plot), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["sensitivity_at_fp"]) == {"0.5", "1", "2"} and report["images"] == 6
+    assert plot.read_bytes()[:4] == b"\x89PNG"
