@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_mammo import Lesion, MammoInputError, Mammogram, read_folder
+from napari_mammo import Lesion, Mammogram, MammoInputError, read_folder
 from napari_mammo.cli import main
 from napari_mammo.detector import (
     Detection,

@@ -170,3 +170,81 @@ def test_progress_json_lines_are_json(synthetic_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     phases = {json.loads(line)["phase"] for line in result.stdout.splitlines()}
     assert {"reading", "training", "validated"} <= phases
+
+
+@pytest.fixture(scope="module")
+def detector_file(synthetic_folder, tmp_path_factory):
+    """IDBLL weights trained for a few steps."""
+    from napari_mammo.detector import DetectorConfig, train_detector
+
+    out = tmp_path_factory.mktemp("det") / "idbll.safetensors"
+    train_detector(read_folder(synthetic_folder), out, DetectorConfig(epochs=1, batch_size=2, max_steps_per_epoch=2))
+    return out
+
+
+def _detect(qtbot, widget):
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    return widget.output_layer()
+
+
+def test_detect_widget_slider_refilters_and_corrections_round_trip(make_napari_viewer, qtbot, detector_file,
+                                                                   synthetic_folder, tmp_path):
+    from napari_mammo.plugin.detect_widget import DetectWidget
+
+    viewer = make_napari_viewer()
+    image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    widget = DetectWidget(viewer)
+    widget.weights.value = "other file…"
+    widget.weights_file.value = str(detector_file)
+    widget.threshold.value = 0.01
+    layer = _detect(qtbot, widget)
+    assert layer is not None and layer.metadata["kind"] == "idbll"
+    np.testing.assert_allclose(layer.scale, image.scale)
+    everything = len(layer.data)
+    assert everything == len([d for d in layer.metadata["detections"] if d["score"] >= 0.01]) > 0
+    assert list(layer.features["score"]) == sorted(layer.features["score"], reverse=True)
+    median = float(np.median(layer.features["score"]))
+    widget.threshold.value = median
+    assert 0 < len(layer.data) < everything or len(set(layer.features["score"])) == 1
+    assert (layer.features["score"] >= median).all()
+    # the researcher deletes the best box and draws a missed lesion
+    widget.threshold.value = 0.01
+    layer.selected_data = {0}
+    layer.remove_selected()
+    layer.add_rectangles(np.array([[[150, 217], [150, 227], [160, 227], [160, 217]]]))
+    widget.threshold.value = 0.02
+    widget.threshold.value = 0.01
+    assert len(layer.data) == everything  # one deleted, one drawn
+    assert -1 in set(layer.features["id"]) and 0 not in set(layer.features["id"])
+    widget.save_folder.value = str(tmp_path / "corrected")
+    info = widget.save_annotations()
+    (record,) = read_folder(tmp_path / "corrected")
+    assert info.name == "Info.txt" and record.ref == "mdb005"
+    assert len(record.lesions) == len(layer.data)
+    assert any(les.row == pytest.approx(155) and les.col == pytest.approx(222) for les in record.lesions)
+    # and the corrected folder trains the detector
+    result = subprocess.run([sys.executable, "-m", "napari_mammo", "train", "detector", "--data",
+                             str(tmp_path / "corrected"), "--out", str(tmp_path / "re.safetensors"), "--epochs", "1",
+                             "--batch-size", "2", "--max-steps-per-epoch", "1", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_detect_roi_stays_inside(make_napari_viewer, qtbot, detector_file, synthetic_folder):
+    from napari_mammo.plugin.detect_widget import DetectWidget
+
+    viewer = make_napari_viewer()
+    image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    roi = viewer.add_shapes(np.array([[[100, 120], [100, 250], [220, 250], [220, 120]]]), shape_type="rectangle",
+                            name="roi", scale=image.scale)
+    widget = DetectWidget(viewer)
+    widget.weights.value = "other file…"
+    widget.weights_file.value = str(detector_file)
+    widget.roi.value = roi.name
+    widget.threshold.value = 0.01
+    layer = _detect(qtbot, widget)
+    assert len(layer.data)
+    for rectangle in layer.data:
+        assert rectangle[:, 0].min() >= 100 - 1e-6 and rectangle[:, 0].max() <= 220 + 1e-6
+        assert rectangle[:, 1].min() >= 120 - 1e-6 and rectangle[:, 1].max() <= 250 + 1e-6

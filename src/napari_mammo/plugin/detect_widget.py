@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 MODEL = "idbll"
 NO_ROI = "whole image"
+USER_BOX = {"id": -1, "label": "lesion", "score": 1.0}
+"""Features of a box the researcher draws."""
 KEEP_FROM = 0.01
 """Detections scoring at least this are kept for the slider to filter."""
 
@@ -52,6 +54,7 @@ def refilter(layer, threshold: float) -> None:
     if data:
         layer.add_rectangles(data) if not user_shapes else layer.add(data, shape_type=["rectangle"] * len(data))
     layer.features = table
+    layer.feature_defaults = USER_BOX  # napari resets the defaults from the new table's first row
     layer.edge_color = "label"
     layer.refresh_text()
     meta.update({"deleted": sorted(deleted), "shown_ids": [d["id"] for d in shown], "threshold": threshold})
@@ -69,7 +72,7 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, detections: list, th
             [], shape_type="rectangle", name=name, scale=image_layer.scale[-2:], translate=image_layer.translate[-2:],
             units=image_layer.units[-2:], face_color="transparent", edge_width=3,
             features={"id": np.zeros(0, int), "label": np.zeros(0, str), "score": np.zeros(0, float)},
-            feature_defaults={"id": -1, "label": "lesion", "score": 1.0},
+            feature_defaults=USER_BOX,
             edge_color="label", edge_color_cycle=["#00e5ff", "#ff00ff", "#ffff00"],
             text={"string": "{label} {score:.2f}", "color": "white", "size": 9, "anchor": "upper_left"},
         )
