@@ -38,3 +38,24 @@ def test_core_does_not_import_napari_qt_or_torch():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bench_help_names_both_models(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert "classifier" in out and "detector" in out
+
+
+def test_bench_report_structure():
+    """The benchmark runs end to end (tiny batch; no timing is asserted)."""
+    from napari_mammo.bench import bench_classifier, bench_detector, format_detector_report, format_report
+
+    report = bench_classifier(threads=1, repeats=1, batch=2)
+    assert set(report["measurements"]) == {"infer_plain", "infer_fast", "train_plain", "train_fast", "image_fast"}
+    assert report["inference_speedup"] > 0 and report["training_step_speedup"] > 0
+    assert "inference_speedup" in format_report(report)
+    detector = bench_detector(threads=1, repeats=1)
+    assert detector["seconds"] > 0 and "IDBLL" in format_detector_report(detector)

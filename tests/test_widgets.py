@@ -248,3 +248,17 @@ def test_detect_roi_stays_inside(make_napari_viewer, qtbot, detector_file, synth
     for rectangle in layer.data:
         assert rectangle[:, 0].min() >= 100 - 1e-6 and rectangle[:, 0].max() <= 220 + 1e-6
         assert rectangle[:, 1].min() >= 120 - 1e-6 and rectangle[:, 1].max() <= 250 + 1e-6
+
+
+def test_classify_on_a_stack_uses_the_shown_slice(make_napari_viewer, qtbot, weights, synthetic_folder):
+    viewer = make_napari_viewer()
+    stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
+    viewer.dims.set_current_step(0, 4)
+    widget = ClassifyWidget(viewer)
+    _use_file(widget, weights)
+    widget.patches.value = "all"
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    (labels,) = [layer for layer in viewer.layers if layer.metadata.get("kind") == "cnni-bcc"]
+    assert labels.data.shape == stack.data.shape and labels.metadata["slice"] == [4]
+    assert labels.data[4].any() and not labels.data[3].any()

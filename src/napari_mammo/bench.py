@@ -61,6 +61,36 @@ def _measure(kind: str, fast: bool, threads: int, repeats: int, batch: int) -> d
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _measure_detector(threads: int, repeats: int) -> dict:
+    """Median time to detect lesions in one synthetic 1024×1024 mammogram, in this process."""
+    import torch
+
+    from .detector import LesionDetector
+    from .models.idbll import build_idbll
+    from .synthetic import synthetic_mammogram
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    detector = LesionDetector(build_idbll().eval(), {}, "cpu", None)
+    pixels, _ = synthetic_mammogram(seed=2, label="malignant")
+    times = []
+    detector.detect(pixels, (0.2, 0.2))
+    for _ in range(repeats):
+        start = time.perf_counter()
+        detector.detect(pixels, (0.2, 0.2))
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "runs": repeats,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_detector(threads: int = 2, repeats: int = 10) -> dict:
+    """IDBLL detection time per 1024×1024 image (median) and peak RSS, in a fresh process."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        result = pool.apply(_measure_detector, (threads, repeats))
+    return {"threads": threads, **result, "target_seconds": 0.5}
+
+
 def _in_fresh_process(kind: str, fast: bool, threads: int, repeats: int, batch: int) -> dict:
     """Run `_measure` in a spawned process and return its result."""
     context = multiprocessing.get_context("spawn")
@@ -90,6 +120,14 @@ def bench_classifier(threads: int = 2, repeats: int = 5, batch: int = 64,
         "targets": {"inference_speedup": 40.0, "training_step_speedup": 15.0,
                     "image_vs_plain_64_patch_forward": 20.0},
     }
+
+
+def format_detector_report(report: dict) -> str:
+    """One line for the detector benchmark."""
+    mark = "ok" if report["seconds"] < report["target_seconds"] else "ABOVE TARGET"
+    return (f"IDBLL detection of one 1024x1024 image, {report['threads']} CPU threads: median "
+            f"{report['seconds'] * 1000:.1f} ms over {report['runs']} runs (target < "
+            f"{report['target_seconds'] * 1000:.0f} ms) {mark}; peak RSS {report['peak_rss_mb']:.0f} MB")
 
 
 def format_report(report: dict) -> str:

@@ -277,13 +277,23 @@ def _evaluate_detector(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the speed benchmark and print the ratios."""
-    from .bench import bench_classifier, format_report
+    from .bench import bench_classifier, bench_detector, format_detector_report, format_report
 
     def show(step: int, steps: int, key: str, value: dict) -> None:
         print(f"[{step}/{steps}] {key}: {value['seconds'] * 1000:.1f} ms", file=sys.stderr, flush=True)
 
-    report = bench_classifier(threads=args.threads, repeats=args.repeats, progress=show)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    report = {}
+    if args.model in ("classifier", "all"):
+        report["classifier"] = bench_classifier(threads=args.threads, repeats=args.repeats, progress=show)
+    if args.model in ("detector", "all"):
+        report["detector"] = bench_detector(threads=args.threads, repeats=max(args.repeats, 5))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        if "classifier" in report:
+            print(format_report(report["classifier"]))
+        if "detector" in report:
+            print(format_detector_report(report["detector"]))
     return 0
 
 
@@ -358,9 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    bench = sub.add_parser("bench", help="time the fast CNNI-BCC against the plain nn.Conv2d model",
-                           description="Inference and a training step of 64 patches, fast vs plain NCHW, and "
-                                       "one whole 1024x1024 image, each in a fresh process; prints the ratios.")
+    bench = sub.add_parser("bench", help="time CNNI-BCC (fast vs plain nn.Conv2d) and IDBLL detection",
+                           description="CNNI-BCC: inference and a training step of 64 patches, fast vs plain "
+                                       "NCHW, and one whole 1024x1024 image, each in a fresh process; prints the "
+                                       "ratios. IDBLL: median detection time per 1024x1024 image.")
+    bench.add_argument("model", nargs="?", default="all", choices=["all", "classifier", "detector"])
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")

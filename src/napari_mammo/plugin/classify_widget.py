@@ -24,13 +24,14 @@ def image_layers(viewer: napari.Viewer) -> list:
     return [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image)]
 
 
-def displayed_plane(layer) -> tuple[np.ndarray, tuple]:
+def displayed_plane(layer, viewer: napari.Viewer) -> tuple[np.ndarray, tuple]:
     """The 2-D plane of an image layer at the viewer's current slice, and its leading index."""
     if layer.rgb:
         raise ValueError(f"layer {layer.name!r} is an RGB image; mammograms are greyscale")
     if layer.data.ndim == 2:
         return np.asarray(layer.data), ()
-    index = tuple(int(round(i)) for i in layer._slice_input.world_slice.point[: layer.data.ndim - 2])
+    point = layer.world_to_data(viewer.dims.point[-layer.ndim :])
+    index = tuple(int(round(i)) for i in point[: layer.data.ndim - 2])
     index = tuple(min(max(i, 0), n - 1) for i, n in zip(index, layer.data.shape[:-2], strict=False))
     return np.asarray(layer.data[index]), index
 
@@ -107,11 +108,12 @@ class ClassifyWidget(Container):
             return None
         layer = self.viewer.layers[self.image.value]
         weights, device, selection = self.weights_path(), self.device.value, self.patches.value
+        viewer = self.viewer
 
         def job():
             from ..classifier import PatchClassifier
 
-            plane, index = displayed_plane(layer)
+            plane, index = displayed_plane(layer, viewer)
             classifier = PatchClassifier.load(weights, device=device)
             result = yield from classifier.iter_classify(plane, pixel_spacing(layer), selection)
             return layer, index, result

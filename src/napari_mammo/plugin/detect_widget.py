@@ -181,12 +181,12 @@ class DetectWidget(Container):
         except ValueError as err:
             show_error(f"napari-mammo: {err}")
             return None
-        weights, device = self.weights_path(), self.device.value
+        weights, device, viewer = self.weights_path(), self.device.value, self.viewer
 
         def job():
             from ..detector import LesionDetector
 
-            plane, index = displayed_plane(layer)
+            plane, index = displayed_plane(layer, viewer)
             detector = LesionDetector.load(weights, device=device)
             detections = yield from detector.iter_detect(plane, pixel_spacing(layer), roi, KEEP_FROM)
             return layer, index, detections
