@@ -255,18 +255,29 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     started, done = time.monotonic(), 0
 
     def validate_and_keep(epoch: int, train_loss: float) -> None:
+        """Score the model on the validation images; keep it when it is the best so far.
+
+        The score is the image-level normal-vs-abnormal ROC AUC (what the verdict is
+        judged on), with the balanced patch accuracy breaking ties.
+        """
+        from .metrics import roc_auc
+
         probs = predict_patches(model, val.patches, device, 256)
         predicted = probs.argmax(1)
         recalls = [float((predicted[val.labels == k] == k).mean()) for k in range(3) if (val.labels == k).any()]
-        score = float(np.mean(recalls)) if recalls else 0.0
-        entry = {"epoch": epoch, "train_loss": train_loss, "val_balanced_accuracy": score,
-                 "val_accuracy": float((predicted == val.labels).mean()) if len(predicted) else 0.0}
+        balanced = float(np.mean(recalls)) if recalls else 0.0
+        scores, truth, lesion_class = image_scores(model, val_records, device)
+        auc = roc_auc(truth > 0, scores)
+        score = (0.0 if np.isnan(auc) else auc) + 1e-3 * balanced
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_balanced_accuracy": balanced,
+                 "val_image_auc": auc, "val_score": score}
         result.history.append(entry)
         if dist_info.main and score > result.best_score:
             result.best_score, result.best_epoch = score, epoch
-            threshold = _image_threshold(model, val_records, config, device)
-            meta = {**metadata, "best_epoch": epoch, "val_balanced_patch_accuracy": score,
-                    "image_threshold": threshold, "history": result.history}
+            threshold = best_threshold(scores, truth, lesion_class)
+            meta = {**metadata, "best_epoch": epoch, "val_balanced_patch_accuracy": balanced,
+                    "val_image_auc_normal_vs_abnormal": auc, "image_threshold": threshold,
+                    "history": result.history}
             result.path = save_weights(out, model.state_dict(), MODEL_NAME, meta)
         report({"phase": "validated", **entry, "best_epoch": result.best_epoch})
 
@@ -301,19 +312,19 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     return result
 
 
-def _image_threshold(model, records: Sequence[Mammogram], config: ClassifierConfig, device: str) -> float:
-    """Choose the image-level abnormality threshold on held-out images."""
+def image_scores(model, records: Sequence[Mammogram], device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image: abnormality score of the most suspicious breast patch, true class, and that patch's lesion class."""
     scores, truth, lesion_class = [], [], []
     for record in records:
         image = read_image(record.path)
         pixels = normalise(image.pixels)
-        chosen = select_patches(image.pixels, "breast")
+        chosen = select_patches(image.pixels, "breast") or select_patches(image.pixels, "all")
         probs = predict_patches(model, extract(pixels, chosen), device)
         _, top = image_verdict(probs, threshold=0.0)
         scores.append(1.0 - top[0])
         lesion_class.append(1 if top[1] >= top[2] else 2)
         truth.append(CLASS_NAMES.index(record.label))
-    return best_threshold(np.array(scores), np.array(truth), np.array(lesion_class))
+    return np.array(scores), np.array(truth), np.array(lesion_class)
 
 
 @dataclass

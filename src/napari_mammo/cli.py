@@ -85,8 +85,8 @@ def _progress_printer(as_json: bool):
     def show(event: dict) -> None:
         phase = event["phase"]
         if phase == "validated":
-            score = (f"validation balanced patch accuracy {event['val_balanced_accuracy']:.3f}"
-                     if "val_balanced_accuracy" in event else
+            score = (f"validation image AUC {event['val_image_auc']:.3f}, balanced patch accuracy "
+                     f"{event['val_balanced_accuracy']:.3f}" if "val_balanced_accuracy" in event else
                      f"validation sensitivity at 1 FP/image {event['val_sensitivity_at_1fp']:.3f}")
             tqdm.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, {score} "
                        f"(best epoch {event['best_epoch']})", file=sys.stderr)

@@ -79,7 +79,7 @@ class LossPlot:
             self.losses.append(event["loss"])
         elif event.get("phase") == "validated":
             self.epochs.append(event["epoch"])
-            self.scores.append(event.get("val_balanced_accuracy", event.get("val_score", float("nan"))))
+            self.scores.append(event.get("val_score", float("nan")))
         else:
             return
         self.axes.clear()

@@ -1,0 +1,35 @@
+"""The weights shipped in the package load offline with no argument and work."""
+
+import numpy as np
+
+from napari_mammo.classifier import PatchClassifier
+from napari_mammo.detector import LesionDetector
+from napari_mammo.synthetic import synthetic_mammogram
+from napari_mammo.weights import shipped_weights
+
+
+def test_shipped_files_and_model_cards_exist():
+    for model in ("cnni-bcc", "idbll"):
+        path = shipped_weights(model)
+        assert path.is_file() and path.stat().st_size < 8 * 2**20
+        card = path.with_suffix(".md")
+        assert card.is_file() and "Suckling" in card.read_text()
+
+
+def test_default_classifier_loads_and_classifies():
+    classifier = PatchClassifier.load(device="cpu")
+    assert classifier.source == shipped_weights("cnni-bcc")
+    assert 0 <= classifier.threshold <= 1
+    assert len(classifier.metadata["split"]["test"]) > 0
+    pixels, _ = synthetic_mammogram(seed=4, label="benign")
+    result = classifier.classify(pixels, (0.2, 0.2))
+    assert result.label in ("normal", "benign", "malignant")
+    assert result.label_image.shape == pixels.shape and np.isin(result.label_image, [0, 1, 2, 3]).all()
+
+
+def test_default_detector_loads_and_detects():
+    detector = LesionDetector.load(device="cpu")
+    assert detector.source == shipped_weights("idbll")
+    pixels, _ = synthetic_mammogram(seed=4, label="malignant")
+    detections = detector.detect(pixels, (0.2, 0.2), score_threshold=0.0)
+    assert all(d.box[0] < d.box[2] and d.box[1] < d.box[3] for d in detections)
