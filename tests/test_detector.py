@@ -94,3 +94,18 @@ def test_evaluate_detector_cli(detector_weights, synthetic_folder, tmp_path, cap
     report = json.loads(capsys.readouterr().out)
     assert set(report["sensitivity_at_fp"]) == {"0.5", "1", "2"} and report["images"] == 6
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_detector_under_torchrun(synthetic_folder, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp-idbll.safetensors"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+               "-m", "napari_mammo", "train", "detector", "--data", str(synthetic_folder), "--out", str(out),
+               "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--max-steps-per-epoch", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.is_file()
