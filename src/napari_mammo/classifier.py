@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,9 @@ from .images import ImageData, read_image
 from .patches import PATCH, extract, patch_labels, select_patches
 from .records import CLASS_NAMES, MIAS_PIXEL_MM, Mammogram
 from .splits import standard_split
+from .training import Progress, StopFlag, TrainResult
 
 MODEL_NAME = "cnni-bcc"
-Progress = Callable[[dict], None]
-StopFlag = Callable[[], bool]
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
@@ -87,17 +85,6 @@ class ClassifierConfig:
     device: str = "auto"
     max_steps_per_epoch: int | None = None
     split_seed: int = 0
-
-
-@dataclass
-class TrainResult:
-    """What a training run produced."""
-
-    path: Path | None
-    best_epoch: int
-    best_score: float
-    history: list[dict] = field(default_factory=list)
-    stopped: bool = False
 
 
 def balanced_batches(labels: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -206,7 +193,9 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
                      progress: Progress | None = None, stop: StopFlag | None = None) -> TrainResult:
     """Train CNNI-BCC on the train part of a pair-aware split; keep the weights best on validation.
 
-    The test part of the split (20% of the women, seeded) is never used here. Returns when
+    The test part of the split (20% of the women, seeded) is never used here. Batches draw
+    the three classes equally (see `balanced_batches`), each patch under a random seed
+    augmentation. Returns when
     the epochs are done, when `stop()` turns true, or on KeyboardInterrupt; the file at
     `out` then holds the best weights so far. Runs under torchrun (DDP) as well.
     """
@@ -214,56 +203,51 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     import torch.nn.functional as F
 
     from .models.cnni_bcc import CNNIBCC
-    from .runtime import close_distributed, init_distributed, pick_device, seed_everything
+    from .training import begin, loop, record, steps_per_epoch, wrap
     from .weights import save_weights
 
     config = config or ClassifierConfig()
-    device = pick_device(config.device)
-    dist_info = init_distributed(device)
-    if device == "cuda" and dist_info.world > 1:
-        torch.cuda.set_device(dist_info.local_rank)
-    seed_everything(config.seed + dist_info.rank)
-    report = progress if (progress and dist_info.main) else (lambda event: None)
-
+    run = begin(config.device, config.seed, progress)
+    device = run.device
     parts = standard_split(records, seed=config.split_seed)
     if not parts["train"]:
         raise ValueError("no training images after the split; the data set needs more women")
-    train = build_patch_set(parts["train"], config.patches, config.labelling, report)
+    train = build_patch_set(parts["train"], config.patches, config.labelling, run.report)
     val_records = parts["val"] or parts["train"][:2]
     val = build_patch_set(val_records, config.patches, config.labelling)
 
     model = CNNIBCC(fast=True).to(device)
-    net = model
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device == "cuda" else None)
+    net = wrap(model, run)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    rng = np.random.default_rng(config.seed + 1000 * dist_info.rank)
-    per_rank = config.batch_size
-    steps = max(1, len(train.labels) // (per_rank * dist_info.world))
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
-    total_steps = steps * config.epochs
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=total_steps)
-
+    rng = np.random.default_rng(config.seed + 1000 * run.dist.rank)
+    steps = steps_per_epoch(len(train.labels), config.batch_size, run, config.max_steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps * config.epochs)
     metadata = {"classes": list(CLASS_NAMES), "config": asdict(config), "patch_size": PATCH,
                 "input": {"scale": "grey levels to [0, 1] (uint8 / 255)", "mean": INPUT_MEAN, "std": INPUT_STD},
                 "split": {name: [r.ref for r in part] for name, part in parts.items()},
                 "architecture": "CNNI-BCC (poster), ReLU after conv2d_1, depthwise_conv2d_1, conv2d_2"}
-    result = TrainResult(None, -1, -math.inf)
-    started, done = time.monotonic(), 0
+    batches: list[np.ndarray] = []
 
-    def validate_and_keep(epoch: int, train_loss: float) -> None:
-        """Score the model on the validation images; keep it when it is the best so far.
+    def start_epoch(epoch: int) -> None:
+        net.train()
+        batches[:] = list(balanced_batches(train.labels, config.batch_size, steps, rng))
 
-        The score is the image-level normal-vs-abnormal ROC AUC (what the verdict is
-        judged on), with the balanced patch accuracy breaking ties.
-        """
+    def step(index: int) -> float:
+        chosen = batches[index]
+        batch = model_input(_augment_batch(train.patches[chosen], rng)).to(device)
+        loss = F.cross_entropy(net(batch), torch.from_numpy(train.labels[chosen]).to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    def validate(epoch: int, train_loss: float) -> None:
+        """Score on the validation images: image-level normal-vs-abnormal ROC AUC (what the
+        verdict is judged on), with the balanced patch accuracy breaking ties."""
         from .metrics import roc_auc
 
-        probs = predict_patches(model, val.patches, device, 256)
-        predicted = probs.argmax(1)
+        predicted = predict_patches(model, val.patches, device, 256).argmax(1)
         recalls = [float((predicted[val.labels == k] == k).mean()) for k in range(3) if (val.labels == k).any()]
         balanced = float(np.mean(recalls)) if recalls else 0.0
         scores, truth, lesion_class = image_scores(model, val_records, device)
@@ -271,45 +255,13 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
         score = (0.0 if np.isnan(auc) else auc) + 1e-3 * balanced
         entry = {"epoch": epoch, "train_loss": train_loss, "val_balanced_accuracy": balanced,
                  "val_image_auc": auc, "val_score": score}
-        result.history.append(entry)
-        if dist_info.main and score > result.best_score:
-            result.best_score, result.best_epoch = score, epoch
-            threshold = best_threshold(scores, truth, lesion_class)
-            meta = {**metadata, "best_epoch": epoch, "val_balanced_patch_accuracy": balanced,
-                    "val_image_auc_normal_vs_abnormal": auc, "image_threshold": threshold,
-                    "history": result.history}
-            result.path = save_weights(out, model.state_dict(), MODEL_NAME, meta)
-        report({"phase": "validated", **entry, "best_epoch": result.best_epoch})
+        meta = {**metadata, "best_epoch": epoch, "val_balanced_patch_accuracy": balanced,
+                "val_image_auc_normal_vs_abnormal": auc,
+                "image_threshold": best_threshold(scores, truth, lesion_class)}
+        record(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
+                                                       {**meta, "history": run.result.history}))
 
-    try:
-        for epoch in range(1, config.epochs + 1):
-            net.train()
-            batches = balanced_batches(train.labels, per_rank, steps, rng)
-            losses = []
-            for step in range(steps):
-                if stop and stop():
-                    raise KeyboardInterrupt
-                index = batches[step]
-                batch = model_input(_augment_batch(train.patches[index], rng)).to(device)
-                target = torch.from_numpy(train.labels[index]).to(device)
-                loss = F.cross_entropy(net(batch), target)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                done += 1
-                elapsed = time.monotonic() - started
-                report({"phase": "training", "epoch": epoch, "epochs": config.epochs, "step": step + 1,
-                        "steps": steps, "loss": losses[-1], "eta_s": elapsed / done * (total_steps - done)})
-            validate_and_keep(epoch, float(np.mean(losses)))
-    except KeyboardInterrupt:
-        result.stopped = True
-        if result.path is None and dist_info.main:
-            validate_and_keep(len(result.history) + 1, float("nan"))
-    finally:
-        close_distributed()
-    return result
+    return loop(run, config.epochs, steps, start_epoch, step, validate, stop)
 
 
 def image_scores(model, records: Sequence[Mammogram], device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .augment import SEED_TRANSFORMS, apply_boxes, apply_image
-from .classifier import Progress, StopFlag, drive, normalise, to_mias_scale
+from .classifier import drive, normalise, to_mias_scale
 from .errors import MammoInputError
 from .images import read_image
 from .records import Mammogram
 from .splits import standard_split
+from .training import Progress, StopFlag, TrainResult
 
 MODEL_NAME = "idbll"
 LABELS = ("lesion",)
@@ -94,19 +94,8 @@ class DetectorConfig:
     lesion_fraction: float = 0.75
 
 
-@dataclass
-class DetectorTrainResult:
-    """What a detector training run produced."""
-
-    path: Path | None
-    best_epoch: int
-    best_score: float
-    history: list[dict] = field(default_factory=list)
-    stopped: bool = False
-
-
 def train_detector(records: Sequence[Mammogram], out: str | Path, config: DetectorConfig | None = None,
-                   progress: Progress | None = None, stop: StopFlag | None = None) -> DetectorTrainResult:
+                   progress: Progress | None = None, stop: StopFlag | None = None) -> TrainResult:
     """Train IDBLL on the train part of the pair-aware split; keep the weights best on validation.
 
     Batches draw images with lesions `lesion_fraction` of the time (most images are
@@ -116,89 +105,54 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
     import torch
 
     from .models.idbll import INPUT_SIZE, build_idbll
-    from .runtime import close_distributed, init_distributed, pick_device, seed_everything
+    from .training import begin, loop, record, steps_per_epoch, wrap
     from .weights import save_weights
 
     config = config or DetectorConfig()
-    device = pick_device(config.device)
-    dist_info = init_distributed(device)
-    if device == "cuda" and dist_info.world > 1:
-        torch.cuda.set_device(dist_info.local_rank)
-    seed_everything(config.seed + dist_info.rank)
-    report = progress if (progress and dist_info.main) else (lambda event: None)
+    run = begin(config.device, config.seed, progress)
+    device = run.device
     parts = standard_split(records, seed=config.split_seed)
     if not parts["train"]:
         raise ValueError("no training images after the split; the data set needs more women")
-    train = build_samples(parts["train"], INPUT_SIZE, report)
+    train = build_samples(parts["train"], INPUT_SIZE, run.report)
     val_records = parts["val"] or parts["train"][:2]
     model = build_idbll().to(device)
-    net = model
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dist_info.local_rank] if device == "cuda" else None)
+    net = wrap(model, run)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps = max(1, len(train) // (config.batch_size * dist_info.world))
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
-    total = steps * config.epochs
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=total)
-    rng = np.random.default_rng(config.seed + 1000 * dist_info.rank)
+    steps = steps_per_epoch(len(train), config.batch_size, run, config.max_steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps * config.epochs)
+    rng = np.random.default_rng(config.seed + 1000 * run.dist.rank)
     with_lesions = [i for i, s in enumerate(train) if len(s.boxes)] or list(range(len(train)))
     metadata = {"labels": list(LABELS), "config": asdict(config), "input_size": INPUT_SIZE,
                 "split": {name: [r.ref for r in part] for name, part in parts.items()}}
-    result = DetectorTrainResult(None, -1, -math.inf)
-    started, done = time.monotonic(), 0
 
-    def validate_and_keep(epoch: int, train_loss: float) -> None:
-        detector = LesionDetector(model, metadata, device, Path(out))
-        report_ = evaluate_detector(detector, val_records)
-        score = report_["sensitivity_at_fp"]["1"]
-        entry = {"epoch": epoch, "train_loss": train_loss, "val_score": score,
-                 "val_sensitivity_at_1fp": score}
-        result.history.append(entry)
-        if dist_info.main and score > result.best_score:
-            result.best_score, result.best_epoch = score, epoch
-            meta = {**metadata, "best_epoch": epoch, "val_sensitivity_at_1fp": score, "history": result.history}
-            result.path = save_weights(out, model.state_dict(), MODEL_NAME, meta)
-        report({"phase": "validated", **entry, "best_epoch": result.best_epoch})
+    def step(index: int) -> float:
+        images, targets = [], []
+        for _ in range(config.batch_size):
+            pool = with_lesions if rng.random() < config.lesion_fraction else range(len(train))
+            sample = train[int(rng.choice(list(pool)))]
+            transform = SEED_TRANSFORMS[int(rng.integers(len(SEED_TRANSFORMS)))]
+            boxes = apply_boxes(sample.boxes, sample.canvas.shape, transform)
+            images.append(torch.from_numpy(apply_image(sample.canvas, transform))[None].to(device))
+            targets.append({k: v.to(device) for k, v in _targets(boxes, INPUT_SIZE).items()})
+        parts_ = net(images, targets)
+        loss = parts_["classification"] + parts_["bbox_regression"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    def validate(epoch: int, train_loss: float) -> None:
+        score = evaluate_detector(LesionDetector(model, metadata, device, Path(out)), val_records)[
+            "sensitivity_at_fp"]["1"]
         model.train()
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_score": score, "val_sensitivity_at_1fp": score}
+        meta = {**metadata, "best_epoch": epoch, "val_sensitivity_at_1fp": score}
+        record(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
+                                                       {**meta, "history": run.result.history}))
 
-    try:
-        for epoch in range(1, config.epochs + 1):
-            net.train()
-            losses = []
-            for step in range(steps):
-                if stop and stop():
-                    raise KeyboardInterrupt
-                images, targets = [], []
-                for _ in range(config.batch_size):
-                    pool = with_lesions if rng.random() < config.lesion_fraction else range(len(train))
-                    sample = train[int(rng.choice(list(pool)))]
-                    transform = SEED_TRANSFORMS[int(rng.integers(len(SEED_TRANSFORMS)))]
-                    canvas = apply_image(sample.canvas, transform)
-                    boxes = apply_boxes(sample.boxes, sample.canvas.shape, transform)
-                    images.append(torch.from_numpy(canvas)[None].to(device))
-                    targets.append({k: v.to(device) for k, v in _targets(boxes, INPUT_SIZE).items()})
-                loss_parts = net(images, targets)
-                loss = loss_parts["classification"] + loss_parts["bbox_regression"]
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                done += 1
-                elapsed = time.monotonic() - started
-                report({"phase": "training", "epoch": epoch, "epochs": config.epochs, "step": step + 1,
-                        "steps": steps, "loss": losses[-1], "eta_s": elapsed / done * (total - done)})
-            validate_and_keep(epoch, float(np.mean(losses)))
-    except KeyboardInterrupt:
-        result.stopped = True
-        if result.path is None and dist_info.main:
-            validate_and_keep(len(result.history) + 1, float("nan"))
-    finally:
-        close_distributed()
-    return result
+    return loop(run, config.epochs, steps, lambda epoch: net.train(), step, validate, stop)
 
 
 @dataclass

@@ -69,16 +69,33 @@ def _level(truth: np.ndarray, probs: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
-def plot_report(report: dict, path: str | Path) -> Path:
-    """A PNG with the image- and patch-level ROC curves and the image confusion matrix."""
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    import io
+
     from .pgm import atomic_write_bytes
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def plot_report(report: dict, path: str | Path) -> Path:
+    """A PNG with the image- and patch-level ROC curves and the image confusion matrix."""
+    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.8))
     for ax, level in zip(axes[:2], ("image", "patches"), strict=True):
         for key, name in (("roc_normal_vs_abnormal", "normal vs abnormal"),
                           ("roc_malignant_vs_rest", "malignant vs rest")):
@@ -96,42 +113,21 @@ def plot_report(report: dict, path: str | Path) -> Path:
     axes[2].set(title=f"image confusion matrix (accuracy {report['image']['accuracy']:.3f})",
                 xticks=range(3), yticks=range(3), xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
                 xlabel="predicted", ylabel="true")
-    fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return _save_figure(fig, path)
 
 
 def plot_froc(report: dict, path: str | Path) -> Path:
     """A PNG of the detector's FROC curve with the 0.5, 1 and 2 FP/image points."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .pgm import atomic_write_bytes
-
     curve = report["froc"]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(6, 4.5))
     ax.step(curve["fp_per_image"], curve["sensitivity"], where="post")
     for fp, sens in report["sensitivity_at_fp"].items():
         ax.plot(float(fp), sens, "o", label=f"{sens:.2f} at {fp} FP/image")
-    ax.set(xlim=(0, max(4.0, 0)), ylim=(0, 1.01), xlabel="false positives per image", ylabel="lesion sensitivity",
+    ax.set(xlim=(0, 4), ylim=(0, 1.01), xlabel="false positives per image", ylabel="lesion sensitivity",
            title=f"IDBLL FROC ({report['images']} images, {report['lesions']} lesions; mAP@0.5 {report['map_50']:.3f})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return _save_figure(fig, path)
 
 
 def format_evaluation(report: dict) -> str:

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 _REF = re.compile(r"^[A-Za-z]+\d+$")
 
 
+def pgm_pixels(layer) -> np.ndarray:
+    """An image layer's pixels as PGM can hold them: integers kept, other types scaled to uint8."""
+    pixels = np.asarray(layer.data)
+    if pixels.dtype in (np.uint8, np.uint16):
+        return pixels
+    low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+    return np.round((np.nan_to_num(pixels, nan=low) - low) / ((high - low) or 1) * 255).astype(np.uint8)
+
+
 def shapes_to_lesions(layer, shape_indices: list[int] | None = None) -> list[Lesion]:
     """Circles of a Shapes layer (ellipses or rectangles) as lesions, in the layer's data pixels."""
     features = layer.features
@@ -49,10 +58,7 @@ def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram
     records, heights = [], {}
     for number, image in enumerate(images, start=1):
         ref = image.name if _REF.match(image.name) else f"img{number:03d}"
-        pixels = np.asarray(image.data)
-        if pixels.dtype not in (np.uint8, np.uint16):
-            low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
-            pixels = np.round((pixels - low) / ((high - low) or 1) * 255).astype(np.uint8)
+        pixels = pgm_pixels(image)
         path = folder / f"{ref}.pgm"
         write_pgm(path, pixels)
         layer = shapes.get(f"{image.name} lesions")
@@ -72,10 +78,7 @@ def save_image_annotations(image_layer, shapes_layer, folder: Path) -> Path:
         raise ValueError(f"{image_layer.name!r} is not a 2-D greyscale image")
     folder.mkdir(parents=True, exist_ok=True)
     ref = image_layer.name if _REF.match(image_layer.name) else "img001"
-    pixels = np.asarray(image_layer.data)
-    if pixels.dtype not in (np.uint8, np.uint16):
-        low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
-        pixels = np.round((pixels - low) / ((high - low) or 1) * 255).astype(np.uint8)
+    pixels = pgm_pixels(image_layer)
     image_path = folder / f"{ref}.pgm"
     write_pgm(image_path, pixels)
     lesions = tuple(shapes_to_lesions(shapes_layer))

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, FileEdit, Label
 
 from .weights_registry import REGISTRY, SHIPPED
+from .worker_widget import WorkerWidget
 
 if TYPE_CHECKING:
     import napari
@@ -43,25 +44,23 @@ def pixel_spacing(layer) -> tuple[float, float] | None:
     return None
 
 
-class ClassifyWidget(Container):
+class ClassifyWidget(WorkerWidget):
     """Choose an image, weights and device; Classify writes a Labels layer of patch classes."""
 
+    idle_text = "Classify"
+
     def __init__(self, viewer: napari.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__()
         self.viewer = viewer
-        self._worker = None
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(MODEL) + ["other file…"])
         self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast")
-        self.run_button = PushButton(text="Classify")
-        self.progress = ProgressBar(label="progress", value=0, max=1, visible=False)
         self.verdict = Label(label="verdict", value="")
         self.extend([self.image, self.weights, self.weights_file, self.device, self.patches, self.run_button,
                      self.progress, self.verdict])
         self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == "other file…"))
-        self.run_button.changed.connect(self._toggle)
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
         REGISTRY.changed.connect(self._on_registry)
@@ -91,16 +90,8 @@ class ClassifyWidget(Container):
             return Path(self.weights_file.value)
         return Path(self.weights.value)
 
-    def _toggle(self, _=None) -> None:
-        """Start classification, or cancel the running one."""
-        if self._worker is not None:
-            self._worker.quit()
-            return
-        self.start()
-
     def start(self):
         """Classify the chosen image layer in a worker thread; returns the worker."""
-        from napari.qt.threading import thread_worker
         from napari.utils.notifications import show_error
 
         if not self.image.value:
@@ -118,29 +109,7 @@ class ClassifyWidget(Container):
             result = yield from classifier.iter_classify(plane, pixel_spacing(layer), selection)
             return layer, index, result
 
-        worker = thread_worker(job, start_thread=False, ignore_errors=True)()
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(lambda err: show_error(f"napari-mammo: classification failed: {err}"))
-        worker.aborted.connect(lambda: self.verdict.__setattr__("value", "cancelled"))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.run_button.text = "Cancel"
-        self.progress.visible, self.progress.value = True, 0
-        self.verdict.value = "classifying…"
-        worker.start()
-        return worker
-
-    def _on_progress(self, event: dict) -> None:
-        """Show a progress event."""
-        self.progress.max = event["steps"]
-        self.progress.value = event["step"]
-
-    def _on_finished(self) -> None:
-        """Back to the idle state."""
-        self._worker = None
-        self.run_button.text = "Classify"
-        self.progress.visible = False
+        return self.launch(job, self._on_result, self.verdict, "classification failed", "classifying…")
 
     def _on_result(self, value) -> None:
         """Write or replace this widget's Labels layer for the image and show the verdict."""

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
 from .classify_widget import displayed_plane, image_layers, pixel_spacing
 from .weights_registry import REGISTRY, SHIPPED
+from .worker_widget import WorkerWidget
 
 if TYPE_CHECKING:
     import napari
@@ -81,21 +82,20 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, detections: list, th
     return layer
 
 
-class DetectWidget(Container):
+class DetectWidget(WorkerWidget):
     """Choose an image, weights, a threshold and optionally a region; Detect writes editable boxes."""
 
+    idle_text = "Detect"
+
     def __init__(self, viewer: napari.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__()
         self.viewer = viewer
-        self._worker = None
         self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
         self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(MODEL) + ["other file…"])
         self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
         self.threshold = FloatSlider(label="score threshold", value=0.3, min=KEEP_FROM, max=1.0, step=0.01)
         self.roi = ComboBox(label="region", choices=self._roi_choices)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
-        self.run_button = PushButton(text="Detect")
-        self.progress = ProgressBar(label="progress", value=0, max=3, visible=False)
         self.status = Label(label="status", value="")
         self.save_folder = FileEdit(label="annotations", mode="d")
         self.save_button = PushButton(text="Save annotations")
@@ -103,7 +103,6 @@ class DetectWidget(Container):
                      self.run_button, self.progress, self.status, self.save_folder, self.save_button])
         self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == "other file…"))
         self.threshold.changed.connect(self._on_threshold)
-        self.run_button.changed.connect(self._toggle)
         self.save_button.changed.connect(self.save_annotations)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh)
@@ -160,16 +159,8 @@ class DetectWidget(Container):
         pixels = np.array([image_layer.world_to_data(w) for w in world])[:, -2:]
         return (*pixels.min(axis=0), *pixels.max(axis=0))
 
-    def _toggle(self, _=None) -> None:
-        """Start detection, or cancel the running one."""
-        if self._worker is not None:
-            self._worker.quit()
-            return
-        self.start()
-
     def start(self):
         """Detect in a worker thread; returns the worker."""
-        from napari.qt.threading import thread_worker
         from napari.utils.notifications import show_error
 
         if not self.image.value:
@@ -191,24 +182,7 @@ class DetectWidget(Container):
             detections = yield from detector.iter_detect(plane, pixel_spacing(layer), roi, KEEP_FROM)
             return layer, index, detections
 
-        worker = thread_worker(job, start_thread=False, ignore_errors=True)()
-        worker.yielded.connect(lambda event: setattr(self.progress, "value", event["step"]))
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(lambda err: show_error(f"napari-mammo: detection failed: {err}"))
-        worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled"))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.run_button.text = "Cancel"
-        self.progress.visible, self.progress.value = True, 0
-        self.status.value = "detecting…"
-        worker.start()
-        return worker
-
-    def _on_finished(self) -> None:
-        """Back to the idle state."""
-        self._worker = None
-        self.run_button.text = "Detect"
-        self.progress.visible = False
+        return self.launch(job, self._on_result, self.status, "detection failed", "detecting…")
 
     def _on_result(self, value) -> None:
         """Write the detections."""
