@@ -71,8 +71,10 @@ def test_bad_images_give_clear_errors(trained):
 def test_image_verdict_uses_most_suspicious_patch():
     probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]], np.float32)
     label, top = image_verdict(probs, threshold=0.5)
-    assert label == 2 and np.allclose(top, probs[1])
-    assert image_verdict(probs, threshold=0.9)[0] == 0
+    assert label == 2 and np.allclose(top, probs[1])  # threshold 0.5: the patch's own probabilities
+    label, top = image_verdict(probs, threshold=0.9)
+    assert label == 0 and int(np.argmax(top)) == 0 and top.sum() == pytest.approx(1)
+    assert top[1] / top[2] == pytest.approx(0.3 / 0.5)
 
 
 def test_stop_keeps_best_weights(synthetic_folder, tmp_path):

@@ -162,17 +162,23 @@ def predict_patches(model, patches: np.ndarray, device: str, batch_size: int = 6
 
 
 def image_verdict(probabilities: np.ndarray, threshold: float = 0.5) -> tuple[int, np.ndarray]:
-    """Image class from its patches: the most suspicious patch (highest 1 − p(normal)) decides.
+    """Image class and probabilities from its patches: the most suspicious patch decides.
 
-    The image is normal when that patch's abnormal probability is below `threshold` (chosen
-    on the validation split at training time); otherwise benign or malignant, whichever that
-    patch finds likelier. The image's probabilities are that patch's.
+    The most suspicious patch is the one with the highest abnormality 1 − p(normal). Its
+    abnormality s is recalibrated piecewise linearly so that `threshold` (chosen on the
+    validation split at training time) maps to 0.5: the image's p(normal) is 1 − s', and
+    s' is shared between benign and malignant as that patch shares it. The verdict is the
+    most probable class, so it always agrees with the reported probabilities.
     """
     if len(probabilities) == 0:
         return 0, np.array([1.0, 0.0, 0.0], np.float32)
-    suspicious = int(np.argmax(1.0 - probabilities[:, 0]))
-    probs = probabilities[suspicious]
-    if 1.0 - probs[0] < threshold:
+    top = probabilities[int(np.argmax(1.0 - probabilities[:, 0]))]
+    s = float(1.0 - top[0])
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    calibrated = 0.5 * s / t if s < t else 0.5 + 0.5 * (s - t) / (1 - t)
+    share = top[1:] / max(float(top[1:].sum()), 1e-12)
+    probs = np.array([1.0 - calibrated, calibrated * share[0], calibrated * share[1]], np.float32)
+    if calibrated < 0.5:
         return 0, probs
     return (1 if probs[1] >= probs[2] else 2), probs
 
@@ -272,8 +278,8 @@ def image_scores(model, records: Sequence[Mammogram], device: str) -> tuple[np.n
         pixels = normalise(image.pixels)
         chosen = select_patches(image.pixels, "breast") or select_patches(image.pixels, "all")
         probs = predict_patches(model, extract(pixels, chosen), device)
-        _, top = image_verdict(probs, threshold=0.0)
-        scores.append(1.0 - top[0])
+        top = probs[int(np.argmax(1.0 - probs[:, 0]))]
+        scores.append(float(1.0 - top[0]))
         lesion_class.append(1 if top[1] >= top[2] else 2)
         truth.append(CLASS_NAMES.index(record.label))
     return np.array(scores), np.array(truth), np.array(lesion_class)
