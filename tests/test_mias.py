@@ -117,3 +117,12 @@ records_strategy = st.lists(
 def test_format_then_parse_round_trips(records, newline, trailing):
     text = format_info(records).replace("\r\n", trailing + newline)
     assert parse_info(text) == records
+
+
+def test_broken_info_beside_an_image_is_a_warning(tmp_path):
+    import numpy as np
+
+    write_pgm(tmp_path / "mdb001.pgm", np.zeros((4, 4), np.uint8))
+    (tmp_path / "Info.txt").write_text("mdb001 G CIRC B 535 425\n")
+    with pytest.warns(UserWarning, match=r"Info.txt: line 1: expected X Y RADIUS .* read without its lesions"):
+        assert record_for_image(tmp_path / "mdb001.pgm") is None

@@ -380,12 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings as one line on stderr; library deprecation noise is left to Python's filters."""
+    print(f"napari-mammo: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; bad input is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
             return args.func(args)
     except (MammoInputError, ValueError) as err:
         print(f"napari-mammo: error: {err}", file=sys.stderr)

@@ -112,12 +112,21 @@ def read_folder(folder: str | Path) -> list[Mammogram]:
 
 
 def record_for_image(path: str | Path) -> Mammogram | None:
-    """The Info.txt record of an image file, if an Info.txt beside it lists it."""
+    """The Info.txt record of an image file, if an Info.txt beside it lists it.
+
+    A broken Info.txt does not stop the image from being read: it is reported as a
+    warning naming the file and the line, and the image has no record.
+    """
     path = Path(path)
     info = find_info(path.parent)
     if info is None:
         return None
-    for record in read_info(info):
+    try:
+        records = read_info(info)
+    except MammoInputError as err:
+        warnings.warn(f"{err} (the image is read without its lesions)", stacklevel=2)
+        return None
+    for record in records:
         if record.ref == path.stem:
             return at_image_height(Mammogram(record.ref, record.tissue, record.lesions, path))
     return None
