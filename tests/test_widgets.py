@@ -262,3 +262,22 @@ def test_classify_on_a_stack_uses_the_shown_slice(make_napari_viewer, qtbot, wei
     (labels,) = [layer for layer in viewer.layers if layer.metadata.get("kind") == "cnni-bcc"]
     assert labels.data.shape == stack.data.shape and labels.metadata["slice"] == [4]
     assert labels.data[4].any() and not labels.data[3].any()
+
+
+def test_train_widget_trains_the_detector_and_detect_offers_it(make_napari_viewer, qtbot, tmp_path,
+                                                               synthetic_folder):
+    from napari_mammo.plugin.detect_widget import DetectWidget
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    detect = DetectWidget(viewer)
+    widget.model.value = "detector"
+    assert widget.out.value.name == "idbll-trained.safetensors"
+    widget.data.value = str(synthetic_folder)
+    widget.epochs.value = 1
+    widget.device.value = "cpu"
+    widget.out.value = str(tmp_path / "idbll-trained.safetensors")
+    widget.extra_args = ("--max-steps-per-epoch", "1", "--batch-size", "2")
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
+    assert str((tmp_path / "idbll-trained.safetensors").resolve()) in detect.weights.choices

@@ -314,12 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the classifier or the detector on a MIAS-style folder",
                            description="Train on the train part of a seeded, pair-aware split of a MIAS-style "
-                                       "folder; 20%% of the women are held out as a test split and never used. "
+                                       "folder; 20% of the women are held out as a test split and never used. "
                                        "Runs under torchrun for several processes (DDP).")
     train.add_argument("model", choices=["classifier", "detector"], help="CNNI-BCC or the IDBLL detector")
     train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
-    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--batch-size", type=int, default=None, help="default 64 patches or 8 images")
