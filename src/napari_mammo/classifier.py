@@ -310,22 +310,11 @@ class PatchClassifier:
         """Load weights (the shipped default when `path` is None) onto a device."""
         from .models.cnni_bcc import CNNIBCC
         from .runtime import pick_device
-        from .weights import load_weights, shipped_weights
+        from .weights import load_model
 
-        if path is None:
-            path = shipped_weights(MODEL_NAME)
-            if not path.is_file():
-                raise MammoInputError(path, "this installation has no shipped CNNI-BCC weights; pass a weights file")
-        path = Path(path)
-        state, metadata = load_weights(path, MODEL_NAME)
+        model, metadata, path = load_model(path, MODEL_NAME, "CNNI-BCC", lambda: CNNIBCC(fast=True))
         if metadata.get("classes", list(CLASS_NAMES)) != list(CLASS_NAMES):
             raise MammoInputError(path, f"classes {metadata.get('classes')} are not {list(CLASS_NAMES)}")
-        model = CNNIBCC(fast=True)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            raise MammoInputError(path, f"tensors do not fit the CNNI-BCC network ({first})") from None
         device = pick_device(device)
         return cls(model.to(device).eval(), metadata, device, path)
 

@@ -154,20 +154,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.stopped else 0
 
 
+def _each_image(paths: list[str], work) -> tuple[list[dict], int]:
+    """Apply `work` to each path; a bad file is one line on stderr and the others go on."""
+    results, failed = [], 0
+    for path in paths:
+        try:
+            results.append(work(path))
+        except MammoInputError as err:
+            print(f"napari-mammo: error: {err}", file=sys.stderr)
+            failed += 1
+    return results, failed
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify images with CNNI-BCC; JSON list on stdout with --json."""
     from .classifier import PatchClassifier
 
     classifier = PatchClassifier.load(args.weights, device=args.device)
-    results, failed = [], 0
-    for path in args.images:
-        try:
-            result = classifier.classify_file(path, selection=args.patches)
-        except MammoInputError as err:
-            print(f"napari-mammo: error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        results.append(result.to_json(path))
+    results, failed = _each_image(args.images,
+                                  lambda path: classifier.classify_file(path, selection=args.patches).to_json(path))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -185,15 +190,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from .detector import LesionDetector
 
     detector = LesionDetector.load(args.weights, device=args.device)
-    results, failed = [], 0
-    for path in args.images:
-        try:
-            detections = detector.detect_file(path, score_threshold=args.score_threshold)
-        except MammoInputError as err:
-            print(f"napari-mammo: error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        results.append({"path": path, "detections": [d.to_json() for d in detections]})
+
+    def detect(path: str) -> dict:
+        detections = detector.detect_file(path, score_threshold=args.score_threshold)
+        return {"path": path, "detections": [d.to_json() for d in detections]}
+
+    results, failed = _each_image(args.images, detect)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

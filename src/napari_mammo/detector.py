@@ -179,20 +179,9 @@ class LesionDetector:
         """Load weights (the shipped default when `path` is None) onto a device."""
         from .models.idbll import build_idbll
         from .runtime import pick_device
-        from .weights import load_weights, shipped_weights
+        from .weights import load_model
 
-        if path is None:
-            path = shipped_weights(MODEL_NAME)
-            if not path.is_file():
-                raise MammoInputError(path, "this installation has no shipped IDBLL weights; pass a weights file")
-        path = Path(path)
-        state, metadata = load_weights(path, MODEL_NAME)
-        model = build_idbll()
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            raise MammoInputError(path, f"tensors do not fit the IDBLL detector ({first})") from None
+        model, metadata, path = load_model(path, MODEL_NAME, "IDBLL", build_idbll)
         device = pick_device(device)
         return cls(model.to(device).eval(), metadata, device, path)
 

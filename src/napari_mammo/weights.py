@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,24 @@ def load_weights(path: str | Path, model: str) -> tuple[dict, dict[str, Any]]:
         except json.JSONDecodeError:
             metadata[key] = value
     return state, metadata
+
+
+def load_model(path: str | Path | None, model: str, title: str, build: Callable[[], Any]) -> tuple[Any, dict, Path]:
+    """Build a network and fill it from a weights file (the shipped one when `path` is None).
+
+    Returns (network, metadata, path); a missing, foreign or mismatched file is a
+    MammoInputError naming it.
+    """
+    if path is None:
+        path = shipped_weights(model)
+        if not path.is_file():
+            raise MammoInputError(path, f"this installation has no shipped {title} weights; pass a weights file")
+    path = Path(path)
+    state, metadata = load_weights(path, model)
+    network = build()
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise MammoInputError(path, f"tensors do not fit the {title} network ({first})") from None
+    return network, metadata, path

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, Label
+from magicgui.widgets import ComboBox, Label
 
-from .weights_registry import REGISTRY, SHIPPED
-from .worker_widget import WorkerWidget
+from .worker_widget import ModelWidget
 
 if TYPE_CHECKING:
     import napari
@@ -44,35 +42,22 @@ def pixel_spacing(layer) -> tuple[float, float] | None:
     return None
 
 
-class ClassifyWidget(WorkerWidget):
+class ClassifyWidget(ModelWidget):
     """Choose an image, weights and device; Classify writes a Labels layer of patch classes."""
 
+    model_name = MODEL
     idle_text = "Classify"
 
     def __init__(self, viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_choices)
-        self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(MODEL) + ["other file…"])
-        self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast")
         self.verdict = Label(label="verdict", value="")
         self.extend([self.image, self.weights, self.weights_file, self.device, self.patches, self.run_button,
                      self.progress, self.verdict])
-        self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == "other file…"))
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
-        REGISTRY.changed.connect(self._on_registry)
-        self.native.destroyed.connect(lambda *_: REGISTRY.changed.disconnect(self._on_registry, missing_ok=True))
-
-    def _on_registry(self, model: str) -> None:
-        """Offer newly trained weights."""
-        if model == MODEL:
-            try:
-                self.weights.reset_choices()
-            except RuntimeError:  # the Qt widget is gone
-                REGISTRY.changed.disconnect(self._on_registry, missing_ok=True)
 
     def _image_choices(self, _=None) -> list:
         """Image layer names for the combo box."""
@@ -81,14 +66,6 @@ class ClassifyWidget(WorkerWidget):
     def _refresh(self, _=None) -> None:
         """Refresh the image choices when layers come and go."""
         self.image.reset_choices()
-
-    def weights_path(self) -> Path | None:
-        """The chosen weights file, or None for the shipped default."""
-        if self.weights.value == SHIPPED:
-            return None
-        if self.weights.value == "other file…":
-            return Path(self.weights_file.value)
-        return Path(self.weights.value)
 
     def start(self):
         """Classify the chosen image layer in a worker thread; returns the worker."""

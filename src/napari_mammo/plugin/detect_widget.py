@@ -15,8 +15,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
 from .classify_widget import displayed_plane, image_layers, pixel_spacing
-from .weights_registry import REGISTRY, SHIPPED
-from .worker_widget import WorkerWidget
+from .worker_widget import ModelWidget
 
 if TYPE_CHECKING:
     import napari
@@ -82,32 +81,27 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, detections: list, th
     return layer
 
 
-class DetectWidget(WorkerWidget):
+class DetectWidget(ModelWidget):
     """Choose an image, weights, a threshold and optionally a region; Detect writes editable boxes."""
 
+    model_name = MODEL
     idle_text = "Detect"
 
     def __init__(self, viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
-        self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(MODEL) + ["other file…"])
-        self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
         self.threshold = FloatSlider(label="score threshold", value=0.3, min=KEEP_FROM, max=1.0, step=0.01)
         self.roi = ComboBox(label="region", choices=self._roi_choices)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.status = Label(label="status", value="")
         self.save_folder = FileEdit(label="annotations", mode="d")
         self.save_button = PushButton(text="Save annotations")
         self.extend([self.image, self.weights, self.weights_file, self.threshold, self.roi, self.device,
                      self.run_button, self.progress, self.status, self.save_folder, self.save_button])
-        self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == "other file…"))
         self.threshold.changed.connect(self._on_threshold)
         self.save_button.changed.connect(self.save_annotations)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh)
-        REGISTRY.changed.connect(self._on_registry)
-        self.native.destroyed.connect(lambda *_: REGISTRY.changed.disconnect(self._on_registry, missing_ok=True))
 
     def _roi_choices(self, _=None) -> list[str]:
         """'whole image' or any Shapes layer that is not our output."""
@@ -121,14 +115,6 @@ class DetectWidget(WorkerWidget):
         self.image.reset_choices()
         self.roi.reset_choices()
 
-    def _on_registry(self, model: str) -> None:
-        """Offer newly trained weights."""
-        if model == MODEL:
-            try:
-                self.weights.reset_choices()
-            except RuntimeError:
-                REGISTRY.changed.disconnect(self._on_registry, missing_ok=True)
-
     def output_layer(self):
         """This widget's Shapes layer for the chosen image, if any."""
         name = f"{self.image.value} IDBLL detections"
@@ -139,14 +125,6 @@ class DetectWidget(WorkerWidget):
         layer = self.output_layer()
         if layer is not None:
             refilter(layer, value)
-
-    def weights_path(self) -> Path | None:
-        """The chosen weights file, or None for the shipped default."""
-        if self.weights.value == SHIPPED:
-            return None
-        if self.weights.value == "other file…":
-            return Path(self.weights_file.value)
-        return Path(self.weights.value)
 
     def region(self, image_layer) -> tuple[float, float, float, float] | None:
         """The last rectangle of the chosen region layer, in the image's data pixels."""

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+
+from .weights_registry import REGISTRY, SHIPPED
+
+OTHER_FILE = "other file…"
 
 
 class WorkerWidget(Container):
@@ -58,3 +63,34 @@ class WorkerWidget(Container):
         self._worker = None
         self.run_button.text = self.idle_text
         self.progress.visible = False
+
+
+class ModelWidget(WorkerWidget):
+    """A worker widget that runs a model: weights (shipped, trained here, or a file) and a device."""
+
+    model_name = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(self.model_name) + [OTHER_FILE])
+        self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == OTHER_FILE))
+        REGISTRY.changed.connect(self._on_registry)
+        self.native.destroyed.connect(lambda *_: REGISTRY.changed.disconnect(self._on_registry, missing_ok=True))
+
+    def _on_registry(self, model: str) -> None:
+        """Offer weights trained in this session."""
+        if model == self.model_name:
+            try:
+                self.weights.reset_choices()
+            except RuntimeError:  # the Qt widget is gone
+                REGISTRY.changed.disconnect(self._on_registry, missing_ok=True)
+
+    def weights_path(self) -> Path | None:
+        """The chosen weights file, or None for the shipped default."""
+        if self.weights.value == SHIPPED:
+            return None
+        if self.weights.value == OTHER_FILE:
+            return Path(self.weights_file.value)
+        return Path(self.weights.value)
