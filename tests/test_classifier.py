@@ -153,3 +153,20 @@ def test_cli_train_under_torchrun_with_two_processes(synthetic_folder, tmp_path)
     assert out.is_file()
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert any(e["phase"] == "validated" for e in events)
+
+
+def test_cli_training_stops_cleanly_on_sigterm_keeping_the_best(synthetic_folder, tmp_path):
+    import signal
+
+    out = tmp_path / "term.safetensors"
+    command = [sys.executable, "-m", "napari_mammo", "train", "classifier", "--data", str(synthetic_folder),
+               "--out", str(out), "--epochs", "500", "--batch-size", "4", "--patches", "all", "--device", "cpu",
+               "--max-steps-per-epoch", "2", "--progress-json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if '"validated"' in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert out.is_file() and "stopped early; kept the weights of epoch" in err

@@ -120,8 +120,20 @@ def _records_for_training(data: str) -> list:
     return records
 
 
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop training cleanly (KeyboardInterrupt), even where the shell ignored SIGINT."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a MIAS-style folder."""
+    _stop_on_signals()
     records = _records_for_training(args.data)
     show, close = _progress_printer(args.progress_json)
     try:
