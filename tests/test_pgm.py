@@ -63,3 +63,14 @@ def test_write_is_atomic_and_keeps_old_file_on_failure(tmp_path):
         write_pgm(path, np.ones((2, 2, 3), np.uint8))
     np.testing.assert_array_equal(read_pgm(path), np.ones((2, 2)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.pgm"]
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_pgm(tmp_path / "shared.pgm", np.zeros((2, 2), np.uint8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.pgm").stat().st_mode & 0o777 == 0o644

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MammoInputError
+from .pgm import current_umask
 
 FORMAT_VERSION = "1"
 
@@ -33,6 +34,7 @@ def save_weights(path: str | Path, state: dict, model: str, metadata: dict[str, 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
