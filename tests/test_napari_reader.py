@@ -89,3 +89,30 @@ def test_screenshot_shows_circle_on_the_lesion(make_napari_viewer, synthetic_fol
     data = (np.array(viewer.camera.center[-2:]) + (world - canvas_centre) / zoom) / np.array(image.scale)
     lesion = shapes.data[0].mean(axis=0)
     assert np.abs(data - lesion).max() < 4
+
+
+def test_writer_saves_lesions_as_info_txt_and_csv(make_napari_viewer, synthetic_folder, tmp_path):
+    import shutil
+
+    from napari_mammo.mias import read_csv, read_folder
+
+    viewer = make_napari_viewer()
+    _, shapes = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    original = {r.ref: r for r in read_folder(synthetic_folder)}["mdb005"]
+    out = tmp_path / "saved"
+    out.mkdir()
+    shutil.copy(synthetic_folder / "mdb005.pgm", out / "mdb005.pgm")
+    shapes.save(str(out / "Info.txt"), plugin="napari-mammo")
+    shapes.save(str(tmp_path / "lesions.csv"), plugin="napari-mammo")
+    (saved,) = read_folder(out)  # Y measured from the bottom of the 256-pixel image
+    assert saved.ref == "mdb005" and saved.tissue == original.tissue
+    assert [(les.abnormality, les.severity, les.row, les.col, les.radius) for les in saved.lesions] == [
+        (les.abnormality, les.severity, les.row, les.col, les.radius) for les in original.lesions]
+    (from_csv,) = read_csv(tmp_path / "lesions.csv")
+    assert from_csv.lesions == saved.lesions
+    # a moved circle is saved where the researcher put it
+    shapes.data = [shapes.data[0] + 10, *shapes.data[1:]]
+    shapes.save(str(out / "Info.txt"), plugin="napari-mammo")
+    (moved,) = read_folder(out)
+    assert (moved.lesions[0].row, moved.lesions[0].col) == (original.lesions[0].row + 10,
+                                                             original.lesions[0].col + 10)

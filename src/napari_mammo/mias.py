@@ -176,3 +176,61 @@ def write_info(path: str | Path, records: Iterable[Mammogram], height: int | dic
     if path.exists() and not overwrite:
         raise MammoInputError(path, "already exists; pass overwrite=True to replace it")
     atomic_write_bytes(path, format_info(records, height, header).encode("latin-1"))
+
+
+CSV_COLUMNS = ("ref", "tissue", "class", "severity", "row", "col", "radius", "x", "y")
+
+
+def format_csv(records: Iterable[Mammogram], height: int | dict[str, int] = MIAS_SIZE) -> str:
+    """CSV of the findings, one row each (a normal image is one row with class NORM).
+
+    Both conventions are written: row/col (pixels, row 0 at the top) and MIAS x/y
+    (origin at the bottom-left).
+    """
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        image_height = height.get(record.ref, MIAS_SIZE) if isinstance(height, dict) else height
+        for lesion in record.lesions or (None,):
+            if lesion is None:
+                writer.writerow([record.ref, record.tissue, "NORM", "", "", "", "", "", ""])
+            elif not lesion.located:
+                writer.writerow([record.ref, record.tissue, lesion.abnormality, lesion.severity, "", "", "", "", ""])
+            else:
+                writer.writerow([record.ref, record.tissue, lesion.abnormality, lesion.severity, _number(lesion.row),
+                                 _number(lesion.col), _number(lesion.radius), _number(lesion.col),
+                                 _number(image_height - lesion.row)])
+    return buffer.getvalue()
+
+
+def read_csv(path: str | Path) -> list[Mammogram]:
+    """Read findings written by `format_csv` (row/col are used; x/y are for people)."""
+    import csv
+
+    path = Path(path)
+    try:
+        rows = list(csv.DictReader(path.read_text().splitlines()))
+    except (OSError, UnicodeDecodeError) as err:
+        raise MammoInputError(path, f"cannot be read ({err})") from err
+    missing = [c for c in ("ref", "class", "severity", "row", "col", "radius") if rows and c not in rows[0]]
+    if not rows or missing:
+        raise MammoInputError(path, f"not a lesion CSV (needs columns {', '.join(CSV_COLUMNS[:7])})")
+    records: dict[str, Mammogram] = {}
+    for number, row in enumerate(rows, start=2):
+        ref = row["ref"]
+        record = records.setdefault(ref, Mammogram(ref, row.get("tissue", "") or ""))
+        if row["class"] == "NORM":
+            continue
+        try:
+            located = row["row"] != ""
+            lesion = Lesion(row["class"], row["severity"],
+                            float(row["row"]) if located else None, float(row["col"]) if located else None,
+                            float(row["radius"]) if located else None)
+        except ValueError:
+            raise MammoInputError(path, f"line {number}: row, col and radius must be numbers") from None
+        records[ref] = record.with_lesions((*record.lesions, lesion))
+    return list(records.values())

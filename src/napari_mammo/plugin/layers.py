@@ -33,7 +33,7 @@ def image_layer(image: ImageData, name: str | None = None) -> tuple:
 
 
 def lesion_shapes(records: Sequence[Mammogram], scale: tuple[float, float] | None,
-                  name: str, stacked: bool = False) -> tuple | None:
+                  name: str, stacked: bool = False, heights: dict[str, int] | None = None) -> tuple | None:
     """A Shapes layer tuple of one ellipse per located lesion (a slice index first when stacked)."""
     shapes, features = [], {"ref": [], "class": [], "severity": [], "tissue": []}
     for index, record in enumerate(records):
@@ -58,7 +58,7 @@ def lesion_shapes(records: Sequence[Mammogram], scale: tuple[float, float] | Non
         "face_color": "transparent",
         "edge_width": 3,
         "text": {"string": "{class} {severity}", "color": "white", "size": 10, "anchor": "upper_left"},
-        "metadata": {"kind": "ground truth", "refs": [r.ref for r in records]},
+        "metadata": {"kind": "ground truth", "refs": [r.ref for r in records], "heights": heights or {}},
     }
     if scale:
         kwargs["scale"] = ((1.0,) if stacked else ()) + tuple(scale)

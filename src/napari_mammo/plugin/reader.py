@@ -52,7 +52,8 @@ def read_image_layers(path: Path) -> LayerData:
         if record is not None:
             record_meta = {"ref": record.ref, "label": record.label, "tissue": record.tissue}
             layers[0][1]["metadata"].update(record_meta)
-            shapes = lesion_shapes([record], image.spacing_mm, f"{path.stem} lesions")
+            shapes = lesion_shapes([record], image.spacing_mm, f"{path.stem} lesions",
+                                   heights={record.ref: int(image.pixels.shape[0])})
             if shapes is not None:
                 layers.append(shapes)
     return layers
@@ -81,7 +82,8 @@ def read_folder_layers(path: Path) -> LayerData:
     first = image_layer(stacked, name=folder.name)
     first[1]["metadata"].update({"refs": [r.ref for r in records], "labels": [r.label for r in records]})
     layers = [first]
-    shapes = lesion_shapes(records, spacing, f"{folder.name} lesions", stacked=True)
+    heights = {r.ref: int(i.pixels.shape[0]) for r, i in zip(records, images, strict=True)}
+    shapes = lesion_shapes(records, spacing, f"{folder.name} lesions", stacked=True, heights=heights)
     if shapes is not None:
         layers.append(shapes)
     return layers

@@ -1,0 +1,58 @@
+"""npe2 writer: a Shapes layer of lesion circles saved as a MIAS-style Info.txt or as CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..mias import MIAS_SIZE, format_csv, format_info
+from ..pgm import atomic_write_bytes
+from ..records import ABNORMALITIES, Lesion, Mammogram
+
+
+def _column(features, name: str, index: int, default: str) -> str:
+    """A feature value as text, or the default when the column is absent or empty."""
+    if features is None or name not in features:
+        return default
+    value = features[name][index] if not hasattr(features[name], "iloc") else features[name].iloc[index]
+    return default if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[str, int]]:
+    """Group a Shapes layer's circles into records by reference, with each image's height."""
+    features = attributes.get("features")
+    metadata = attributes.get("metadata") or {}
+    refs = metadata.get("refs") or []
+    default_ref = str(attributes.get("name", "img001")).removesuffix(" lesions").split()[0]
+    records: dict[str, Mammogram] = {}
+    tissues: dict[str, str] = {}
+    for index, vertices in enumerate(data):
+        vertices = np.asarray(vertices, float)
+        ref = _column(features, "ref", index, "")
+        if not ref and vertices.shape[1] > 2 and refs:
+            ref = refs[int(round(vertices[0, 0]))]
+        ref = ref or default_ref
+        low, high = vertices[:, -2:].min(axis=0), vertices[:, -2:].max(axis=0)
+        abnormality = _column(features, "class", index, "MISC")
+        severity = _column(features, "severity", index, "B")
+        lesion = Lesion(abnormality if abnormality in ABNORMALITIES and abnormality != "NORM" else "MISC",
+                        severity if severity in ("B", "M") else "B", float((low[0] + high[0]) / 2),
+                        float((low[1] + high[1]) / 2), float(np.max(high - low) / 2))
+        tissues.setdefault(ref, _column(features, "tissue", index, "F"))
+        record = records.setdefault(ref, Mammogram(ref, tissues[ref]))
+        records[ref] = record.with_lesions((*record.lesions, lesion))
+    heights = {ref: int(h) for ref, h in (metadata.get("heights") or {}).items()}
+    return list(records.values()), {ref: heights.get(ref, MIAS_SIZE) for ref in records}
+
+
+def write_lesions(path: str, data: list, attributes: dict) -> list[str]:
+    """Write the layer's lesions as Info.txt (a .txt path) or CSV (a .csv path), atomically."""
+    target = Path(path)
+    records, heights = layer_records(data, attributes)
+    if target.suffix.lower() == ".csv":
+        text = format_csv(records, heights)
+    else:
+        text = format_info(records, heights, header="Lesions saved by napari-mammo (origin at the bottom-left).")
+    atomic_write_bytes(target, text.encode("latin-1"))
+    return [str(target)]
