@@ -116,3 +116,14 @@ def test_writer_saves_lesions_as_info_txt_and_csv(make_napari_viewer, synthetic_
     (moved,) = read_folder(out)
     assert (moved.lesions[0].row, moved.lesions[0].col) == (original.lesions[0].row + 10,
                                                              original.lesions[0].col + 10)
+
+
+def test_manifest_is_valid_and_contributes_everything():
+    manifest = npe2.PluginManifest.from_distribution("napari-mammo")
+    contributions = manifest.contributions
+    assert {w.display_name for w in contributions.widgets} == {"Classify (CNNI-BCC)", "Detect lesions (IDBLL)",
+                                                               "Train"}
+    assert contributions.readers and contributions.writers and contributions.sample_data
+    for command in contributions.commands:
+        module, _, attribute = command.python_name.partition(":")
+        assert hasattr(__import__(module, fromlist=[attribute]), attribute), command.python_name
