@@ -94,3 +94,18 @@ def test_gradcheck_of_fast_depthwise_in_double():
 def test_wrong_input_shape_is_refused():
     with pytest.raises(ValueError, match=r"\(N, 1, 128, 128\)"):
         CNNIBCC()(torch.rand(1, 1, 64, 64))
+
+
+def test_cached_inference_head_follows_weight_changes():
+    torch.manual_seed(4)
+    model = CNNIBCC(fast=True).eval()
+    x = torch.rand(2, 1, 128, 128)
+    with torch.no_grad():
+        first = model(x)
+        model.dense.weight.add_(0.1)
+        second = model(x)
+        torch.testing.assert_close(second, model.features(x)["dense_1"], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(first, second)
+    model.load_state_dict(CNNIBCC(fast=True).state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.features(x)["dense_1"], atol=1e-5, rtol=1e-4)

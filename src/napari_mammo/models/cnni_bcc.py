@@ -71,11 +71,21 @@ class CNNIBCC(nn.Module):
         bias = self.dense.bias + pooled.sum((-2, -1)) @ self.depthwise2.bias
         return weight, bias
 
+    def _head_for_inference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linear head, cached until a parameter it depends on changes (their version counters)."""
+        params = (self.depthwise2.weight, self.depthwise2.bias, self.dense.weight, self.dense.bias)
+        key = tuple((id(p), p._version, p.device) for p in params)
+        cached = getattr(self, "_head_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.linear_head())
+            self._head_cache = cached
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of (N, 1, 128, 128) patches."""
         if not self.fast:
             return self.features(x)["dense_1"]
         h = self._trunk(x)
-        weight, bias = self.linear_head()
+        weight, bias = self._head_for_inference() if not torch.is_grad_enabled() else self.linear_head()
         # channels-last order: (h, w, c) is contiguous in memory, so flattening copies nothing
         return h.permute(0, 2, 3, 1).flatten(1) @ weight.permute(0, 2, 3, 1).flatten(1).T + bias
