@@ -289,6 +289,21 @@ def _evaluate_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: shipped weights on the bundled sample, in napari or as PNG + JSON."""
+    from .demo import run_demo
+
+    headless = args.headless or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                      or sys.platform in ("darwin", "win32"))
+    result = run_demo(Path(args.out), headless)
+    if headless:
+        c = result["classification"]
+        print(f"{result['image']}: truth {result['truth']['label']}, CNNI-BCC {c['label']}, "
+              f"{len(result['detections'])} IDBLL box(es) at score >= 0.3")
+        print(f"screenshot: {result['files']['png']}\nreport: {result['files']['json']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the speed benchmark and print the ratios."""
     from .bench import bench_classifier, bench_detector, format_detector_report, format_report
@@ -381,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", metavar="FILE.png", help="write the ROC / FROC curves here")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="run both shipped models on the bundled sample",
+                          description="The shipped weights on a synthetic mammogram (or, with NAPARI_MAMMO_MIAS "
+                                      "set, a mini-MIAS test image). With a display it opens napari; without one "
+                                      "(or --headless) it writes demo.png and demo.json.")
+    demo.add_argument("--headless", action="store_true", help="write a PNG and a JSON report, open no window")
+    demo.add_argument("--out", default="napari-mammo-demo", metavar="DIR", help="where headless output goes")
+    demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="time CNNI-BCC (fast vs plain nn.Conv2d) and IDBLL detection",
                            description="CNNI-BCC: inference and a training step of 64 patches, fast vs plain "

@@ -1,0 +1,121 @@
+"""The main job on the embedded default: the shipped weights on the bundled sample.
+
+With a display it opens napari with the image, the patch-class Labels layer, the detection
+Shapes layer and the ground truth; without one (or with --headless) it draws the same view
+into a PNG with matplotlib and writes a JSON report beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .images import ImageData, read_image
+from .records import MIAS_PIXEL_MM, Mammogram
+
+
+def demo_image() -> tuple[ImageData, Mammogram, str]:
+    """A mini-MIAS test-split image with a lesion when NAPARI_MAMMO_MIAS is set, else the synthetic sample."""
+    folder = os.environ.get("NAPARI_MAMMO_MIAS")
+    if folder and Path(folder, "Info.txt").is_file():
+        from .mias import read_folder
+        from .weights import load_weights, shipped_weights
+
+        records = read_folder(folder)
+        test = set(load_weights(shipped_weights("idbll"), "idbll")[1]["split"]["test"])
+        chosen = next((r for r in records if r.ref in test and any(les.located for les in r.lesions)), records[0])
+        return read_image(chosen.path), chosen, f"mini-MIAS {chosen.ref}"
+    from .synthetic import synthetic_mammogram
+
+    pixels, record = synthetic_mammogram(seed=7, label="malignant", ref="synthetic")
+    spacing = (MIAS_PIXEL_MM, MIAS_PIXEL_MM)
+    return ImageData(pixels, spacing, Path("synthetic"), {"format": "synthetic"}), record, "synthetic sample"
+
+
+def run_models(image: ImageData, threshold: float = 0.3):
+    """Classification and detections of the demo image with the shipped weights."""
+    from .classifier import PatchClassifier
+    from .detector import LesionDetector
+
+    classification = PatchClassifier.load().classify(image.pixels, image.spacing_mm)
+    detections = LesionDetector.load().detect(image.pixels, image.spacing_mm, score_threshold=threshold)
+    return classification, detections
+
+
+def report(image: ImageData, record: Mammogram, source: str, classification, detections) -> dict:
+    """The JSON report of the demo."""
+    return {
+        "image": source,
+        "shape": list(image.pixels.shape),
+        "truth": {"label": record.label, "lesions": [
+            {"class": les.abnormality, "severity": les.severity, "row": les.row, "col": les.col,
+             "radius": les.radius} for les in record.lesions]},
+        "classification": classification.to_json(source),
+        "detections": [d.to_json() for d in detections],
+    }
+
+
+def draw_png(image: ImageData, record: Mammogram, classification, detections, path: Path, title: str) -> Path:
+    """The demo view as a PNG: the image, patch classes, detection boxes and ground-truth circles."""
+    from matplotlib.patches import Circle, Rectangle
+
+    from .evaluation import _pyplot, _save_figure
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.imshow(image.pixels, cmap="gray")
+    colours = np.array([[0, 0, 0, 0], [0.17, 0.63, 0.17, 0.35], [1, 0.75, 0, 0.35], [0.84, 0.15, 0.16, 0.35]])
+    ax.imshow(colours[classification.label_image])
+    for det in detections:
+        r0, c0, r1, c1 = det.box
+        ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="#00e5ff", lw=1.5))
+        ax.text(c0, r0 - 4, f"lesion {det.score:.2f}", color="#00e5ff", fontsize=7)
+    for les in record.lesions:
+        if les.located:
+            ax.add_patch(Circle((les.col, les.row), les.radius, fill=False, edgecolor="#ff3030", lw=1.5, ls="--"))
+    probs = ", ".join(f"{k} {v:.2f}" for k, v in classification.probabilities.items())
+    ax.set_title(f"{title}: truth {record.label}; CNNI-BCC {classification.label} ({probs})\n"
+                 "patches green/amber/red = normal/benign/malignant; cyan boxes IDBLL; dashed red circles truth",
+                 fontsize=8)
+    ax.set_axis_off()
+    return _save_figure(fig, path)
+
+
+def open_in_napari(image: ImageData, record: Mammogram, classification, detections, title: str) -> None:
+    """Show the demo in napari and run its event loop."""
+    import napari
+
+    from .plugin.classify_widget import add_classification_layer
+    from .plugin.detect_widget import DetectWidget, add_detection_layer
+    from .plugin.layers import image_layer, lesion_shapes
+
+    viewer = napari.Viewer(title=f"napari-mammo demo: {title}")
+    data, kwargs, _ = image_layer(image, name=title)
+    layer = viewer.add_image(data, **kwargs)
+    add_classification_layer(viewer, layer, classification)
+    add_detection_layer(viewer, layer, detections, 0.3)
+    truth = lesion_shapes([record], image.spacing_mm, f"{title} lesions")
+    if truth is not None:
+        viewer.add_shapes(truth[0], **truth[1])
+    viewer.window.add_dock_widget(DetectWidget(viewer), name="Detect lesions (IDBLL)")
+    napari.run()
+
+
+def run_demo(out: Path, headless: bool) -> dict:
+    """Run the demo; returns the report (and the paths written when headless)."""
+    image, record, title = demo_image()
+    classification, detections = run_models(image)
+    result = report(image, record, title, classification, detections)
+    if headless:
+        out.mkdir(parents=True, exist_ok=True)
+        png = draw_png(image, record, classification, detections, out / "demo.png", title)
+        from .pgm import atomic_write_bytes
+
+        atomic_write_bytes(out / "demo.json", json.dumps(result, indent=2).encode())
+        result["files"] = {"png": str(png), "json": str(out / "demo.json")}
+    else:
+        open_in_napari(image, record, classification, detections, title)
+    return result

@@ -1,0 +1,33 @@
+"""The main job on the embedded default."""
+
+import json
+
+from napari_mammo.cli import main
+
+
+def test_headless_demo_writes_screenshot_and_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("NAPARI_MAMMO_MIAS", raising=False)
+    assert main(["demo", "--headless", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert report["image"] == "synthetic sample" and report["truth"]["label"] == "malignant"
+    assert report["classification"]["label"] in ("normal", "benign", "malignant")
+    assert all(d["score"] >= 0.3 for d in report["detections"])
+    assert "screenshot:" in capsys.readouterr().out
+
+
+def test_demo_opens_napari_with_all_layers(make_napari_viewer, monkeypatch):
+    import napari
+
+    from napari_mammo import demo
+
+    monkeypatch.delenv("NAPARI_MAMMO_MIAS", raising=False)
+    viewers = []
+    monkeypatch.setattr(napari, "run", lambda: viewers.append(napari.current_viewer()))
+    image, record, title = demo.demo_image()
+    classification, detections = demo.run_models(image)
+    demo.open_in_napari(image, record, classification, detections, title)
+    (viewer,) = viewers
+    kinds = [type(layer).__name__ for layer in viewer.layers]
+    assert kinds == ["Image", "Labels", "Shapes", "Shapes"]
+    viewer.close()
