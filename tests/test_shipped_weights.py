@@ -33,3 +33,22 @@ def test_default_detector_loads_and_detects():
     pixels, _ = synthetic_mammogram(seed=4, label="malignant")
     detections = detector.detect(pixels, (0.2, 0.2), score_threshold=0.0)
     assert all(d.box[0] < d.box[2] and d.box[1] < d.box[3] for d in detections)
+
+
+def test_large_dicom_mammogram_is_resampled_for_both_models(tmp_path):
+    """A 4096×3328 DICOM at 0.05 mm is resampled to mini-MIAS' 0.2 mm; results come back in its pixels."""
+    from test_images import write_dicom
+
+    rng = np.random.default_rng(0)
+    small, _ = synthetic_mammogram(seed=5, size=1024, label="malignant")
+    pixels = np.kron(small[:, :832], np.ones((4, 4), np.uint16)) * 16  # 4096×3328, 12-bit, 4× finer
+    pixels = (pixels + rng.integers(0, 16, pixels.shape)).astype(np.uint16)
+    path = tmp_path / "big.dcm"
+    write_dicom(path, pixels, spacing=(0.05, 0.05))
+    classification = PatchClassifier.load(device="cpu").classify_file(path)
+    assert classification.label_image.shape == (4096, 3328)
+    assert all(0 <= p["row"] < 4096 and 0 <= p["col"] < 3328 for p in classification.patches)
+    assert {p["row"] % 512 for p in classification.patches} == {0}  # 128 px at 0.2 mm = 512 px at 0.05 mm
+    detections = LesionDetector.load(device="cpu").detect_file(path, score_threshold=0.0)
+    assert detections and all(0 <= d.box[0] < d.box[2] <= 4096 and 0 <= d.box[1] < d.box[3] <= 3328
+                              for d in detections)
