@@ -31,6 +31,11 @@ def split_lines(metadata: dict) -> str:
     return "\n".join(lines)
 
 
+def _versus(value: float, target: float) -> str:
+    """'at or above' or 'below' a target."""
+    return "at or above" if value >= target else "below"
+
+
 def _row(name: str, level: dict) -> str:
     """One table row of a level's headline numbers."""
     return (f"| {name} | {level['count']} | {level['accuracy']:.3f} | {level['auc_normal_vs_abnormal']:.3f} | "
@@ -84,8 +89,8 @@ Image confusion matrix (rows true normal/benign/malignant, columns predicted):
 These numbers come from a small test split ({report['images']} images) and are uncertain by
 several points. They are not comparable with Ting et al. (2019), who did not split by patient.
 
-Limitation: on this split the image-level accuracy is {"at or above" if image['accuracy'] >= 0.75 else "below"} the project's target of 0.75
-and the normal-vs-abnormal AUC {"at or above" if image['auc_normal_vs_abnormal'] >= 0.8 else "below"} its target of 0.80. Trained on the ~190
+Limitation: on this split the image-level accuracy is {_versus(image['accuracy'], 0.75)} the project's target
+of 0.75 and the normal-vs-abnormal AUC {_versus(image['auc_normal_vs_abnormal'], 0.8)} its target of 0.80. Trained on the ~190
 lesion patches of the training women, the network overfits them; treat its output as a
 research baseline, not as a finding.
 

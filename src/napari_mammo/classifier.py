@@ -15,7 +15,7 @@ from .images import ImageData, read_image
 from .patches import PATCH, extract, patch_labels, select_patches
 from .records import CLASS_NAMES, MIAS_PIXEL_MM, Mammogram
 from .splits import standard_split
-from .training import Progress, StopFlag, TrainResult
+from .training import Progress, StopFlag, TrainConfig, TrainResult
 
 MODEL_NAME = "cnni-bcc"
 
@@ -72,19 +72,11 @@ def build_patch_set(records: Sequence[Mammogram], selection: str = "middle", lab
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(TrainConfig):
     """How to train CNNI-BCC; saved in the weights' metadata."""
 
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
     patches: str = "middle"
     labelling: str = "lesion"
-    device: str = "auto"
-    max_steps_per_epoch: int | None = None
-    split_seed: int = 0
 
 
 def balanced_batches(labels: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:

@@ -15,7 +15,7 @@ from .errors import MammoInputError
 from .images import read_image
 from .records import Mammogram
 from .splits import standard_split
-from .training import Progress, StopFlag, TrainResult
+from .training import Progress, StopFlag, TrainConfig, TrainResult
 
 MODEL_NAME = "idbll"
 LABELS = ("lesion",)
@@ -80,17 +80,11 @@ def _targets(boxes: np.ndarray, size: int):
 
 
 @dataclass
-class DetectorConfig:
+class DetectorConfig(TrainConfig):
     """How to train IDBLL; saved in the weights' metadata."""
 
     epochs: int = 40
     batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    device: str = "auto"
-    max_steps_per_epoch: int | None = None
-    split_seed: int = 0
     lesion_fraction: float = 0.75
 
 

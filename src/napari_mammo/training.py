@@ -15,6 +15,20 @@ StopFlag = Callable[[], bool]
 
 
 @dataclass
+class TrainConfig:
+    """Settings every training run has; saved in the weights' metadata."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    max_steps_per_epoch: int | None = None
+    split_seed: int = 0
+
+
+@dataclass
 class TrainResult:
     """What a training run produced."""
 
