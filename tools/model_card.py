@@ -90,9 +90,9 @@ These numbers come from a small test split ({report['images']} images) and are u
 several points. They are not comparable with Ting et al. (2019), who did not split by patient.
 
 Limitation: on this split the image-level accuracy is {_versus(image['accuracy'], 0.75)} the project's target
-of 0.75 and the normal-vs-abnormal AUC {_versus(image['auc_normal_vs_abnormal'], 0.8)} its target of 0.80. Trained on the ~190
-lesion patches of the training women, the network overfits them; treat its output as a
-research baseline, not as a finding.
+of 0.75 and the normal-vs-abnormal AUC is {_versus(image['auc_normal_vs_abnormal'], 0.8)} its target of 0.80.
+Trained on the ~190 lesion patches of the training women, the network overfits them; treat
+its output as a research baseline, not as a finding.
 
 {LICENCE}
 """
