@@ -1,0 +1,148 @@
+"""The Review widget: predictions beside the ground truth, for the open image and for a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton, Table
+
+from ..detector import Detection, hits
+from ..review import review_image, summarise
+from .classify_widget import image_layers
+from .worker_widget import WorkerWidget
+
+if TYPE_CHECKING:
+    import napari
+
+HIT, FALSE_POSITIVE = "#30ff30", "#ff3030"
+COLUMNS = ("image", "truth", "verdict", "abnormality", "best box", "found", "lesions", "false positives")
+
+
+def _layer(viewer: napari.Viewer, name: str):
+    """A layer by name, or None."""
+    return next((layer for layer in viewer.layers if layer.name == name), None)
+
+
+def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
+    """Colour the image's detection boxes as hits or false positives and mark missed lesions.
+
+    Needs the '<image> lesions' ground truth (from the reader) and the '<image> IDBLL
+    detections' layer (from Detect); the CNNI-BCC verdict is read from '<image> CNNI-BCC
+    patches' when present. Returns the counts.
+    """
+    truth_layer = _layer(viewer, f"{image_name} lesions")
+    boxes_layer = _layer(viewer, f"{image_name} IDBLL detections")
+    if truth_layer is None or boxes_layer is None:
+        raise ValueError(f"open {image_name!r} with its Info.txt (ground truth) and run Detect on it first")
+    record = truth_record(truth_layer, image_name)
+    detections = [Detection(tuple(np.r_[np.asarray(v)[:, -2:].min(0), np.asarray(v)[:, -2:].max(0)]), "lesion", 1.0)
+                  for v in boxes_layer.data]
+    hit, found = hits(detections, record)
+    boxes_layer.edge_color = [HIT if h else FALSE_POSITIVE for h in hit] or "white"
+    located = [les for les in record.lesions if les.located]
+    missed = np.array([[les.row, les.col] for les, f in zip(located, found, strict=True) if not f]).reshape(-1, 2)
+    name = f"{image_name} missed lesions"
+    points = _layer(viewer, name)
+    if points is None:
+        points = viewer.add_points(missed, name=name, symbol="x", size=40, border_color=FALSE_POSITIVE,
+                                   face_color=FALSE_POSITIVE, scale=truth_layer.scale[-2:],
+                                   translate=truth_layer.translate[-2:])
+    else:
+        points.data = missed
+    labels = _layer(viewer, f"{image_name} CNNI-BCC patches")
+    image = _layer(viewer, image_name)
+    return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
+            "lesions": len(located), "verdict": labels.metadata.get("verdict") if labels is not None else None,
+            "truth": image.metadata.get("label") if image is not None else None}
+
+
+def truth_record(truth_layer, ref: str):
+    """The ground-truth record of an image from its lesion Shapes layer."""
+    from ..records import Mammogram
+    from .annotations import shapes_to_lesions
+
+    return Mammogram(ref, "", tuple(shapes_to_lesions(truth_layer)))
+
+
+class ReviewWidget(WorkerWidget):
+    """Compare the open image's predictions with its truth, or review a whole labelled folder."""
+
+    idle_text = "Review folder"
+
+    def __init__(self, viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
+        self.compare_button = PushButton(text="Compare open image with truth")
+        self.image_summary = Label(label="image", value="")
+        self.folder = FileEdit(label="folder", mode="d")
+        self.threshold = FloatSlider(label="box threshold", value=0.3, min=0.01, max=1.0, step=0.01)
+        self.table = Table(value={"data": [], "index": [], "columns": list(COLUMNS)})
+        self.table.native.setSortingEnabled(True)
+        self.summary = Label(label="folder", value="")
+        self.extend([self.image, self.compare_button, self.image_summary, self.folder, self.threshold,
+                     self.run_button, self.progress, self.summary, self.table])
+        self.compare_button.changed.connect(self.compare)
+        self.table.native.cellDoubleClicked.connect(self._open_row)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(lambda _: self.image.reset_choices())
+        self.paths: dict[str, str] = {}
+
+    def compare(self, _=None) -> dict | None:
+        """Compare the chosen image's predictions with its truth."""
+        from napari.utils.notifications import show_error
+
+        try:
+            counts = compare_open_image(self.viewer, self.image.value)
+        except (ValueError, KeyError) as err:
+            show_error(f"napari-mammo: {err}")
+            return None
+        verdict = f"; CNNI-BCC {counts['verdict']} (truth {counts['truth']})" if counts["verdict"] else ""
+        self.image_summary.value = (f"{counts['hits']} hit(s), {counts['false_positives']} false positive(s), "
+                                    f"{counts['missed']} of {counts['lesions']} lesion(s) missed{verdict}")
+        return counts
+
+    def start(self):
+        """Classify and detect every image of the folder in a worker; fills the table."""
+        from ..classifier import CLASS_NAMES, PatchClassifier
+        from ..detector import LesionDetector
+        from ..images import read_image
+        from ..mias import read_folder
+
+        folder, threshold = Path(self.folder.value), self.threshold.value
+
+        def job():
+            records = read_folder(folder)
+            classifier, detector = PatchClassifier.load(), LesionDetector.load()
+            reviews = []
+            for index, record in enumerate(records):
+                image = read_image(record.path)
+                result = classifier.classify(image.pixels, image.spacing_mm)
+                detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
+                abnormality = 1.0 - result.probabilities[CLASS_NAMES[0]]
+                reviews.append(review_image(record, result.label, abnormality, detections, threshold))
+                yield {"phase": "reviewing", "step": index + 1, "steps": len(records)}
+            return reviews
+
+        return self.launch(job, self._show, self.summary, "review failed", "reviewing…")
+
+    def _show(self, reviews) -> None:
+        """Fill the table (most suspicious first) and the summary."""
+        reviews = sorted(reviews, key=lambda r: -r.abnormality)
+        self.paths = {r.ref: r.path for r in reviews}
+        self.table.native.setSortingEnabled(False)
+        self.table.value = {"data": [[r.ref, r.truth, r.verdict, round(r.abnormality, 3), round(r.best_box, 3),
+                                      r.found, r.lesions, r.false_positives] for r in reviews],
+                            "index": list(range(1, len(reviews) + 1)), "columns": list(COLUMNS)}
+        self.table.native.setSortingEnabled(True)
+        s = summarise(reviews)
+        self.summary.value = (f"{s['images']} images: lesion sensitivity {s['sensitivity']:.2f} at "
+                              f"{s['fp_per_image']:.2f} FP/image (boxes ≥ {self.threshold.value:.2f}); "
+                              f"verdict accuracy {s['accuracy']:.2f}")
+
+    def _open_row(self, row: int, _column: int = 0) -> None:
+        """Open the image of a table row (with its ground truth)."""
+        ref = self.table.native.item(row, 0).text()
+        self.viewer.open(self.paths[ref], plugin="napari-mammo")

@@ -1,0 +1,63 @@
+"""The Review widget: the open image against its truth, and a folder table."""
+
+import numpy as np
+import pytest
+
+from napari_mammo import Lesion, Mammogram
+from napari_mammo.detector import Detection
+from napari_mammo.plugin.review_widget import FALSE_POSITIVE, HIT, ReviewWidget
+from napari_mammo.review import review_image, summarise
+
+
+def test_review_counts():
+    record = Mammogram("mdb001", "F", (Lesion("CIRC", "B", 100, 100, 20), Lesion("CALC", "M", 300, 300, 10)))
+    detections = [Detection((90, 90, 110, 110), "lesion", 0.9), Detection((0, 0, 9, 9), "lesion", 0.5),
+                  Detection((295, 295, 305, 305), "lesion", 0.1)]
+    review = review_image(record, "benign", 0.7, detections, threshold=0.3)
+    assert (review.found, review.lesions, review.false_positives, review.best_box) == (1, 2, 1, 0.9)
+    summary = summarise([review])
+    assert summary["sensitivity"] == 0.5 and summary["fp_per_image"] == 1 and summary["accuracy"] == 0.0
+
+
+def test_compare_open_image_colours_hits_and_marks_missed(make_napari_viewer, synthetic_folder):
+    viewer = make_napari_viewer()
+    image, truth = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    centre = truth.data[0].mean(axis=0)
+    boxes = [np.array([centre - 5, [centre[0] - 5, centre[1] + 5], centre + 5, [centre[0] + 5, centre[1] - 5]]),
+             np.array([[0, 0], [0, 10], [10, 10], [10, 0]], float)]
+    viewer.add_shapes(boxes, shape_type="rectangle", name="mdb005 IDBLL detections", scale=image.scale)
+    widget = ReviewWidget(viewer)
+    widget.image.value = "mdb005"
+    counts = widget.compare()
+    assert counts["hits"] == 1 and counts["false_positives"] == 1
+    assert counts["missed"] == len(truth.data) - 1 and counts["truth"] == "malignant"
+    colours = viewer.layers["mdb005 IDBLL detections"].edge_color
+    np.testing.assert_allclose(colours[0][:3], [0x30 / 255, 1, 0x30 / 255], atol=0.01)
+    np.testing.assert_allclose(colours[1][:3], [1, 0x30 / 255, 0x30 / 255], atol=0.01)
+    assert len(viewer.layers["mdb005 missed lesions"].data) == counts["missed"]
+    assert HIT != FALSE_POSITIVE
+
+
+def test_review_folder_table_sorted_by_suspicion_and_opens_rows(make_napari_viewer, qtbot, synthetic_folder):
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer)
+    widget.folder.value = str(synthetic_folder)
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    rows = widget.table.data.to_list()
+    assert len(rows) == 6
+    assert [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
+    assert "lesion sensitivity" in widget.summary.value
+    widget._open_row(0)
+    assert viewer.layers[0].name == rows[0][0]
+
+
+def test_compare_without_detections_is_a_message(make_napari_viewer, synthetic_folder, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    widget = ReviewWidget(viewer)
+    assert widget.compare() is None and "run Detect" in shown[0]
+    with pytest.raises(KeyError):
+        viewer.layers["mdb005 missed lesions"]
