@@ -201,7 +201,7 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     import torch.nn.functional as F
 
     from .models.cnni_bcc import CNNIBCC
-    from .training import begin, loop, record, steps_per_epoch, wrap
+    from .training import begin, loop, optimise, record, steps_per_epoch, wrap
     from .weights import save_weights
 
     config = config or ClassifierConfig()
@@ -233,12 +233,8 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     def step(index: int) -> float:
         chosen = batches[index]
         batch = model_input(_augment_batch(train.patches[chosen], rng)).to(device)
-        loss = F.cross_entropy(net(batch), torch.from_numpy(train.labels[chosen]).to(device))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        return float(loss.detach())
+        return optimise(F.cross_entropy(net(batch), torch.from_numpy(train.labels[chosen]).to(device)),
+                        optimiser, scheduler)
 
     def validate(epoch: int, train_loss: float) -> None:
         """Score on the validation images: image-level normal-vs-abnormal ROC AUC (what the

@@ -99,7 +99,7 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
     import torch
 
     from .models.idbll import INPUT_SIZE, build_idbll
-    from .training import begin, loop, record, steps_per_epoch, wrap
+    from .training import begin, loop, optimise, record, steps_per_epoch, wrap
     from .weights import save_weights
 
     config = config or DetectorConfig()
@@ -129,13 +129,8 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
             boxes = apply_boxes(sample.boxes, sample.canvas.shape, transform)
             images.append(torch.from_numpy(apply_image(sample.canvas, transform))[None].to(device))
             targets.append({k: v.to(device) for k, v in _targets(boxes, INPUT_SIZE).items()})
-        parts_ = net(images, targets)
-        loss = parts_["classification"] + parts_["bbox_regression"]
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        return float(loss.detach())
+        losses = net(images, targets)
+        return optimise(losses["classification"] + losses["bbox_regression"], optimiser, scheduler)
 
     def validate(epoch: int, train_loss: float) -> None:
         score = evaluate_detector(LesionDetector(model, metadata, device, Path(out)), val_records)[

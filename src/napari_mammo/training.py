@@ -77,6 +77,15 @@ def steps_per_epoch(items: int, batch: int, run: Run, cap: int | None) -> int:
     return min(steps, cap) if cap else steps
 
 
+def optimise(loss, optimiser, scheduler) -> float:
+    """One optimiser and scheduler step on a loss; returns the loss as a number."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
 def record(run: Run, entry: dict, score: float, save: Callable[[], Path]) -> None:
     """Add a validation entry; on rank 0 save the weights when the score is the best so far."""
     result = run.result
