@@ -14,7 +14,6 @@ from .errors import MammoInputError
 from .images import ImageData, read_image
 from .patches import PATCH, extract, patch_labels, select_patches
 from .records import CLASS_NAMES, MIAS_PIXEL_MM, Mammogram
-from .splits import standard_split
 from .training import Progress, StopFlag, TrainConfig, TrainResult
 
 MODEL_NAME = "cnni-bcc"
@@ -201,17 +200,14 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     import torch.nn.functional as F
 
     from .models.cnni_bcc import CNNIBCC
-    from .training import begin, loop, optimise, record, steps_per_epoch, wrap
+    from .training import begin, loop, optimise, record, steps_per_epoch, training_split, wrap
     from .weights import save_weights
 
     config = config or ClassifierConfig()
     run = begin(config.device, config.seed, progress)
     device = run.device
-    parts = standard_split(records, seed=config.split_seed)
-    if not parts["train"]:
-        raise ValueError("no training images after the split; the data set needs more women")
+    parts, val_records = training_split(records, config.split_seed)
     train = build_patch_set(parts["train"], config.patches, config.labelling, run.report)
-    val_records = parts["val"] or parts["train"][:2]
     val = build_patch_set(val_records, config.patches, config.labelling)
 
     model = CNNIBCC(fast=True).to(device)

@@ -14,7 +14,6 @@ from .classifier import drive, normalise, to_mias_scale
 from .errors import MammoInputError
 from .images import read_image
 from .records import Mammogram
-from .splits import standard_split
 from .training import Progress, StopFlag, TrainConfig, TrainResult
 
 MODEL_NAME = "idbll"
@@ -99,17 +98,14 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
     import torch
 
     from .models.idbll import INPUT_SIZE, build_idbll
-    from .training import begin, loop, optimise, record, steps_per_epoch, wrap
+    from .training import begin, loop, optimise, record, steps_per_epoch, training_split, wrap
     from .weights import save_weights
 
     config = config or DetectorConfig()
     run = begin(config.device, config.seed, progress)
     device = run.device
-    parts = standard_split(records, seed=config.split_seed)
-    if not parts["train"]:
-        raise ValueError("no training images after the split; the data set needs more women")
+    parts, val_records = training_split(records, config.split_seed)
     train = build_samples(parts["train"], INPUT_SIZE, run.report)
-    val_records = parts["val"] or parts["train"][:2]
     model = build_idbll().to(device)
     net = wrap(model, run)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

@@ -77,6 +77,16 @@ def steps_per_epoch(items: int, batch: int, run: Run, cap: int | None) -> int:
     return min(steps, cap) if cap else steps
 
 
+def training_split(records, seed: int) -> tuple[dict, list]:
+    """The pair-aware split and the images to validate on (two training images when there is no val part)."""
+    from .splits import standard_split
+
+    parts = standard_split(records, seed=seed)
+    if not parts["train"]:
+        raise ValueError("no training images after the split; the data set needs more women")
+    return parts, parts["val"] or parts["train"][:2]
+
+
 def optimise(loss, optimiser, scheduler) -> float:
     """One optimiser and scheduler step on a loss; returns the loss as a number."""
     optimiser.zero_grad(set_to_none=True)
