@@ -25,3 +25,26 @@ def mias_folder() -> Path:
     if not value or not Path(value, "Info.txt").is_file():
         pytest.skip("NAPARI_MAMMO_MIAS is not set to a mini-MIAS folder")
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def detector_file(synthetic_folder, tmp_path_factory) -> Path:
+    """IDBLL weights trained for a few steps."""
+    from napari_mammo import read_folder
+    from napari_mammo.detector import DetectorConfig, train_detector
+
+    out = tmp_path_factory.mktemp("det") / "idbll.safetensors"
+    train_detector(read_folder(synthetic_folder), out, DetectorConfig(epochs=1, batch_size=2, max_steps_per_epoch=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def classifier_file(synthetic_folder, tmp_path_factory) -> Path:
+    """CNNI-BCC weights trained for a few steps."""
+    from napari_mammo import read_folder
+    from napari_mammo.classifier import ClassifierConfig, train_classifier
+
+    out = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    train_classifier(read_folder(synthetic_folder), out,
+                     ClassifierConfig(epochs=1, batch_size=4, patches="all", max_steps_per_epoch=2))
+    return out

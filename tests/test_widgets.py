@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from napari_mammo import read_folder
-from napari_mammo.classifier import ClassifierConfig, train_classifier
 from napari_mammo.plugin.classify_widget import ClassifyWidget
 from napari_mammo.plugin.train_widget import TrainWidget
 from napari_mammo.plugin.weights_registry import REGISTRY
@@ -16,13 +15,10 @@ from napari_mammo.plugin.weights_registry import REGISTRY
 FAST_TRAINING = ("--max-steps-per-epoch", "2", "--batch-size", "4", "--patches", "all")
 
 
-@pytest.fixture(scope="module")
-def weights(synthetic_folder, tmp_path_factory):
+@pytest.fixture
+def weights(classifier_file):
     """CNNI-BCC weights trained for a few steps."""
-    out = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    train_classifier(read_folder(synthetic_folder), out,
-                     ClassifierConfig(epochs=1, batch_size=4, patches="all", max_steps_per_epoch=2))
-    return out
+    return classifier_file
 
 
 def _use_file(widget: ClassifyWidget, path) -> None:
@@ -37,6 +33,7 @@ def test_classify_writes_aligned_labels_and_replaces_its_layer(make_napari_viewe
     widget = ClassifyWidget(viewer)
     viewer.window.add_dock_widget(widget)
     assert widget.image.value == image.name
+    assert widget.slices.native.isHidden()  # a 2-D image has no slices to choose
     _use_file(widget, weights)
     widget.patches.value = "all"
     for _ in range(2):
@@ -170,16 +167,6 @@ def test_progress_json_lines_are_json(synthetic_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     phases = {json.loads(line)["phase"] for line in result.stdout.splitlines()}
     assert {"reading", "training", "validated"} <= phases
-
-
-@pytest.fixture(scope="module")
-def detector_file(synthetic_folder, tmp_path_factory):
-    """IDBLL weights trained for a few steps."""
-    from napari_mammo.detector import DetectorConfig, train_detector
-
-    out = tmp_path_factory.mktemp("det") / "idbll.safetensors"
-    train_detector(read_folder(synthetic_folder), out, DetectorConfig(epochs=1, batch_size=2, max_steps_per_epoch=2))
-    return out
 
 
 def _detect(qtbot, widget):

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import ComboBox, Label
 
+from .slices import (
+    describe_skipped,
+    image_layers,
+    pixel_spacing,
+    plane_indices,
+    run_on_planes,
+    show_for_stacks,
+    slices_box,
+)
 from .worker_widget import ModelWidget
 
 if TYPE_CHECKING:
@@ -14,32 +24,8 @@ if TYPE_CHECKING:
 
 MODEL = "cnni-bcc"
 CLASS_COLOURS = {0: "transparent", 1: "#2ca02c", 2: "#ffbf00", 3: "#d62728"}
-
-
-def image_layers(viewer: napari.Viewer) -> list:
-    """The viewer's image layers."""
-    import napari
-
-    return [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image)]
-
-
-def displayed_plane(layer, viewer: napari.Viewer) -> tuple[np.ndarray, tuple]:
-    """The 2-D plane of an image layer at the viewer's current slice, and its leading index."""
-    if layer.rgb:
-        raise ValueError(f"layer {layer.name!r} is an RGB image; mammograms are greyscale")
-    if layer.data.ndim == 2:
-        return np.asarray(layer.data), ()
-    point = layer.world_to_data(viewer.dims.point[-layer.ndim :])
-    index = tuple(int(round(i)) for i in point[: layer.data.ndim - 2])
-    index = tuple(min(max(i, 0), n - 1) for i, n in zip(index, layer.data.shape[:-2], strict=False))
-    return np.asarray(layer.data[index]), index
-
-
-def pixel_spacing(layer) -> tuple[float, float] | None:
-    """The layer's pixel size in mm if its metadata says the scale is in mm."""
-    if layer.metadata.get("unit") == "mm":
-        return float(layer.scale[-2]), float(layer.scale[-1])
-    return None
+PATCH_ID = 1000
+"""Feature rows are keyed by patch ids from here on, so napari never mistakes one for a class value."""
 
 
 class ClassifyWidget(ModelWidget):
@@ -52,10 +38,12 @@ class ClassifyWidget(ModelWidget):
         super().__init__()
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_choices)
+        self.slices = slices_box()
         self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast")
         self.verdict = Label(label="verdict", value="")
-        self.extend([self.image, self.weights, self.weights_file, self.device, self.patches, self.run_button,
-                     self.progress, self.verdict])
+        self.extend([self.image, self.slices, self.weights, self.weights_file, self.device, self.patches,
+                     self.run_button, self.progress, self.verdict])
+        show_for_stacks(viewer, self.image, self.slices)
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
 
@@ -68,61 +56,96 @@ class ClassifyWidget(ModelWidget):
         self.image.reset_choices()
 
     def start(self):
-        """Classify the chosen image layer in a worker thread; returns the worker."""
+        """Classify the chosen image layer (the shown slice or every slice) in a worker thread."""
         from napari.utils.notifications import show_error
 
         if not self.image.value:
             show_error("napari-mammo: open an image layer to classify")
             return None
         layer = self.viewer.layers[self.image.value]
+        try:
+            indices = plane_indices(layer, self.viewer, self.slices.value)
+        except ValueError as err:
+            show_error(f"napari-mammo: {err}")
+            return None
         weights, device, selection = self.weights_path(), self.device.value, self.patches.value
-        viewer = self.viewer
 
         def job():
             from ..classifier import PatchClassifier
 
-            plane, index = displayed_plane(layer, viewer)
             classifier = PatchClassifier.load(weights, device=device)
-            result = yield from classifier.iter_classify(plane, pixel_spacing(layer), selection)
-            return layer, index, result
+            results, skipped = yield from run_on_planes(
+                layer, indices, lambda plane: classifier.iter_classify(plane, pixel_spacing(layer), selection))
+            return layer, results, skipped
 
         return self.launch(job, self._on_result, self.verdict, "classification failed", "classifying…")
 
     def _on_result(self, value) -> None:
-        """Write or replace this widget's Labels layer for the image and show the verdict."""
-        layer, index, result = value
-        add_classification_layer(self.viewer, layer, result, index)
-        probs = ", ".join(f"{name} {p:.2f}" for name, p in result.probabilities.items())
-        self.verdict.value = f"{result.label} ({probs})"
+        """Write or update this widget's Labels layer for the image and show the verdict(s)."""
+        layer, results, skipped = value
+        if not results:
+            self.verdict.value = "nothing classified" + describe_skipped(skipped)
+            return
+        add_classification_layer(self.viewer, layer, results)
+        if len(results) == 1:
+            result = results[0][1]
+            probs = ", ".join(f"{name} {p:.2f}" for name, p in result.probabilities.items())
+            self.verdict.value = f"{result.label} ({probs})" + describe_skipped(skipped)
+        else:
+            counts = Counter(result.label for _, result in results)
+            self.verdict.value = (f"{len(results)} slices: " + ", ".join(f"{n} {label}" for label, n in
+                                                                           counts.most_common())
+                                  + describe_skipped(skipped))
 
 
-def add_classification_layer(viewer: napari.Viewer, image_layer, result, index: tuple = ()):
-    """Add (or replace the data of) the Labels layer of patch classes aligned with `image_layer`."""
+def _slice_key(index: tuple) -> str:
+    """A slice index as a metadata key ('' for a 2-D image)."""
+    return ",".join(map(str, index))
+
+
+def add_classification_layer(viewer: napari.Viewer, image_layer, results, index: tuple = ()):
+    """Add or update the Labels layer of patch classes aligned with `image_layer`.
+
+    `results` is one Classification (of the slice `index`) or a list of (index, Classification).
+    On a stack, only the slices classified now change; the others keep their earlier results.
+    """
+    import pandas as pd
     from napari.utils.colormaps import DirectLabelColormap
 
+    if not isinstance(results, list):
+        results = [(index, results)]
     name = f"{image_layer.name} CNNI-BCC patches"
-    features = {
-        "index": [1000 + i for i in range(len(result.patches))],  # patch ids, never a class value
-        "row": [p["row"] for p in result.patches],
-        "col": [p["col"] for p in result.patches],
-        "label": [p["label"] for p in result.patches],
-        **{cls: [p["probabilities"][cls] for p in result.patches] for cls in result.probabilities},
-    }
-    metadata = {"kind": "cnni-bcc", "source": image_layer.name, "verdict": result.label,
-                "probabilities": result.probabilities, "slice": list(index)}
-    ndim = image_layer.data.ndim
-    data = result.label_image
-    if ndim > 2:
-        full = np.zeros(image_layer.data.shape, np.uint8)
-        full[index] = data
-        data = full
+    layer = next((lay for lay in viewer.layers if lay.name == name and lay.metadata.get("kind") == "cnni-bcc"), None)
+    data = np.array(layer.data) if layer is not None and layer.data.shape == image_layer.data.shape else \
+        np.zeros(image_layer.data.shape, np.uint8)
+    old = layer.features if layer is not None and "slice" in layer.features.columns else None
+    verdicts = dict(layer.metadata.get("verdicts", {})) if layer is not None else {}
+    rows = []
+    for index, result in results:
+        data[index] = result.label_image
+        verdicts[_slice_key(index)] = {"label": result.label, "probabilities": result.probabilities}
+        rows += [{"slice": _slice_key(index), "row": p["row"], "col": p["col"], "label": p["label"],
+                  **p["probabilities"]} for p in result.patches]
+    features = pd.DataFrame(rows)
+    if old is not None and image_layer.data.ndim > 2:
+        redone = {_slice_key(index) for index, _ in results}
+        features = pd.concat([old[~old["slice"].isin(redone)].drop(columns="index"), features], ignore_index=True)
+    features.insert(0, "index", PATCH_ID + np.arange(len(features)))
+    last_index, last = results[-1]
+    metadata = {"kind": "cnni-bcc", "source": image_layer.name, "verdict": last.label,
+                "probabilities": last.probabilities, "slice": list(last_index), "verdicts": verdicts}
+    if layer is not None:
+        layer.data = data
+        layer.features = features
+        layer.metadata = metadata
+        return layer
     colormap = DirectLabelColormap(color_dict={**CLASS_COLOURS, None: "transparent"})
-    for existing in viewer.layers:
-        if existing.name == name and existing.metadata.get("kind") == "cnni-bcc":
-            existing.data = data
-            existing.features = features
-            existing.metadata = metadata
-            return existing
     return viewer.add_labels(data, name=name, scale=image_layer.scale, translate=image_layer.translate,
                              rotate=image_layer.rotate, affine=image_layer.affine, units=image_layer.units,
                              opacity=0.4, colormap=colormap, features=features, metadata=metadata)
+
+
+def verdict_on(labels_layer, index: tuple) -> dict | None:
+    """The classification verdict ({'label', 'probabilities'}) stored for a slice, if any."""
+    return labels_layer.metadata.get("verdicts", {}).get(_slice_key(index))
+

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
-from .classify_widget import displayed_plane, image_layers, pixel_spacing
+from .slices import (
+    describe_skipped,
+    image_layers,
+    pixel_spacing,
+    plane_indices,
+    run_on_planes,
+    show_for_stacks,
+    slices_box,
+)
 from .worker_widget import ModelWidget
 
 if TYPE_CHECKING:
@@ -28,10 +36,11 @@ KEEP_FROM = 0.01
 """Detections scoring at least this are kept for the slider to filter."""
 
 
-def _rectangle(box) -> np.ndarray:
-    """Four corners of a (row_min, col_min, row_max, col_max) box."""
+def _rectangle(box, index: tuple = ()) -> np.ndarray:
+    """Four corners of a (row_min, col_min, row_max, col_max) box, slice coordinates first on a stack."""
     r0, c0, r1, c1 = box
-    return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
+    corners = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
+    return np.hstack([np.tile(np.asarray(index, float), (4, 1)), corners]) if index else corners
 
 
 def refilter(layer, threshold: float) -> None:
@@ -43,7 +52,7 @@ def refilter(layer, threshold: float) -> None:
     user_shapes = [np.asarray(layer.data[i]) for i, k in enumerate(ids) if k < 0]
     user_rows = features[features["id"] < 0] if len(ids) else None
     shown = [d for d in meta["detections"] if d["score"] >= threshold and d["id"] not in deleted]
-    data = user_shapes + [_rectangle(d["box"]) for d in shown]
+    data = user_shapes + [_rectangle(d["box"], tuple(d.get("slice", ()))) for d in shown]
     table = {
         "id": [*([-1] * len(user_shapes)), *(d["id"] for d in shown)],
         "label": [*(user_rows["label"] if user_rows is not None else []), *(d["label"] for d in shown)],
@@ -60,23 +69,31 @@ def refilter(layer, threshold: float) -> None:
     meta.update({"deleted": sorted(deleted), "shown_ids": [d["id"] for d in shown], "threshold": threshold})
 
 
-def add_detection_layer(viewer: napari.Viewer, image_layer, detections: list, threshold: float, index=()):
-    """Add (or refill) the Shapes layer of detections aligned with `image_layer`."""
+def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, threshold: float):
+    """Add or refill the Shapes layer of detections aligned with `image_layer`.
+
+    `results` is a list of (slice index, detections); on a stack the boxes carry their slice,
+    and only the slices detected now are replaced (the researcher's drawn boxes stay).
+    """
     name = f"{image_layer.name} IDBLL detections"
-    stored = [{"id": i, "box": list(d.box), "label": d.label, "score": d.score} for i, d in enumerate(detections)]
-    metadata = {"kind": "idbll", "source": image_layer.name, "detections": stored, "deleted": [],
-                "shown_ids": [], "slice": list(index)}
     layer = next((lay for lay in viewer.layers if lay.name == name and lay.metadata.get("kind") == "idbll"), None)
-    if layer is None:
+    redone = {tuple(index) for index, _ in results}
+    kept = [d for d in layer.metadata.get("detections", []) if tuple(d.get("slice", ())) not in redone] \
+        if layer is not None and layer.ndim == image_layer.ndim else []
+    next_id = max((d["id"] for d in kept), default=-1) + 1
+    stored = kept + [{"id": next_id + i, "box": list(d.box), "label": d.label, "score": d.score, "slice": list(index)}
+                     for i, (index, d) in enumerate((index, d) for index, dets in results for d in dets)]
+    if layer is None or layer.ndim != image_layer.ndim:
         layer = viewer.add_shapes(
-            [], shape_type="rectangle", name=name, scale=image_layer.scale[-2:], translate=image_layer.translate[-2:],
-            units=image_layer.units[-2:], face_color="transparent", edge_width=3,
+            ndim=image_layer.ndim, name=name, scale=image_layer.scale, translate=image_layer.translate,
+            units=image_layer.units, face_color="transparent", edge_width=3,
             features={"id": np.zeros(0, int), "label": np.zeros(0, str), "score": np.zeros(0, float)},
             feature_defaults=USER_BOX,
             edge_color="label", edge_color_cycle=["#00e5ff", "#ff00ff", "#ffff00"],
             text={"string": "{label} {score:.2f}", "color": "white", "size": 9, "anchor": "upper_left"},
         )
-    layer.metadata = metadata
+        layer.metadata = {"kind": "idbll", "source": image_layer.name, "deleted": [], "shown_ids": []}
+    layer.metadata.update({"detections": stored, "slices": sorted({tuple(d["slice"]) for d in stored})})
     refilter(layer, threshold)
     return layer
 
@@ -92,12 +109,14 @@ class DetectWidget(ModelWidget):
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
         self.threshold = FloatSlider(label="score threshold", value=0.3, min=KEEP_FROM, max=1.0, step=0.01)
+        self.slices = slices_box()
         self.roi = ComboBox(label="region", choices=self._roi_choices)
         self.status = Label(label="status", value="")
         self.save_folder = FileEdit(label="annotations", mode="d")
         self.save_button = PushButton(text="Save annotations")
-        self.extend([self.image, self.weights, self.weights_file, self.threshold, self.roi, self.device,
+        self.extend([self.image, self.slices, self.weights, self.weights_file, self.threshold, self.roi, self.device,
                      self.run_button, self.progress, self.status, self.save_folder, self.save_button])
+        show_for_stacks(viewer, self.image, self.slices)
         self.threshold.changed.connect(self._on_threshold)
         self.save_button.changed.connect(self.save_annotations)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -147,26 +166,33 @@ class DetectWidget(ModelWidget):
         layer = self.viewer.layers[self.image.value]
         try:
             roi = self.region(layer)
+            indices = plane_indices(layer, self.viewer, self.slices.value)
         except ValueError as err:
             show_error(f"napari-mammo: {err}")
             return None
-        weights, device, viewer = self.weights_path(), self.device.value, self.viewer
+        weights, device = self.weights_path(), self.device.value
 
         def job():
             from ..detector import LesionDetector
 
-            plane, index = displayed_plane(layer, viewer)
             detector = LesionDetector.load(weights, device=device)
-            detections = yield from detector.iter_detect(plane, pixel_spacing(layer), roi, KEEP_FROM)
-            return layer, index, detections
+            results, skipped = yield from run_on_planes(
+                layer, indices, lambda plane: detector.iter_detect(plane, pixel_spacing(layer), roi, KEEP_FROM))
+            return layer, results, skipped
 
         return self.launch(job, self._on_result, self.status, "detection failed", "detecting…")
 
     def _on_result(self, value) -> None:
         """Write the detections."""
-        layer, index, detections = value
-        out = add_detection_layer(self.viewer, layer, detections, self.threshold.value, index)
-        self.status.value = f"{len(out.data)} box(es) at score ≥ {self.threshold.value:.2f} ({len(detections)} kept)"
+        layer, results, skipped = value
+        kept = sum(len(dets) for _, dets in results)
+        if results:
+            out = add_detection_layer(self.viewer, layer, results, self.threshold.value)
+            where = f" on {len(results)} slices" if len(results) > 1 else ""
+            self.status.value = (f"{len(out.data)} box(es) at score ≥ {self.threshold.value:.2f}{where} "
+                                 f"({kept} kept)" + describe_skipped(skipped))
+        else:
+            self.status.value = "nothing detected" + describe_skipped(skipped)
 
     def save_annotations(self, _=None) -> Path | None:
         """Write the image and its shown boxes (as lesion circles) into the chosen MIAS-style folder."""

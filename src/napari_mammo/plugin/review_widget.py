@@ -10,7 +10,8 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton,
 
 from ..detector import Detection, hits
 from ..review import review_image, summarise
-from .classify_widget import image_layers
+from .classify_widget import verdict_on
+from .slices import image_layers, on_slice, shown_index
 from .worker_widget import WorkerWidget
 
 if TYPE_CHECKING:
@@ -30,40 +31,66 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
 
     Needs the '<image> lesions' ground truth (from the reader) and the '<image> IDBLL
     detections' layer (from Detect); the CNNI-BCC verdict is read from '<image> CNNI-BCC
-    patches' when present. Returns the counts.
+    patches' when present. On a stack, the shown slice is compared. Returns the counts.
     """
+    from napari.utils.colormaps.standardize_color import transform_color
+
     truth_layer = _layer(viewer, f"{image_name} lesions")
     boxes_layer = _layer(viewer, f"{image_name} IDBLL detections")
-    if truth_layer is None or boxes_layer is None:
+    image = _layer(viewer, image_name)
+    if truth_layer is None or boxes_layer is None or image is None:
         raise ValueError(f"open {image_name!r} with its Info.txt (ground truth) and run Detect on it first")
-    record = truth_record(truth_layer, image_name)
-    detections = [Detection(tuple(np.r_[np.asarray(v)[:, -2:].min(0), np.asarray(v)[:, -2:].max(0)]), "lesion", 1.0)
-                  for v in boxes_layer.data]
+    index = shown_index(image, viewer)
+    truth = [i for i, v in enumerate(truth_layer.data) if on_slice(v, index)]
+    boxes = [i for i, v in enumerate(boxes_layer.data) if on_slice(v, index)]
+    record = truth_record(truth_layer, image_name, truth)
+    detections = [Detection(_box(boxes_layer.data[i]), "lesion", 1.0) for i in boxes]
     hit, found = hits(detections, record)
-    boxes_layer.edge_color = [HIT if h else FALSE_POSITIVE for h in hit] or "white"
+    if boxes:
+        colours = np.array(boxes_layer.edge_color)
+        colours[boxes] = [transform_color(HIT if h else FALSE_POSITIVE)[0] for h in hit]
+        boxes_layer.edge_color = colours
     located = [les for les in record.lesions if les.located]
-    missed = np.array([[les.row, les.col] for les, f in zip(located, found, strict=True) if not f]).reshape(-1, 2)
+    missed = np.array([[*index, les.row, les.col] for les, f in zip(located, found, strict=True) if not f])
+    missed = missed.reshape(-1, image.ndim)
     name = f"{image_name} missed lesions"
     points = _layer(viewer, name)
-    if points is None:
-        points = viewer.add_points(missed, name=name, symbol="x", size=40, border_color=FALSE_POSITIVE,
-                                   face_color=FALSE_POSITIVE, scale=truth_layer.scale[-2:],
-                                   translate=truth_layer.translate[-2:])
+    if points is not None and points.ndim == image.ndim:
+        others = [p for p in np.asarray(points.data) if not on_slice(p[None], index)]
+        points.data = np.vstack([*others, missed]) if others else missed
     else:
-        points.data = missed
+        if points is not None:
+            viewer.layers.remove(points)
+        points = viewer.add_points(missed, ndim=image.ndim, name=name, symbol="x", size=40,
+                                   border_color=FALSE_POSITIVE, face_color=FALSE_POSITIVE, scale=image.scale,
+                                   translate=image.translate)
     labels = _layer(viewer, f"{image_name} CNNI-BCC patches")
-    image = _layer(viewer, image_name)
+    verdict = verdict_on(labels, index) if labels is not None else None
     return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
-            "lesions": len(located), "verdict": labels.metadata.get("verdict") if labels is not None else None,
-            "truth": image.metadata.get("label") if image is not None else None}
+            "lesions": len(located), "verdict": verdict["label"] if verdict else None,
+            "truth": _truth_label(image, record, index)}
 
 
-def truth_record(truth_layer, ref: str):
-    """The ground-truth record of an image from its lesion Shapes layer."""
+def _box(vertices) -> tuple[float, float, float, float]:
+    """The (row_min, col_min, row_max, col_max) box of a shape's last two coordinates."""
+    corners = np.asarray(vertices)[:, -2:]
+    return (*corners.min(axis=0), *corners.max(axis=0))
+
+
+def _truth_label(image, record, index: tuple) -> str:
+    """The image's true label: from the reader's metadata (per slice on a stack), else from its lesions."""
+    labels = image.metadata.get("labels")
+    if index and labels:
+        return labels[index[-1]]
+    return image.metadata.get("label") or record.label
+
+
+def truth_record(truth_layer, ref: str, shape_indices: list[int] | None = None):
+    """The ground-truth record of an image from (some of) its lesion Shapes."""
     from ..records import Mammogram
     from .annotations import shapes_to_lesions
 
-    return Mammogram(ref, "", tuple(shapes_to_lesions(truth_layer)))
+    return Mammogram(ref, "", tuple(shapes_to_lesions(truth_layer, shape_indices)))
 
 
 class ReviewWidget(WorkerWidget):

@@ -1,0 +1,116 @@
+"""Stacks: classify and detect the shown slice or every slice, with layers on the right slices."""
+
+import numpy as np
+
+from napari_mammo.plugin.classify_widget import ClassifyWidget
+from napari_mammo.plugin.detect_widget import DetectWidget
+from napari_mammo.plugin.review_widget import ReviewWidget
+from napari_mammo.plugin.slices import EVERY, SHOWN
+
+
+def _run(qtbot, widget) -> list[dict]:
+    """Start the widget's job, wait for it, return the progress events it yielded."""
+    events = []
+    worker = widget.start()
+    worker.yielded.connect(events.append)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    return events
+
+
+def _with_weights(widget, path) -> None:
+    widget.weights.value = "other file…"
+    widget.weights_file.value = str(path)
+
+
+def test_classify_every_slice_then_redo_one(make_napari_viewer, qtbot, classifier_file, synthetic_folder):
+    viewer = make_napari_viewer()
+    stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
+    widget = ClassifyWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert not widget.slices.native.isHidden()  # offered for a stack
+    _with_weights(widget, classifier_file)
+    widget.patches.value = "all"
+    widget.slices.value = EVERY
+    events = _run(qtbot, widget)
+    steps = [e["step"] for e in events]
+    assert steps == sorted(steps) and events[-1]["step"] == events[-1]["steps"] == 6 * 1000
+    (labels,) = [layer for layer in viewer.layers if layer.metadata.get("kind") == "cnni-bcc"]
+    assert labels.data.shape == stack.data.shape and all(labels.data[k].any() for k in range(6))
+    assert set(labels.metadata["verdicts"]) == {str(k) for k in range(6)}
+    assert widget.verdict.value.startswith("6 slices:")
+    assert len(labels.features) == 6 * 4 and set(labels.features["slice"]) == {str(k) for k in range(6)}
+    before = labels.data.copy()
+    # redo the shown slice only: the others keep their results
+    viewer.dims.set_current_step(0, 2)
+    widget.slices.value = SHOWN
+    _run(qtbot, widget)
+    np.testing.assert_array_equal(labels.data[[0, 1, 3, 4, 5]], before[[0, 1, 3, 4, 5]])
+    assert len(labels.features) == 6 * 4 and labels.metadata["slice"] == [2]
+    assert list(labels.features["index"]) == list(range(1000, 1000 + 24))
+
+
+def test_every_slice_skips_a_constant_slice(make_napari_viewer, qtbot, classifier_file):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (3, 256, 256), dtype=np.uint8)
+    data[1] = 7
+    viewer.add_image(data, name="stack")
+    widget = ClassifyWidget(viewer)
+    _with_weights(widget, classifier_file)
+    widget.slices.value = EVERY
+    _run(qtbot, widget)
+    labels = viewer.layers["stack CNNI-BCC patches"]
+    assert labels.data[0].any() and not labels.data[1].any() and labels.data[2].any()
+    assert "1 slice(s) skipped (slice [1]: the image is constant" in widget.verdict.value
+
+
+def test_detect_every_slice_puts_boxes_on_their_slices(make_napari_viewer, qtbot, detector_file, synthetic_folder):
+    viewer = make_napari_viewer()
+    stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
+    widget = DetectWidget(viewer)
+    _with_weights(widget, detector_file)
+    widget.threshold.value = 0.01
+    widget.slices.value = EVERY
+    _run(qtbot, widget)
+    layer = widget.output_layer()
+    assert layer.ndim == 3
+    np.testing.assert_allclose(layer.scale, stack.scale)
+    stored = layer.metadata["detections"]
+    assert {tuple(d["slice"]) for d in stored} == {(k,) for k in range(6)}
+    by_id = {d["id"]: d for d in stored}
+    for vertices, shape_id in zip(layer.data, layer.features["id"], strict=True):
+        detection = by_id[shape_id]
+        assert set(vertices[:, 0]) == {detection["slice"][0]}
+        np.testing.assert_allclose(vertices[:, 1:].min(axis=0), detection["box"][:2])
+    # detect again on slice 3 only: the other slices keep their boxes
+    per_slice = {k: sum(1 for v in layer.data if v[0, 0] == k) for k in range(6)}
+    viewer.dims.set_current_step(0, 3)
+    widget.slices.value = SHOWN
+    _run(qtbot, widget)
+    again = {k: sum(1 for v in layer.data if v[0, 0] == k) for k in range(6)}
+    assert again == per_slice
+
+
+def test_review_compares_the_shown_slice_of_a_stack(make_napari_viewer, synthetic_folder):
+    viewer = make_napari_viewer()
+    stack, truth = viewer.open(str(synthetic_folder), plugin="napari-mammo")
+    name = stack.name
+    viewer.dims.set_current_step(0, 4)  # mdb005: malignant, lesions at (155, 222) r5 and (179, 242) r8
+
+    def box(k, row, col):
+        return np.array([[k, row - 4, col - 4], [k, row - 4, col + 4], [k, row + 4, col + 4], [k, row + 4, col - 4]],
+                        float)
+
+    boxes = viewer.add_shapes([box(4, 155, 222), box(3, 50, 50), box(4, 20, 20)], shape_type="rectangle",
+                              name=f"{name} IDBLL detections", scale=stack.scale)
+    widget = ReviewWidget(viewer)
+    widget.image.value = name
+    counts = widget.compare()
+    assert (counts["hits"], counts["false_positives"], counts["missed"], counts["lesions"]) == (1, 1, 1, 2)
+    assert counts["truth"] == "malignant"
+    missed = viewer.layers[f"{name} missed lesions"]
+    np.testing.assert_allclose(missed.data, [[4, 179, 242]])
+    colours = boxes.edge_color
+    np.testing.assert_allclose(colours[0][:3], [0x30 / 255, 1, 0x30 / 255], atol=0.01)
+    np.testing.assert_allclose(colours[2][:3], [1, 0x30 / 255, 0x30 / 255], atol=0.01)
+    assert not np.allclose(colours[1][:3], colours[2][:3])  # the box on slice 3 is not judged here
