@@ -59,3 +59,23 @@ def test_bench_report_structure():
     assert "inference_speedup" in format_report(report)
     detector = bench_detector(threads=1, repeats=1)
     assert detector["seconds"] > 0 and "IDBLL" in format_detector_report(detector)
+
+
+def test_review_prints_the_folder_by_suspicion_with_plots(synthetic_folder, detector_file, tmp_path, capsys):
+    plot = tmp_path / "review.png"
+    args = ["review", "--data", str(synthetic_folder), "--split", "all", "--detector-weights", str(detector_file),
+            "--threshold", "0.01", "--device", "cpu"]
+    assert main([*args, "--json", "--plot", str(plot)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    images, summary = report["images"], report["summary"]
+    assert len(images) == 6 and plot.read_bytes().startswith(b"\x89PNG")
+    assert [i["abnormality"] for i in images] == sorted((i["abnormality"] for i in images), reverse=True)
+    assert summary["lesions"] == sum(i["lesions"] for i in images) == 4
+    assert summary["fp_per_image"] == sum(i["false_positives"] for i in images) / 6
+    assert set(summary["sensitivity_at_fp"]) == {"0.5", "1", "2"}
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "verdict accuracy" in text and "mdb005" in text
+    # the shipped weights' test split names mini-MIAS images, not these
+    assert main(["review", "--data", str(synthetic_folder)]) == 2
+    assert "none of the weights' 'test' images are in this folder" in capsys.readouterr().err

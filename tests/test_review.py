@@ -38,18 +38,46 @@ def test_compare_open_image_colours_hits_and_marks_missed(make_napari_viewer, sy
     assert HIT != FALSE_POSITIVE
 
 
-def test_review_folder_table_sorted_by_suspicion_and_opens_rows(make_napari_viewer, qtbot, synthetic_folder):
+def test_review_folder_table_sorted_by_suspicion_and_opens_rows(make_napari_viewer, qtbot, synthetic_folder,
+                                                                detector_file):
     viewer = make_napari_viewer()
     widget = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(widget)
     widget.folder.value = str(synthetic_folder)
+    widget.detector_weights.set_choice(str(detector_file), str(detector_file))
+    widget.detector_weights.value = str(detector_file)
+    widget.threshold.value = 0.01
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
     rows = widget.table.data.to_list()
     assert len(rows) == 6
     assert [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
     assert "lesion sensitivity" in widget.summary.value
+    # the FROC and ROC are drawn, the threshold marked on the FROC
+    froc_ax, roc_ax = widget.figure.axes
+    assert "FROC" in froc_ax.get_title() and "ROC" in roc_ax.get_title()
+    assert "boxes ≥ 0.01" in froc_ax.get_legend().get_texts()[0].get_text()
+    # a higher threshold re-reviews the same predictions without running the models
+    predictions = widget.predictions
+    false_positives = sum(r[7] for r in rows)
+    widget.threshold.value = 1.0
+    assert widget.predictions is predictions
+    assert sum(r[7] for r in widget.table.data.to_list()) == 0 <= false_positives
+    assert "boxes ≥ 1.00" in widget.summary.value
     widget._open_row(0)
     assert viewer.layers[0].name == rows[0][0]
+
+
+def test_review_folder_without_a_folder_is_a_message(make_napari_viewer, monkeypatch, tmp_path):
+    viewer = make_napari_viewer()
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    widget = ReviewWidget(viewer)
+    widget.folder.value = str(tmp_path / "nowhere")
+    assert widget.start() is None and "choose a MIAS-style folder" in shown[0]
+    (tmp_path / "Info.txt").write_text("mdb001 G CIRX B 1 2 3\n")
+    widget.folder.value = str(tmp_path)
+    assert widget.start() is None and "CIRX" in shown[1]
 
 
 def test_compare_without_detections_is_a_message(make_napari_viewer, synthetic_folder, monkeypatch):

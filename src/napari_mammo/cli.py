@@ -289,6 +289,34 @@ def _evaluate_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """Both models on a labelled folder against its truth: a table by suspicion, the summary, FROC and ROC."""
+    from tqdm import tqdm
+
+    from .classifier import PatchClassifier, drive
+    from .detector import LesionDetector
+    from .review import format_review, iter_predict_folder, plot_review, review_predictions
+
+    classifier = PatchClassifier.load(args.classifier_weights, device=args.device)
+    detector = LesionDetector.load(args.detector_weights, device=args.device)
+    records = _evaluation_records(args.data, args.split, classifier.metadata)
+    if args.split != "all":  # images held out from both models
+        held_out = {r.ref for r in _evaluation_records(args.data, args.split, detector.metadata)}
+        records = [r for r in records if r.ref in held_out]
+    with tqdm(total=len(records), desc="reviewing", unit="image", file=sys.stderr, leave=False) as bar:
+        predictions = drive(iter_predict_folder(records, classifier, detector), lambda _: bar.update(1))
+    reviews, summary = review_predictions(predictions, args.threshold)
+    if args.plot:
+        plot_review(summary, args.plot)
+    if args.json:
+        print(json.dumps({"images": [vars(r) for r in reviews], "summary": summary, "split": args.split}))
+    else:
+        print(format_review(reviews, summary))
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: shipped weights on the bundled sample, in napari or as PNG + JSON."""
     from .demo import run_demo
@@ -396,6 +424,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", metavar="FILE.png", help="write the ROC / FROC curves here")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    review = sub.add_parser("review", help="both models against the truth of a labelled folder",
+                            description="Classify and detect every image of a MIAS-style folder; print the images "
+                                        "by suspicion with verdict, lesions found and false positives, then lesion "
+                                        "sensitivity, FP/image, verdict accuracy, FROC points and ROC AUC.")
+    review.add_argument("--data", required=True, metavar="DIR")
+    review.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
+                        help="the weights' recorded split to review (default: test, held out from both models)")
+    review.add_argument("--threshold", type=float, default=0.3, help="box score threshold (default 0.3)")
+    review.add_argument("--classifier-weights", metavar="FILE", help="CNNI-BCC weights (default: shipped)")
+    review.add_argument("--detector-weights", metavar="FILE", help="IDBLL weights (default: shipped)")
+    review.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    review.add_argument("--plot", metavar="FILE.png", help="write the FROC and ROC curves here")
+    review.add_argument("--json", action="store_true")
+    review.set_defaults(func=cmd_review)
 
     demo = sub.add_parser("demo", help="run both shipped models on the bundled sample",
                           description="The shipped weights on a synthetic mammogram (or, with NAPARI_MAMMO_MIAS "

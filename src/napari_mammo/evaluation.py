@@ -93,19 +93,34 @@ def _save_figure(fig, path: str | Path) -> Path:
     return Path(path)
 
 
+def draw_roc(ax, curves: list[tuple[str, list, float]], title: str) -> None:
+    """ROC curves [(name, (fpr, tpr), auc)] on a matplotlib axes, with the chance line."""
+    for name, (fpr, tpr), auc in curves:
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(title=title, xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize="small")
+
+
+def draw_froc(ax, curve: dict, title: str, points: dict | None = None) -> None:
+    """A FROC curve on a matplotlib axes, with labelled points {label: (fp_per_image, sensitivity)}."""
+    ax.step(curve["fp_per_image"], curve["sensitivity"], where="post")
+    for label, (fp, sens) in (points or {}).items():
+        ax.plot(fp, sens, "o", label=label)
+    ax.set(xlim=(0, 4), ylim=(0, 1.01), xlabel="false positives per image", ylabel="lesion sensitivity", title=title)
+    ax.grid(alpha=0.3)
+    if points:
+        ax.legend(loc="lower right", fontsize="small")
+
+
 def plot_report(report: dict, path: str | Path) -> Path:
     """A PNG with the image- and patch-level ROC curves and the image confusion matrix."""
     fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.8))
     for ax, level in zip(axes[:2], ("image", "patches"), strict=True):
-        for key, name in (("roc_normal_vs_abnormal", "normal vs abnormal"),
-                          ("roc_malignant_vs_rest", "malignant vs rest")):
-            fpr, tpr = report[level][key]
-            auc = report[level]["auc_" + key.removeprefix("roc_")]
-            ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-        ax.set(title=f"ROC, {level} level (n={report[level]['count']})", xlabel="false positive rate",
-               ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
-        ax.legend(loc="lower right")
+        r = report[level]
+        draw_roc(ax, [("normal vs abnormal", r["roc_normal_vs_abnormal"], r["auc_normal_vs_abnormal"]),
+                      ("malignant vs rest", r["roc_malignant_vs_rest"], r["auc_malignant_vs_rest"])],
+                 f"ROC, {level} level (n={r['count']})")
     matrix = np.array(report["image"]["confusion_matrix"])
     axes[2].imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
@@ -118,15 +133,10 @@ def plot_report(report: dict, path: str | Path) -> Path:
 
 def plot_froc(report: dict, path: str | Path) -> Path:
     """A PNG of the detector's FROC curve with the 0.5, 1 and 2 FP/image points."""
-    curve = report["froc"]
     fig, ax = _pyplot().subplots(figsize=(6, 4.5))
-    ax.step(curve["fp_per_image"], curve["sensitivity"], where="post")
-    for fp, sens in report["sensitivity_at_fp"].items():
-        ax.plot(float(fp), sens, "o", label=f"{sens:.2f} at {fp} FP/image")
-    ax.set(xlim=(0, 4), ylim=(0, 1.01), xlabel="false positives per image", ylabel="lesion sensitivity",
-           title=f"IDBLL FROC ({report['images']} images, {report['lesions']} lesions; mAP@0.5 {report['map_50']:.3f})")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    points = {f"{sens:.2f} at {fp} FP/image": (float(fp), sens) for fp, sens in report["sensitivity_at_fp"].items()}
+    draw_froc(ax, report["froc"], f"IDBLL FROC ({report['images']} images, {report['lesions']} lesions; "
+              f"mAP@0.5 {report['map_50']:.3f})", points)
     return _save_figure(fig, path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -46,3 +47,91 @@ def summarise(reviews: Sequence[ImageReview]) -> dict:
         "fp_per_image": sum(r.false_positives for r in reviews) / len(reviews) if reviews else float("nan"),
         "accuracy": float(np.mean([r.truth == r.verdict for r in reviews])) if reviews else float("nan"),
     }
+
+
+@dataclass
+class Prediction:
+    """Both models' raw output on one labelled image, kept so a new box threshold needs no rerun."""
+
+    record: Mammogram
+    verdict: str
+    abnormality: float
+    detections: list[Detection]
+
+
+def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
+    """Generator of progress events that classifies and detects every image; returns the Predictions."""
+    from .classifier import CLASS_NAMES
+    from .errors import MammoInputError
+    from .images import read_image
+
+    predictions = []
+    for index, record in enumerate(records):
+        image = read_image(record.path)
+        try:
+            result = classifier.classify(image.pixels, image.spacing_mm)
+            detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
+        except ValueError as err:
+            raise MammoInputError(record.path, str(err)) from None
+        predictions.append(Prediction(record, result.label, 1.0 - result.probabilities[CLASS_NAMES[0]], detections))
+        yield {"phase": "reviewing", "step": index + 1, "steps": len(records)}
+    return predictions
+
+
+def review_predictions(predictions: Sequence[Prediction], threshold: float) -> tuple[list[ImageReview], dict]:
+    """Per-image reviews at a box threshold (most suspicious first), the summary, FROC and ROC."""
+    from .detector import froc, sensitivity_at
+    from .metrics import roc_auc, roc_curve
+
+    reviews = sorted((review_image(p.record, p.verdict, p.abnormality, p.detections, threshold)
+                      for p in predictions), key=lambda r: -r.abnormality)
+    summary = summarise(reviews)
+    curve = froc([(p.detections, p.record) for p in predictions])
+    abnormal = np.array([p.record.label != "normal" for p in predictions], bool)
+    scores = np.array([p.abnormality for p in predictions], float)
+    summary.update({
+        "threshold": threshold,
+        "froc": curve,
+        "sensitivity_at_fp": {str(fp): sensitivity_at(curve, fp) for fp in (0.5, 1, 2)},
+        "roc_normal_vs_abnormal": [c.tolist() for c in roc_curve(abnormal, scores)],
+        "auc_normal_vs_abnormal": roc_auc(abnormal, scores),
+    })
+    return reviews, summary
+
+
+def draw_review(figure, summary: dict) -> None:
+    """The folder's FROC (the chosen box threshold marked) and image ROC on a matplotlib Figure."""
+    from .evaluation import draw_froc, draw_roc
+
+    figure.clear()
+    froc_ax, roc_ax = figure.subplots(1, 2)
+    point = {f"boxes ≥ {summary['threshold']:.2f}": (summary["fp_per_image"], summary["sensitivity"])}
+    draw_froc(froc_ax, summary["froc"], f"IDBLL FROC ({summary['lesions']} lesions)", point)
+    draw_roc(roc_ax, [("normal vs abnormal", summary["roc_normal_vs_abnormal"], summary["auc_normal_vs_abnormal"])],
+             f"CNNI-BCC ROC ({summary['images']} images)")
+
+
+def plot_review(summary: dict, path: str | Path) -> Path:
+    """A PNG of the folder's FROC and ROC (see `draw_review`)."""
+    from .evaluation import _pyplot, _save_figure
+
+    figure = _pyplot().figure(figsize=(11, 4.5))
+    draw_review(figure, summary)
+    return _save_figure(figure, path)
+
+
+def format_review(reviews: Sequence[ImageReview], summary: dict) -> str:
+    """A table of reviewed images (most suspicious first) and the summary lines."""
+    lines = [f"{'image':<10} {'truth':<10} {'verdict':<10} {'abnormality':>11} {'best box':>8} "
+             f"{'found':>9} {'FP':>3}"]
+    for r in reviews:
+        lines.append(f"{r.ref:<10} {r.truth:<10} {r.verdict:<10} {r.abnormality:11.3f} {r.best_box:8.3f} "
+                     f"{r.found:>4} of {r.lesions:<2} {r.false_positives:>3}")
+    sens = summary["sensitivity_at_fp"]
+    lines += [f"{summary['images']} images, {summary['lesions']} located lesions: sensitivity "
+              f"{summary['sensitivity']:.3f} at {summary['fp_per_image']:.2f} FP/image (boxes >= "
+              f"{summary['threshold']:.2f}); FROC {sens['0.5']:.3f} / {sens['1']:.3f} / {sens['2']:.3f} at "
+              "0.5 / 1 / 2 FP/image",
+              f"verdict accuracy {summary['accuracy']:.3f}; AUC normal vs abnormal "
+              f"{summary['auc_normal_vs_abnormal']:.3f}"]
+    return "\n".join(lines)

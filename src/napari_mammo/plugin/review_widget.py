@@ -9,9 +9,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton, Table
 
 from ..detector import Detection, hits
-from ..review import review_image, summarise
+from ..review import Prediction, draw_review, iter_predict_folder, review_predictions
 from .classify_widget import verdict_on
 from .slices import image_layers, on_slice, shown_index
+from .weights_registry import REGISTRY, SHIPPED, follow_registry
 from .worker_widget import WorkerWidget
 
 if TYPE_CHECKING:
@@ -100,22 +101,37 @@ class ReviewWidget(WorkerWidget):
 
     def __init__(self, viewer: napari.Viewer) -> None:
         super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
         self.compare_button = PushButton(text="Compare open image with truth")
         self.image_summary = Label(label="image", value="")
         self.folder = FileEdit(label="folder", mode="d")
+        self.classifier_weights = ComboBox(label="CNNI-BCC weights", choices=lambda _: REGISTRY.choices("cnni-bcc"))
+        self.detector_weights = ComboBox(label="IDBLL weights", choices=lambda _: REGISTRY.choices("idbll"))
         self.threshold = FloatSlider(label="box threshold", value=0.3, min=0.01, max=1.0, step=0.01)
         self.table = Table(value={"data": [], "index": [], "columns": list(COLUMNS)})
         self.table.native.setSortingEnabled(True)
         self.summary = Label(label="folder", value="")
-        self.extend([self.image, self.compare_button, self.image_summary, self.folder, self.threshold,
-                     self.run_button, self.progress, self.summary, self.table])
+        self.figure = Figure(figsize=(6, 2.6), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(220)
+        self.extend([self.image, self.compare_button, self.image_summary, self.folder, self.classifier_weights,
+                     self.detector_weights, self.threshold, self.run_button, self.progress, self.summary])
+        self.native.layout().addWidget(self.canvas)
+        self.append(self.table)
         self.compare_button.changed.connect(self.compare)
+        self.threshold.changed.connect(lambda _: self._show())
         self.table.native.cellDoubleClicked.connect(self._open_row)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(lambda _: self.image.reset_choices())
+        follow_registry(self, [self.classifier_weights, self.detector_weights])
         self.paths: dict[str, str] = {}
+        self.predictions: list[Prediction] = []
+        self.reviews: list = []
+        self.report: dict = {}
 
     def compare(self, _=None) -> dict | None:
         """Compare the chosen image's predictions with its truth."""
@@ -132,42 +148,55 @@ class ReviewWidget(WorkerWidget):
         return counts
 
     def start(self):
-        """Classify and detect every image of the folder in a worker; fills the table."""
-        from ..classifier import CLASS_NAMES, PatchClassifier
+        """Classify and detect every image of the folder in a worker; fills the table and the plots."""
+        from napari.utils.notifications import show_error
+
+        from ..classifier import PatchClassifier
         from ..detector import LesionDetector
-        from ..images import read_image
+        from ..errors import MammoInputError
         from ..mias import read_folder
 
-        folder, threshold = Path(self.folder.value), self.threshold.value
+        if not self.folder.value or not Path(self.folder.value).is_dir():
+            show_error("napari-mammo: choose a MIAS-style folder (images + Info.txt) to review")
+            return None
+        try:
+            records = read_folder(Path(self.folder.value))
+        except MammoInputError as err:
+            show_error(f"napari-mammo: {err}")
+            return None
+        if not records:
+            show_error(f"napari-mammo: {self.folder.value}: no labelled images to review")
+            return None
+        weights = [None if w == SHIPPED else w for w in (self.classifier_weights.value, self.detector_weights.value)]
 
         def job():
-            records = read_folder(folder)
-            classifier, detector = PatchClassifier.load(), LesionDetector.load()
-            reviews = []
-            for index, record in enumerate(records):
-                image = read_image(record.path)
-                result = classifier.classify(image.pixels, image.spacing_mm)
-                detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
-                abnormality = 1.0 - result.probabilities[CLASS_NAMES[0]]
-                reviews.append(review_image(record, result.label, abnormality, detections, threshold))
-                yield {"phase": "reviewing", "step": index + 1, "steps": len(records)}
-            return reviews
+            classifier, detector = PatchClassifier.load(weights[0]), LesionDetector.load(weights[1])
+            return (yield from iter_predict_folder(records, classifier, detector))
 
-        return self.launch(job, self._show, self.summary, "review failed", "reviewing…")
+        return self.launch(job, self._on_predictions, self.summary, "review failed", "reviewing…")
 
-    def _show(self, reviews) -> None:
-        """Fill the table (most suspicious first) and the summary."""
-        reviews = sorted(reviews, key=lambda r: -r.abnormality)
-        self.paths = {r.ref: r.path for r in reviews}
+    def _on_predictions(self, predictions: list[Prediction]) -> None:
+        """Keep the predictions and show them."""
+        self.predictions = predictions
+        self._show()
+
+    def _show(self) -> None:
+        """Fill the table (most suspicious first), the summary and the plots at the current box threshold."""
+        if not self.predictions:
+            return
+        self.reviews, self.report = review_predictions(self.predictions, self.threshold.value)
+        self.paths = {r.ref: r.path for r in self.reviews}
         self.table.native.setSortingEnabled(False)
         self.table.value = {"data": [[r.ref, r.truth, r.verdict, round(r.abnormality, 3), round(r.best_box, 3),
-                                      r.found, r.lesions, r.false_positives] for r in reviews],
-                            "index": list(range(1, len(reviews) + 1)), "columns": list(COLUMNS)}
+                                      r.found, r.lesions, r.false_positives] for r in self.reviews],
+                            "index": list(range(1, len(self.reviews) + 1)), "columns": list(COLUMNS)}
         self.table.native.setSortingEnabled(True)
-        s = summarise(reviews)
+        s = self.report
         self.summary.value = (f"{s['images']} images: lesion sensitivity {s['sensitivity']:.2f} at "
-                              f"{s['fp_per_image']:.2f} FP/image (boxes ≥ {self.threshold.value:.2f}); "
-                              f"verdict accuracy {s['accuracy']:.2f}")
+                              f"{s['fp_per_image']:.2f} FP/image (boxes ≥ {s['threshold']:.2f}); "
+                              f"verdict accuracy {s['accuracy']:.2f}; AUC {s['auc_normal_vs_abnormal']:.2f}")
+        draw_review(self.figure, s)
+        self.canvas.draw_idle()
 
     def _open_row(self, row: int, _column: int = 0) -> None:
         """Open the image of a table row (with its ground truth)."""

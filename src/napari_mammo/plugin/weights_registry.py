@@ -32,3 +32,17 @@ class WeightsRegistry:
 
 
 REGISTRY = WeightsRegistry()
+
+
+def follow_registry(container, boxes: list) -> None:
+    """Refresh the weights combo `boxes` of `container` whenever weights are trained, until it is gone."""
+
+    def refresh(_model: str) -> None:
+        try:
+            for box in boxes:
+                box.reset_choices()
+        except RuntimeError:  # the Qt widget is gone
+            REGISTRY.changed.disconnect(refresh, missing_ok=True)
+
+    REGISTRY.changed.connect(refresh)
+    container.native.destroyed.connect(lambda *_: REGISTRY.changed.disconnect(refresh, missing_ok=True))

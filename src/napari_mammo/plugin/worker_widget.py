@@ -7,7 +7,7 @@ from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 
-from .weights_registry import REGISTRY, SHIPPED
+from .weights_registry import REGISTRY, SHIPPED, follow_registry
 
 OTHER_FILE = "other file…"
 
@@ -76,16 +76,7 @@ class ModelWidget(WorkerWidget):
         self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == OTHER_FILE))
-        REGISTRY.changed.connect(self._on_registry)
-        self.native.destroyed.connect(lambda *_: REGISTRY.changed.disconnect(self._on_registry, missing_ok=True))
-
-    def _on_registry(self, model: str) -> None:
-        """Offer weights trained in this session."""
-        if model == self.model_name:
-            try:
-                self.weights.reset_choices()
-            except RuntimeError:  # the Qt widget is gone
-                REGISTRY.changed.disconnect(self._on_registry, missing_ok=True)
+        follow_registry(self, [self.weights])
 
     def weights_path(self) -> Path | None:
         """The chosen weights file, or None for the shipped default."""
