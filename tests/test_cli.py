@@ -79,3 +79,21 @@ def test_review_prints_the_folder_by_suspicion_with_plots(synthetic_folder, dete
     # the shipped weights' test split names mini-MIAS images, not these
     assert main(["review", "--data", str(synthetic_folder)]) == 2
     assert "none of the weights' 'test' images are in this folder" in capsys.readouterr().err
+
+
+def test_napari_memory_benchmark_runs_the_whole_workflow():
+    from napari_mammo.plugin.memory import bench_viewer_memory, format_memory_report
+
+    report = bench_viewer_memory()
+    assert report["layers"] == ["mdb001", "mdb001 lesions", "mdb001 CNNI-BCC patches", "mdb001 IDBLL detections"]
+    stages = list(report["stages_mb"].values())
+    assert stages == sorted(stages) and report["peak_rss_mb"] == stages[-1]  # a peak never falls
+    assert report["peak_rss_mb"] < report["limit_mb"], format_memory_report(report)
+
+
+def test_napari_benchmark_without_a_display_says_how(monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["bench", "napari"]) == 2
+    assert "xvfb-run -a napari-mammo bench napari" in capsys.readouterr().err

@@ -317,12 +317,16 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def has_display() -> bool:
+    """Whether a window (and OpenGL for napari's canvas) can be opened here."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform in ("darwin", "win32"))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: shipped weights on the bundled sample, in napari or as PNG + JSON."""
     from .demo import run_demo
 
-    headless = args.headless or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                                      or sys.platform in ("darwin", "win32"))
+    headless = args.headless or not has_display()
     result = run_demo(Path(args.out), headless)
     if headless:
         c = result["classification"]
@@ -344,6 +348,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report["classifier"] = bench_classifier(threads=args.threads, repeats=args.repeats, progress=show)
     if args.model in ("detector", "all"):
         report["detector"] = bench_detector(threads=args.threads, repeats=max(args.repeats, 5))
+    if args.model == "napari" and not has_display():
+        raise ValueError("bench napari needs a display (napari draws with OpenGL); run it as "
+                         "`xvfb-run -a napari-mammo bench napari`")
+    if args.model == "napari" or (args.model == "all" and has_display()):
+        from .plugin.memory import bench_viewer_memory
+
+        report["napari"] = bench_viewer_memory(threads=args.threads)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -351,6 +362,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(format_report(report["classifier"]))
         if "detector" in report:
             print(format_detector_report(report["detector"]))
+        if "napari" in report:
+            from .plugin.memory import format_memory_report
+
+            print(format_memory_report(report["napari"]))
     return 0
 
 
@@ -451,8 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time CNNI-BCC (fast vs plain nn.Conv2d) and IDBLL detection",
                            description="CNNI-BCC: inference and a training step of 64 patches, fast vs plain "
                                        "NCHW, and one whole 1024x1024 image, each in a fresh process; prints the "
-                                       "ratios. IDBLL: median detection time per 1024x1024 image.")
-    bench.add_argument("model", nargs="?", default="all", choices=["all", "classifier", "detector"])
+                                       "ratios. IDBLL: median detection time per 1024x1024 image. napari: peak RSS "
+                                       "of the whole workflow in a shown viewer.")
+    bench.add_argument("model", nargs="?", default="all", choices=["all", "classifier", "detector", "napari"],
+                       help="what to measure; 'napari' is the peak RSS of a shown viewer classifying and "
+                            "detecting one 1024x1024 image (needs a display: use xvfb-run -a on a server)")
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
