@@ -31,3 +31,17 @@ def test_demo_opens_napari_with_all_layers(make_napari_viewer, monkeypatch):
     kinds = [type(layer).__name__ for layer in viewer.layers]
     assert kinds == ["Image", "Labels", "Shapes", "Shapes"]
     viewer.close()
+
+
+def test_demo_screenshot_captures_the_napari_window(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.delenv("NAPARI_MAMMO_MIAS", raising=False)
+    shot = tmp_path / "window.png"
+    assert main(["demo", "--screenshot", str(shot)]) == 0
+    pixels = np.asarray(Image.open(shot))
+    assert pixels.ndim == 3 and pixels.shape[0] >= 600 and pixels.shape[1] >= 1000 and pixels.std() > 10
+    assert f"screenshot: {shot}" in capsys.readouterr().out
+    assert main(["demo", "--headless", "--screenshot", str(shot)]) == 2
+    assert "needs a display" in capsys.readouterr().err

@@ -326,13 +326,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: shipped weights on the bundled sample, in napari or as PNG + JSON."""
     from .demo import run_demo
 
+    if args.screenshot and (args.headless or not has_display()):
+        raise ValueError("--screenshot captures the napari window and needs a display (use xvfb-run -a); "
+                         "--headless draws demo.png without napari")
     headless = args.headless or not has_display()
-    result = run_demo(Path(args.out), headless)
-    if headless:
-        c = result["classification"]
+    result = run_demo(Path(args.out), headless, Path(args.screenshot) if args.screenshot else None)
+    c = result["classification"]
+    if headless or args.screenshot:
         print(f"{result['image']}: truth {result['truth']['label']}, CNNI-BCC {c['label']}, "
               f"{len(result['detections'])} IDBLL box(es) at score >= 0.3")
-        print(f"screenshot: {result['files']['png']}\nreport: {result['files']['json']}")
+        print(f"screenshot: {result['files']['png']}")
+    if headless:
+        print(f"report: {result['files']['json']}")
     return 0
 
 
@@ -461,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(or --headless) it writes demo.png and demo.json.")
     demo.add_argument("--headless", action="store_true", help="write a PNG and a JSON report, open no window")
     demo.add_argument("--out", default="napari-mammo-demo", metavar="DIR", help="where headless output goes")
+    demo.add_argument("--screenshot", metavar="FILE.png",
+                      help="open napari, save a screenshot of its window here and close it")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="time CNNI-BCC (fast vs plain nn.Conv2d) and IDBLL detection",
@@ -489,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            for category in (DeprecationWarning, PendingDeprecationWarning):  # libraries' notes to developers
+                warnings.simplefilter("ignore", category)
             warnings.showwarning = _show_warning
             return args.func(args)
     except (MammoInputError, ValueError) as err:

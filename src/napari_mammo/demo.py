@@ -84,11 +84,12 @@ def draw_png(image: ImageData, record: Mammogram, classification, detections, pa
     return _save_figure(fig, path)
 
 
-def open_in_napari(image: ImageData, record: Mammogram, classification, detections, title: str) -> None:
-    """Show the demo in napari and run its event loop."""
+def open_in_napari(image: ImageData, record: Mammogram, classification, detections, title: str,
+                   screenshot: Path | None = None) -> Path | None:
+    """Show the demo in napari and run its event loop; or, given `screenshot`, save the window as PNG and close."""
     import napari
 
-    from .plugin.classify_widget import add_classification_layer
+    from .plugin.classify_widget import ClassifyWidget, add_classification_layer, verdict_text
     from .plugin.detect_widget import DetectWidget, add_detection_layer
     from .plugin.layers import image_layer, lesion_shapes
 
@@ -100,12 +101,43 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     truth = lesion_shapes([record], image.spacing_mm, f"{title} lesions")
     if truth is not None:
         viewer.add_shapes(truth[0], **truth[1])
-    viewer.window.add_dock_widget(DetectWidget(viewer), name="Detect lesions (IDBLL)")
-    napari.run()
+    classify = ClassifyWidget(viewer)
+    classify.verdict.value = verdict_text(classification)
+    detect = DetectWidget(viewer)
+    detect.status.value = f"{len(detections)} box(es) at score ≥ 0.30"
+    viewer.window.add_dock_widget(classify, name="Classify (CNNI-BCC)")
+    viewer.window.add_dock_widget(detect, name="Detect lesions (IDBLL)")
+    viewer.layers.selection.active = layer
+    if screenshot is None:
+        napari.run()
+        return None
+    viewer.window.resize(1400, 900)
+    return save_window(viewer, screenshot)
 
 
-def run_demo(out: Path, headless: bool) -> dict:
-    """Run the demo; returns the report (and the paths written when headless)."""
+def save_window(viewer, path: Path) -> Path:
+    """Write a screenshot of the whole napari window as PNG (atomically) and close the viewer."""
+    import io
+
+    from PIL import Image
+    from qtpy.QtWidgets import QApplication
+
+    from .pgm import atomic_write_bytes
+
+    for _ in range(5):
+        QApplication.processEvents()
+    viewer.reset_view()
+    QApplication.processEvents()
+    pixels = viewer.screenshot(canvas_only=False, flash=False)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., :3]).save(buffer, format="PNG", optimize=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    viewer.close()
+    return Path(path)
+
+
+def run_demo(out: Path, headless: bool, screenshot: Path | None = None) -> dict:
+    """Run the demo; returns the report (and the paths written when headless or taking a screenshot)."""
     image, record, title = demo_image()
     classification, detections = run_models(image)
     result = report(image, record, title, classification, detections)
@@ -117,5 +149,7 @@ def run_demo(out: Path, headless: bool) -> dict:
         atomic_write_bytes(out / "demo.json", json.dumps(result, indent=2).encode())
         result["files"] = {"png": str(png), "json": str(out / "demo.json")}
     else:
-        open_in_napari(image, record, classification, detections, title)
+        shot = open_in_napari(image, record, classification, detections, title, screenshot)
+        if shot is not None:
+            result["files"] = {"png": str(shot)}
     return result

@@ -88,14 +88,18 @@ class ClassifyWidget(ModelWidget):
             return
         add_classification_layer(self.viewer, layer, results)
         if len(results) == 1:
-            result = results[0][1]
-            probs = ", ".join(f"{name} {p:.2f}" for name, p in result.probabilities.items())
-            self.verdict.value = f"{result.label} ({probs})" + describe_skipped(skipped)
+            self.verdict.value = verdict_text(results[0][1]) + describe_skipped(skipped)
         else:
             counts = Counter(result.label for _, result in results)
             self.verdict.value = (f"{len(results)} slices: " + ", ".join(f"{n} {label}" for label, n in
                                                                            counts.most_common())
                                   + describe_skipped(skipped))
+
+
+def verdict_text(result) -> str:
+    """A classification's verdict and probabilities in one line."""
+    probs = ", ".join(f"{name} {p:.2f}" for name, p in result.probabilities.items())
+    return f"{result.label} ({probs})"
 
 
 def _slice_key(index: tuple) -> str:
