@@ -210,12 +210,14 @@ def test_detect_widget_slider_refilters_and_corrections_round_trip(make_napari_v
     assert info.name == "Info.txt" and record.ref == "mdb005"
     assert len(record.lesions) == len(layer.data)
     assert any(les.row == pytest.approx(155) and les.col == pytest.approx(222) for les in record.lesions)
-    # and the corrected folder trains the detector
-    result = subprocess.run([sys.executable, "-m", "napari_mammo", "train", "detector", "--data",
-                             str(tmp_path / "corrected"), "--out", str(tmp_path / "re.safetensors"), "--epochs", "1",
-                             "--batch-size", "2", "--max-steps-per-epoch", "1", "--device", "cpu"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    # and the corrected folder trains both models
+    for model in ("detector", "classifier"):
+        out = tmp_path / f"re-{model}.safetensors"
+        result = subprocess.run([sys.executable, "-m", "napari_mammo", "train", model, "--data",
+                                 str(tmp_path / "corrected"), "--out", str(out), "--epochs", "1",
+                                 "--batch-size", "2", "--max-steps-per-epoch", "1", "--device", "cpu"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and out.is_file(), result.stderr[-2000:]
 
 
 def test_detect_roi_stays_inside(make_napari_viewer, qtbot, detector_file, synthetic_folder):
@@ -268,3 +270,29 @@ def test_train_widget_trains_the_detector_and_detect_offers_it(make_napari_viewe
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
     assert str((tmp_path / "idbll-trained.safetensors").resolve()) in detect.weights.choices
+
+
+def test_save_annotations_never_replaces_another_image(make_napari_viewer, synthetic_folder, tmp_path, monkeypatch):
+    import shutil
+
+    from napari_mammo.plugin.detect_widget import DetectWidget
+
+    viewer = make_napari_viewer()
+    image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    shutil.copy(synthetic_folder / "mdb003.pgm", folder / "mdb005.pgm")  # another image under the same name
+    before = (folder / "mdb005.pgm").read_bytes()
+    viewer.add_shapes(np.array([[[150, 217], [150, 227], [160, 227], [160, 217]]]), shape_type="rectangle",
+                      name="mdb005 IDBLL detections", scale=image.scale)
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    widget = DetectWidget(viewer)
+    widget.save_folder.value = str(folder)
+    assert widget.save_annotations() is None
+    assert "a different image of this name is already there" in shown[0]
+    assert (folder / "mdb005.pgm").read_bytes() == before and not (folder / "Info.txt").exists()
+    # the same image is fine: its row is added
+    shutil.copy(synthetic_folder / "mdb005.pgm", folder / "mdb005.pgm")
+    assert widget.save_annotations() == folder / "Info.txt"
+    assert len(read_folder(folder)[0].lesions) == 1

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..mias import INFO_NAME, at_image_height, find_info, read_info, write_info
-from ..pgm import pgm_shape, write_pgm
+from ..pgm import pgm_shape, read_pgm, write_pgm
 from ..records import ABNORMALITIES, Lesion, Mammogram
 
 if TYPE_CHECKING:
@@ -80,7 +80,11 @@ def save_image_annotations(image_layer, shapes_layer, folder: Path) -> Path:
     ref = image_layer.name if _REF.match(image_layer.name) else "img001"
     pixels = pgm_pixels(image_layer)
     image_path = folder / f"{ref}.pgm"
-    write_pgm(image_path, pixels)
+    if not image_path.exists():
+        write_pgm(image_path, pixels)
+    elif not np.array_equal(read_pgm(image_path), pixels):  # never replace another image of the same name
+        raise ValueError(f"{image_path}: a different image of this name is already there; choose another "
+                         f"folder or rename the layer")
     lesions = tuple(shapes_to_lesions(shapes_layer))
     info = find_info(folder)
     records = [r for r in read_info(info) if r.ref != ref] if info is not None else []
