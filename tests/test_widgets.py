@@ -296,3 +296,27 @@ def test_save_annotations_never_replaces_another_image(make_napari_viewer, synth
     shutil.copy(synthetic_folder / "mdb005.pgm", folder / "mdb005.pgm")
     assert widget.save_annotations() == folder / "Info.txt"
     assert len(read_folder(folder)[0].lesions) == 1
+
+
+@pytest.mark.parametrize("problem", ["nan", "constant"])
+def test_odd_image_is_a_notification_and_leaves_the_layers(make_napari_viewer, qtbot, weights, detector_file,
+                                                           monkeypatch, problem):
+    from napari_mammo.plugin.detect_widget import DetectWidget
+
+    viewer = make_napari_viewer(show=True)
+    data = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    if problem == "nan":
+        data[10:20, 10:20] = np.nan
+    else:
+        data[:] = 0.5
+    viewer.add_image(data, name="odd")
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    for widget_type, path in ((ClassifyWidget, weights), (DetectWidget, detector_file)):
+        widget = widget_type(viewer)
+        _use_file(widget, path)
+        widget.start()
+        qtbot.waitUntil(lambda w=widget: w._worker is None, timeout=60_000)
+    assert [layer.name for layer in viewer.layers] == ["odd"]
+    expected = "NaN or infinite" if problem == "nan" else "constant"
+    assert len(shown) == 2 and all(expected in message for message in shown), shown
