@@ -140,3 +140,19 @@ def test_synthetic_folder_reads_back(synthetic_folder):
         assert record.path.is_file()
         for lesion in record.lesions:
             assert lesion.located and 0 <= lesion.row < 256 and 0 <= lesion.col < 256
+
+
+def test_lesion_crops_hold_the_lesion_centre():
+    from napari_mammo.patches import lesion_crops
+
+    image = np.zeros((300, 260), np.float32)
+    image[200, 30] = 1.0  # the lesion centre, near the left edge
+    record = Mammogram("mdb001", "F", (Lesion("CIRC", "M", 200, 30, 12), Lesion("CALC", "B", 50, 200, 5),
+                                       Lesion("CALC", "B")))  # the last one has no location
+    crops, labels = lesion_crops(record, image, 8, np.random.default_rng(0))
+    assert crops.shape == (16, 128, 128) and list(labels) == [2] * 8 + [1] * 8
+    for crop in crops[:8]:
+        (row,), (col,) = np.nonzero(crop)
+        assert 64 - 32 <= row <= 64 + 32 and col == 30  # the crop is clamped at the image's left edge
+    none, no_labels = lesion_crops(Mammogram("mdb002", "F"), image, 8, np.random.default_rng(0))
+    assert none.shape == (0, 128, 128) and no_labels.shape == (0,)

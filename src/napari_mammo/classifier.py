@@ -53,8 +53,11 @@ class PatchSet:
 
 
 def build_patch_set(records: Sequence[Mammogram], selection: str = "middle", labelling: str = "lesion",
-                    progress: Progress | None = None) -> PatchSet:
-    """Read each record's image and cut its patches with labels."""
+                    progress: Progress | None = None, crops_per_lesion: int = 0, seed: int = 0) -> PatchSet:
+    """Read each record's image and cut its grid patches with labels, plus jittered lesion crops if asked."""
+    from .patches import lesion_crops
+
+    rng = np.random.default_rng(seed)
     chunks, labels, owners = [], [], []
     for index, record in enumerate(records):
         image = read_image(record.path)
@@ -63,6 +66,11 @@ def build_patch_set(records: Sequence[Mammogram], selection: str = "middle", lab
         chunks.append(extract(pixels, chosen))
         labels.append(patch_labels(record, chosen, labelling))
         owners.extend([record.ref] * len(chosen))
+        if crops_per_lesion:
+            crops, classes = lesion_crops(record, pixels, crops_per_lesion, rng)
+            chunks.append(crops)
+            labels.append(classes)
+            owners.extend([record.ref] * len(crops))
         if progress:
             progress({"phase": "reading", "step": index + 1, "steps": len(records)})
     if not chunks:
@@ -76,6 +84,7 @@ class ClassifierConfig(TrainConfig):
 
     patches: str = "middle"
     labelling: str = "lesion"
+    crops_per_lesion: int = 0
 
 
 def balanced_batches(labels: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -207,7 +216,8 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     run = begin(config.device, config.seed, progress)
     device = run.device
     parts, val_records = training_split(records, config.split_seed)
-    train = build_patch_set(parts["train"], config.patches, config.labelling, run.report)
+    train = build_patch_set(parts["train"], config.patches, config.labelling, run.report,
+                            config.crops_per_lesion, config.seed)
     val = build_patch_set(val_records, config.patches, config.labelling)
 
     model = CNNIBCC(fast=True).to(device)

@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             config = ClassifierConfig(epochs=args.epochs, seed=args.seed, device=args.device,
                                       patches=args.patches, labelling=args.labelling,
-                                      batch_size=args.batch_size or 64,
+                                      crops_per_lesion=args.crops_per_lesion, batch_size=args.batch_size or 64,
                                       learning_rate=args.learning_rate,
                                       max_steps_per_epoch=args.max_steps_per_epoch)
             result = train_classifier(records, args.out, config, progress=show)
@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--patches", default="middle", choices=["middle", "all", "breast"],
                        help="patch sampling: the seed's middle 4 columns (default), all 64, or those in the breast")
+    train.add_argument("--crops-per-lesion", type=int, default=0, metavar="K",
+                       help="classifier: add K jittered 128x128 crops around each located lesion of the training "
+                            "images (default 0: the grid's patches only)")
     train.add_argument("--labelling", default="lesion", choices=["lesion", "image"],
                        help="patch labels from the lesion circles (default) or the image label")
     train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)

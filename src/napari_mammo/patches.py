@@ -125,3 +125,26 @@ def patch_labels(record: Mammogram, patches: list[Patch], labelling: Labelling =
                                                   patch.row, patch.col, size) > min_overlap:
                 labels[i] = cls
     return labels
+
+
+def lesion_crops(record: Mammogram, image: np.ndarray, per_lesion: int, rng: np.random.Generator,
+                 size: int = PATCH, jitter: int = PATCH // 4) -> tuple[np.ndarray, np.ndarray]:
+    """Extra training patches around each located lesion: (N, size, size) crops and their classes.
+
+    Each crop holds the lesion centre within `jitter` pixels of its own centre, so a lesion
+    is seen whole and at many positions instead of cut by the fixed grid.
+    """
+    padded = pad_to_multiple(image, size)
+    crops, labels = [], []
+    for lesion in record.lesions:
+        if not lesion.located:
+            continue
+        for _ in range(per_lesion):
+            dr, dc = rng.integers(-jitter, jitter + 1, size=2)
+            top = int(np.clip(round(lesion.row) - size // 2 + dr, 0, padded.shape[0] - size))
+            left = int(np.clip(round(lesion.col) - size // 2 + dc, 0, padded.shape[1] - size))
+            crops.append(padded[top : top + size, left : left + size])
+            labels.append(CLASS_NAMES.index(lesion.label))
+    if not crops:
+        return np.zeros((0, size, size), image.dtype), np.zeros(0, np.int64)
+    return np.stack(crops), np.array(labels, np.int64)
