@@ -109,3 +109,17 @@ def test_train_detector_under_torchrun(synthetic_folder, tmp_path):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.is_file()
+
+
+def test_jitter_moves_boxes_with_the_zoomed_image():
+    from napari_mammo.detector import jitter
+
+    canvas = np.zeros((512, 512), np.float32)
+    canvas[100:150, 300:380] = 0.8
+    boxes = np.array([[100.0, 300.0, 150.0, 380.0]])
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        out, moved = jitter(canvas, boxes, rng)
+        assert out.shape == canvas.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        rows, cols = np.nonzero(out > 0.4)
+        np.testing.assert_allclose([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1], moved[0], atol=2)

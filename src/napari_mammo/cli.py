@@ -151,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             config = DetectorConfig(epochs=args.epochs, seed=args.seed, device=args.device,
                                     batch_size=args.batch_size or 8, learning_rate=args.learning_rate,
+                                    augment=args.augment,
                                     max_steps_per_epoch=args.max_steps_per_epoch)
             result = train_detector(records, args.out, config, progress=show)
     finally:
@@ -406,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--crops-per-lesion", type=int, default=0, metavar="K",
                        help="classifier: add K jittered 128x128 crops around each located lesion of the training "
                             "images (default 0: the grid's patches only)")
+    train.add_argument("--augment", default="seed", choices=["seed", "strong"],
+                       help="detector: the poster's rotations and flip (default), or also zoom and gamma jitter")
     train.add_argument("--labelling", default="lesion", choices=["lesion", "image"],
                        help="patch labels from the lesion circles (default) or the image label")
     train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
