@@ -64,8 +64,18 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(make_napari_view
     assert widget.predictions is predictions
     assert sum(r[7] for r in widget.table.data.to_list()) == 0 <= false_positives
     assert "boxes ≥ 1.00" in widget.summary.value
-    widget._open_row(0)
-    assert viewer.layers[0].name == rows[0][0]
+    # opening rows shows their reviewed boxes against the truth (a normal image has no lesions layer)
+    widget.threshold.value = 0.01
+    rows = widget.table.data.to_list()
+    for row, values in enumerate(rows):
+        widget._open_row(row)
+        ref = values[0]
+        boxes = viewer.layers[f"{ref} IDBLL detections"]
+        prediction = next(p for p in widget.predictions if p.record.ref == ref)
+        assert len(boxes.data) == len(prediction.detections) > 0  # all kept boxes score >= 0.01
+        assert f"{values[7]} false positive(s)" in widget.image_summary.value
+        assert f"CNNI-BCC {values[2]} (truth {values[1]})" in widget.image_summary.value
+        assert len(viewer.layers[f"{ref} missed lesions"].data) == values[6] - values[5]
 
 
 def test_review_folder_without_a_folder_is_a_message(make_napari_viewer, monkeypatch, tmp_path):

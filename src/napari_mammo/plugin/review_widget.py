@@ -39,10 +39,12 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     truth_layer = _layer(viewer, f"{image_name} lesions")
     boxes_layer = _layer(viewer, f"{image_name} IDBLL detections")
     image = _layer(viewer, image_name)
-    if truth_layer is None or boxes_layer is None or image is None:
-        raise ValueError(f"open {image_name!r} with its Info.txt (ground truth) and run Detect on it first")
+    if image is None or boxes_layer is None:
+        raise ValueError(f"run Detect on {image_name!r} first")
+    if truth_layer is None and not (image.metadata.get("label") or image.metadata.get("labels")):
+        raise ValueError(f"{image_name!r} has no ground truth: open it from a folder with its Info.txt")
     index = shown_index(image, viewer)
-    truth = [i for i, v in enumerate(truth_layer.data) if on_slice(v, index)]
+    truth = [i for i, v in enumerate(truth_layer.data) if on_slice(v, index)] if truth_layer is not None else []
     boxes = [i for i, v in enumerate(boxes_layer.data) if on_slice(v, index)]
     record = truth_record(truth_layer, image_name, truth)
     detections = [Detection(_box(boxes_layer.data[i]), "lesion", 1.0) for i in boxes]
@@ -91,6 +93,8 @@ def truth_record(truth_layer, ref: str, shape_indices: list[int] | None = None):
     from ..records import Mammogram
     from .annotations import shapes_to_lesions
 
+    if truth_layer is None:  # an image the reader found no lesion circles for
+        return Mammogram(ref, "")
     return Mammogram(ref, "", tuple(shapes_to_lesions(truth_layer, shape_indices)))
 
 
@@ -199,6 +203,17 @@ class ReviewWidget(WorkerWidget):
         self.canvas.draw_idle()
 
     def _open_row(self, row: int, _column: int = 0) -> None:
-        """Open the image of a table row (with its ground truth)."""
+        """Open a table row's image with its ground truth and its reviewed boxes, hits and misses marked."""
+        from .detect_widget import add_detection_layer
+
         ref = self.table.native.item(row, 0).text()
-        self.viewer.open(self.paths[ref], plugin="napari-mammo")
+        layers = self.viewer.open(self.paths[ref], plugin="napari-mammo")
+        prediction = next((p for p in self.predictions if p.record.ref == ref), None)
+        if not layers or prediction is None:
+            return
+        add_detection_layer(self.viewer, layers[0], [((), prediction.detections)], self.threshold.value)
+        self.image.reset_choices()
+        self.image.value = layers[0].name
+        counts = self.compare()
+        if counts is not None:
+            self.image_summary.value += f"; CNNI-BCC {prediction.verdict} (truth {prediction.record.label})"
