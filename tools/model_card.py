@@ -31,6 +31,12 @@ def split_lines(metadata: dict) -> str:
     return "\n".join(lines)
 
 
+def _crops(meta: dict) -> str:
+    """The lesion crops added to the grid's patches, if any."""
+    k = meta["config"].get("crops_per_lesion", 0)
+    return f", plus {k} crops around each located lesion (its centre within 32 px of theirs)" if k else ""
+
+
 def _versus(value: float, target: float) -> str:
     """'at or above' or 'below' a target."""
     return "at or above" if value >= target else "below"
@@ -60,7 +66,7 @@ standardised with mean {meta['input']['mean']} and std {meta['input']['std']}.
 - Split: seeded ({meta['config']['split_seed']}), stratified by each woman's worst label, both films of a
   woman in the same part; the test part was never used for training or model selection.
 {split_lines(meta)}
-- Patches: `{meta['config']['patches']}` selection, labels `{meta['config']['labelling']}`; batches
+- Patches: `{meta['config']['patches']}` selection, labels `{meta['config']['labelling']}`{_crops(meta)}; batches
   draw the three classes equally; the seed's augmentation (rotations by 90°, 180°, 270° and a
   vertical flip) at random per patch; Adam, one-cycle learning rate {meta['config']['learning_rate']},
   weight decay {meta['config']['weight_decay']}, batch {meta['config']['batch_size']}, seed {meta['config']['seed']}.
@@ -91,8 +97,9 @@ several points. They are not comparable with Ting et al. (2019), who did not spl
 
 Limitation: on this split the image-level accuracy is {_versus(image['accuracy'], 0.75)} the project's target
 of 0.75 and the normal-vs-abnormal AUC is {_versus(image['auc_normal_vs_abnormal'], 0.8)} its target of 0.80.
-Trained on the ~190 lesion patches of the training women, the network overfits them; treat
-its output as a research baseline, not as a finding.
+The training women have few located lesions and validation has {len(meta['split']['val'])} images, so
+the choice of epoch is itself uncertain; treat the output as a research baseline, not as
+a finding.
 
 {LICENCE}
 """
@@ -116,8 +123,9 @@ the image edge chosen from the mini-MIAS lesion sizes.
 - Batches of {meta['config']['batch_size']} images, {meta['config']['lesion_fraction']:.0%} of them drawn from
   images with lesions; the seed's augmentation moving the boxes with the image; AdamW,
   one-cycle learning rate {meta['config']['learning_rate']}, seed {meta['config']['seed']}.
-- Kept: epoch {meta['best_epoch']} of {meta['config']['epochs']}, best validation lesion sensitivity at
-  1 false positive per image ({meta['val_sensitivity_at_1fp']:.3f}).
+- Kept: epoch {meta['best_epoch']} of {meta['config']['epochs']}, best validation mean lesion sensitivity at
+  0.5, 1 and 2 false positives per image ({meta['val_mean_sensitivity']:.3f}; at 1 FP
+  {meta['val_sensitivity_at_1fp']:.3f}).
 - Command: `{command}`
 
 ## Results on the test split ({report['images']} images, {report['lesions']} located lesions)
