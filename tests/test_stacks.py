@@ -114,3 +114,29 @@ def test_review_compares_the_shown_slice_of_a_stack(make_napari_viewer, syntheti
     np.testing.assert_allclose(colours[0][:3], [0x30 / 255, 1, 0x30 / 255], atol=0.01)
     np.testing.assert_allclose(colours[2][:3], [1, 0x30 / 255, 0x30 / 255], atol=0.01)
     assert not np.allclose(colours[1][:3], colours[2][:3])  # the box on slice 3 is not judged here
+
+
+def test_save_annotations_of_a_stack_writes_each_detected_slice(make_napari_viewer, qtbot, detector_file,
+                                                                 synthetic_folder, tmp_path):
+    from napari_mammo import read_folder
+    from napari_mammo.pgm import read_pgm
+
+    viewer = make_napari_viewer()
+    stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
+    widget = DetectWidget(viewer)
+    _with_weights(widget, detector_file)
+    widget.slices.value = EVERY
+    _run(qtbot, widget)
+    layer = widget.output_layer()
+    widget.threshold.value = 1.0  # the researcher rejects every box ...
+    assert len(layer.data) == 0
+    layer.add_rectangles(np.array([[[2, 150, 217], [2, 150, 227], [2, 160, 227], [2, 160, 217]]]))  # ... draws one
+    widget.save_folder.value = str(tmp_path / "corrected")
+    assert widget.save_annotations() == tmp_path / "corrected" / "Info.txt"
+    saved = {r.ref: r for r in read_folder(tmp_path / "corrected")}
+    assert sorted(saved) == stack.metadata["refs"]
+    assert [(les.row, les.col) for les in saved["mdb003"].lesions] == [(155, 222)]
+    assert all(not r.lesions for ref, r in saved.items() if ref != "mdb003")
+    for ref in saved:
+        np.testing.assert_array_equal(read_pgm(tmp_path / "corrected" / f"{ref}.pgm"),
+                                      read_pgm(synthetic_folder / f"{ref}.pgm"))

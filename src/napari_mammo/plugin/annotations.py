@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 _REF = re.compile(r"^[A-Za-z]+\d+$")
 
 
-def pgm_pixels(layer) -> np.ndarray:
-    """An image layer's pixels as PGM can hold them: integers kept, other types scaled to uint8."""
-    pixels = np.asarray(layer.data)
+def pgm_pixels(pixels) -> np.ndarray:
+    """Pixels as PGM can hold them: 8 and 16-bit integers kept, other types scaled to uint8."""
+    pixels = np.asarray(pixels)
     if pixels.dtype in (np.uint8, np.uint16):
         return pixels
     low, high = float(np.nanmin(pixels)), float(np.nanmax(pixels))
@@ -58,7 +58,7 @@ def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram
     records, heights = [], {}
     for number, image in enumerate(images, start=1):
         ref = image.name if _REF.match(image.name) else f"img{number:03d}"
-        pixels = pgm_pixels(image)
+        pixels = pgm_pixels(image.data)
         path = folder / f"{ref}.pgm"
         write_pgm(path, pixels)
         layer = shapes.get(f"{image.name} lesions")
@@ -69,32 +69,61 @@ def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram
     return records
 
 
-def save_image_annotations(image_layer, shapes_layer, folder: Path) -> Path:
-    """Add or update one image (PGM) and its shapes as lesions in a MIAS-style folder's Info.txt.
+def annotated_planes(image_layer, shapes_layer) -> list[tuple[str, np.ndarray, tuple[Lesion, ...]]]:
+    """(reference, pixels, lesions) of each annotated image: the 2-D image, or each slice of a stack
+    that was detected or has boxes (a detected slice without boxes is saved as normal)."""
+    from .slices import on_slice
 
-    Other images' rows are kept; this image's row is replaced. Every write is atomic.
+    if image_layer.rgb or image_layer.ndim not in (2, 3):
+        raise ValueError(f"{image_layer.name!r} is not a 2-D greyscale image or a stack of them")
+    if image_layer.ndim == 2:
+        ref = image_layer.name if _REF.match(image_layer.name) else "img001"
+        return [(ref, pgm_pixels(image_layer.data), tuple(shapes_to_lesions(shapes_layer)))]
+    refs = image_layer.metadata.get("refs") or []
+    sizes = image_layer.metadata.get("sizes") or {}
+    shapes = [np.asarray(v) for v in shapes_layer.data]
+    slices = {int(k[0]) for k in shapes_layer.metadata.get("slices", []) if k}
+    slices |= {int(round(v[0, 0])) for v in shapes if v.shape[1] == 3}
+    planes = []
+    for k in sorted(k for k in slices if 0 <= k < image_layer.data.shape[0]):
+        ref = refs[k] if k < len(refs) else f"img{k + 1:03d}"
+        height, width = sizes.get(ref, image_layer.data.shape[1:])
+        on_k = [i for i, v in enumerate(shapes) if v.shape[1] == 3 and on_slice(v, (k,))]
+        planes.append((ref, pgm_pixels(image_layer.data[k][:height, :width]),
+                       tuple(shapes_to_lesions(shapes_layer, on_k))))
+    return planes
+
+
+def save_image_annotations(image_layer, shapes_layer, folder: Path) -> Path:
+    """Add or update the image (or each annotated slice of a stack) as PGM + lesions in a MIAS-style folder.
+
+    Other images' rows in its Info.txt are kept; these images' rows are replaced. A PGM of
+    the same name holding other pixels is never replaced. Every write is atomic.
     """
-    if image_layer.ndim != 2 or image_layer.rgb:
-        raise ValueError(f"{image_layer.name!r} is not a 2-D greyscale image")
+    planes = annotated_planes(image_layer, shapes_layer)
+    if not planes:
+        raise ValueError(f"nothing to save: run Detect on {image_layer.name!r} or draw boxes first")
+    for ref, pixels, _ in planes:
+        path = folder / f"{ref}.pgm"
+        if path.exists() and not np.array_equal(read_pgm(path), pixels):
+            raise ValueError(f"{path}: a different image of this name is already there; choose another "
+                             f"folder or rename the layer")
     folder.mkdir(parents=True, exist_ok=True)
-    ref = image_layer.name if _REF.match(image_layer.name) else "img001"
-    pixels = pgm_pixels(image_layer)
-    image_path = folder / f"{ref}.pgm"
-    if not image_path.exists():
-        write_pgm(image_path, pixels)
-    elif not np.array_equal(read_pgm(image_path), pixels):  # never replace another image of the same name
-        raise ValueError(f"{image_path}: a different image of this name is already there; choose another "
-                         f"folder or rename the layer")
-    lesions = tuple(shapes_to_lesions(shapes_layer))
     info = find_info(folder)
-    records = [r for r in read_info(info) if r.ref != ref] if info is not None else []
+    saved = {ref for ref, _, _ in planes}
+    records = [r for r in read_info(info) if r.ref not in saved] if info is not None else []
     heights = {}
     for i, record in enumerate(records):
         if record.path is not None and record.path.is_file():  # rows of images present: their own height
             records[i] = at_image_height(record)
             heights[record.ref] = pgm_shape(record.path)[0]
-    records.append(Mammogram(ref, image_layer.metadata.get("tissue", "F") or "F", lesions, image_path))
-    heights[ref] = pixels.shape[0]
+    tissue = image_layer.metadata.get("tissue", "F") or "F"
+    for ref, pixels, lesions in planes:
+        path = folder / f"{ref}.pgm"
+        if not path.exists():
+            write_pgm(path, pixels)
+        records.append(Mammogram(ref, tissue, lesions, path))
+        heights[ref] = pixels.shape[0]
     target = info or folder / INFO_NAME
     write_info(target, records, height=heights, overwrite=True)
     return target

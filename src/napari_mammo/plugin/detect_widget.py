@@ -45,6 +45,8 @@ def _rectangle(box, index: tuple = ()) -> np.ndarray:
 
 def refilter(layer, threshold: float) -> None:
     """Show the model's detections scoring ≥ threshold, keeping the user's own edits."""
+    import pandas as pd
+
     meta = layer.metadata
     features = layer.features
     ids = list(features["id"]) if "id" in features else []
@@ -53,11 +55,13 @@ def refilter(layer, threshold: float) -> None:
     user_rows = features[features["id"] < 0] if len(ids) else None
     shown = [d for d in meta["detections"] if d["score"] >= threshold and d["id"] not in deleted]
     data = user_shapes + [_rectangle(d["box"], tuple(d.get("slice", ()))) for d in shown]
-    table = {
-        "id": [*([-1] * len(user_shapes)), *(d["id"] for d in shown)],
-        "label": [*(user_rows["label"] if user_rows is not None else []), *(d["label"] for d in shown)],
-        "score": [*(user_rows["score"] if user_rows is not None else []), *(d["score"] for d in shown)],
-    }
+    table = pd.DataFrame({  # explicit types: an empty table must still take a drawn box's defaults
+        "id": np.array([*([-1] * len(user_shapes)), *(d["id"] for d in shown)], int),
+        "label": np.array([*(user_rows["label"] if user_rows is not None else []), *(d["label"] for d in shown)],
+                          object),
+        "score": np.array([*(user_rows["score"] if user_rows is not None else []), *(d["score"] for d in shown)],
+                          float),
+    })
     layer.selected_data = set()
     layer.data = []
     if data:

@@ -80,7 +80,8 @@ def read_folder_layers(path: Path) -> LayerData:
     spacing = images[0].spacing_mm
     stacked = ImageData(stack, spacing, folder, {"format": "MIAS folder"})
     first = image_layer(stacked, name=folder.name)
-    first[1]["metadata"].update({"refs": [r.ref for r in records], "labels": [r.label for r in records]})
+    first[1]["metadata"].update({"refs": [r.ref for r in records], "labels": [r.label for r in records],
+                                 "sizes": {r.ref: list(i.pixels.shape) for r, i in zip(records, images, strict=True)}})
     layers = [first]
     heights = {r.ref: int(i.pixels.shape[0]) for r, i in zip(records, images, strict=True)}
     shapes = lesion_shapes(records, spacing, f"{folder.name} lesions", stacked=True, heights=heights)
