@@ -52,3 +52,17 @@ def test_large_dicom_mammogram_is_resampled_for_both_models(tmp_path):
     detections = LesionDetector.load(device="cpu").detect_file(path, score_threshold=0.0)
     assert detections and all(0 <= d.box[0] < d.box[2] <= 4096 and 0 <= d.box[1] < d.box[3] <= 3328
                               for d in detections)
+
+
+def test_non_square_pixels_map_back_along_each_axis():
+    """0.1 mm rows and 0.4 mm columns: 512x256 input pixels are 256x512 at 0.2 mm."""
+    pixels, _ = synthetic_mammogram(seed=6, size=256, label="malignant")
+    pixels = np.kron(pixels, np.ones((2, 1), np.uint8))[:, ::2]  # 512 rows x 128 columns
+    pixels = np.hstack([pixels, pixels])  # 512 x 256
+    result = PatchClassifier.load(device="cpu").classify(pixels, (0.1, 0.4), selection="all")
+    assert result.label_image.shape == (512, 256) and result.label_image.all()
+    assert sorted({(p["row"], p["col"]) for p in result.patches}) == [
+        (r, c) for r in (0, 256) for c in (0, 64, 128, 192)]
+    detections = LesionDetector.load(device="cpu").detect(pixels, (0.1, 0.4), score_threshold=0.0)
+    assert detections and all(0 <= d.box[0] < d.box[2] <= 512 and 0 <= d.box[1] < d.box[3] <= 256
+                              for d in detections)

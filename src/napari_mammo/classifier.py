@@ -31,16 +31,20 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
-def to_mias_scale(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, float]:
-    """Resample to mini-MIAS' 0.2 mm pixels when the pixel size is known; returns (image, factor)."""
+def to_mias_scale(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Resample to mini-MIAS' 0.2 mm pixels when the pixel size is known.
+
+    Returns the image and its (row, column) scale: resampled pixels per input pixel along
+    each axis, exact for the rounded output shape, so positions map back without drift.
+    """
     if not spacing_mm or abs(spacing_mm[0] - MIAS_PIXEL_MM) < 1e-6 and abs(spacing_mm[1] - MIAS_PIXEL_MM) < 1e-6:
-        return pixels, 1.0
+        return pixels, np.ones(2)
     from skimage.transform import resize
 
-    factor_r, factor_c = spacing_mm[0] / MIAS_PIXEL_MM, spacing_mm[1] / MIAS_PIXEL_MM
-    shape = (max(1, round(pixels.shape[0] * factor_r)), max(1, round(pixels.shape[1] * factor_c)))
+    shape = (max(1, round(pixels.shape[0] * spacing_mm[0] / MIAS_PIXEL_MM)),
+             max(1, round(pixels.shape[1] * spacing_mm[1] / MIAS_PIXEL_MM)))
     resized = resize(pixels.astype(np.float32), shape, order=1, anti_aliasing=True, preserve_range=True)
-    return resized, factor_r
+    return resized, np.array(shape, float) / np.array(pixels.shape[:2], float)
 
 
 @dataclass
@@ -334,7 +338,7 @@ class PatchClassifier:
         norm = normalise(pixels)
         if pixels.min() == pixels.max():
             raise ValueError(f"the image is constant (every pixel is {pixels.flat[0]}); there is nothing to classify")
-        scaled, factor = to_mias_scale(norm, spacing_mm)
+        scaled, (scale_r, scale_c) = to_mias_scale(norm, spacing_mm)
         chosen = select_patches(scaled, selection) or select_patches(scaled, "all")
         probs = yield from iter_predict_patches(self.model, extract(scaled, chosen), self.device)
         classes = probs.argmax(1)
@@ -342,9 +346,9 @@ class PatchClassifier:
         label_image = np.zeros(pixels.shape, np.uint8)
         patches = []
         for patch, cls, p in zip(chosen, classes, probs, strict=True):
-            top, left = int(round(patch.row / factor)), int(round(patch.col / factor))
-            bottom = int(round((patch.row + PATCH) / factor))
-            right = int(round((patch.col + PATCH) / factor))
+            top, left = int(round(patch.row / scale_r)), int(round(patch.col / scale_c))
+            bottom = int(round((patch.row + PATCH) / scale_r))
+            right = int(round((patch.col + PATCH) / scale_c))
             label_image[top:bottom, left:right] = cls + 1
             patches.append({"row": top, "col": left, "label": CLASS_NAMES[cls],
                             "probabilities": {name: float(v) for name, v in zip(CLASS_NAMES, p, strict=True)}})

@@ -61,7 +61,7 @@ def build_samples(records: Sequence[Mammogram], size: int, progress: Progress | 
         image = read_image(record.path)
         scaled, mias = to_mias_scale(normalise(image.pixels), image.spacing_mm)
         canvas, factor = to_canvas(scaled, size)
-        boxes = record_boxes(record) * mias / factor
+        boxes = record_boxes(record) * np.tile(mias, 2) / factor
         samples.append(DetectionSample(record.ref, canvas, boxes))
         if progress:
             progress({"phase": "reading", "step": index + 1, "steps": len(records)})
@@ -223,7 +223,7 @@ class LesionDetector:
         self.model.eval()
         with torch.no_grad():
             out = self.model([torch.from_numpy(canvas)[None].to(self.device)])[0]
-        boxes = out["boxes"].cpu().numpy()[:, [1, 0, 3, 2]] * factor / mias
+        boxes = out["boxes"].cpu().numpy()[:, [1, 0, 3, 2]] * factor / np.tile(mias, 2)
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]] + top, top, top + norm.shape[0])
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]] + left, left, left + norm.shape[1])
         scores = out["scores"].cpu().numpy()
