@@ -320,3 +320,17 @@ def test_odd_image_is_a_notification_and_leaves_the_layers(make_napari_viewer, q
     assert [layer.name for layer in viewer.layers] == ["odd"]
     expected = "NaN or infinite" if problem == "nan" else "constant"
     assert len(shown) == 2 and all(expected in message for message in shown), shown
+
+
+def test_train_widget_uses_the_shipped_recipe_for_the_classifier(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    assert not widget.recipe.native.isHidden()
+    command = widget.command(tmp_path)
+    assert command[command.index("--crops-per-lesion") + 1] == "16"
+    assert command[command.index("--patches") + 1] == "breast"
+    widget.recipe.value = "poster: middle 4 columns"
+    command = widget.command(tmp_path)
+    assert "--crops-per-lesion" not in command and command[command.index("--patches") + 1] == "middle"
+    widget.model.value = "detector"
+    assert widget.recipe.native.isHidden() and "--patches" not in widget.command(tmp_path)

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 OPEN_LAYERS = "open layers (image + lesion shapes)"
 
 
+RECIPES = {
+    "shipped: breast patches + lesion crops": ("--patches", "breast", "--crops-per-lesion", "16"),
+    "poster: middle 4 columns": ("--patches", "middle"),
+}
+"""Classifier recipes: the one the shipped weights were trained with, and the seed poster's."""
+
+
 def training_command(model: str, data: Path, out: Path, epochs: int, device: str,
                      extra: tuple[str, ...] = ()) -> list[str]:
     """The command line that trains `model` with JSON progress on stdout."""
@@ -103,6 +110,7 @@ class TrainWidget(Container):
         self.source = ComboBox(label="data", choices=["MIAS folder", OPEN_LAYERS], value="MIAS folder")
         self.data = FileEdit(label="folder", mode="d")
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
+        self.recipe = ComboBox(label="recipe", choices=list(RECIPES), value=next(iter(RECIPES)))
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.out = FileEdit(label="output", mode="w", filter="*.safetensors",
                             value=str(Path.home() / "napari-mammo" / "cnni-bcc-trained.safetensors"))
@@ -110,9 +118,12 @@ class TrainWidget(Container):
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(label="status", value="")
         self.plot = LossPlot()
-        self.extend([self.model, self.source, self.data, self.epochs, self.device, self.out, self.train_button,
+        self.extend([self.model, self.source, self.data, self.epochs, self.recipe, self.device, self.out,
+                     self.train_button,
                      self.progress, self.status])
         self.native.layout().addWidget(self.plot.canvas)
+        if model != "classifier":
+            self.recipe.hide()
         self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))
         self.model.changed.connect(self._default_output)
         self.train_button.changed.connect(self._toggle)
@@ -121,6 +132,7 @@ class TrainWidget(Container):
     def _default_output(self, model: str) -> None:
         """Suggest an output file named for the model."""
         name = "cnni-bcc" if model == "classifier" else "idbll"
+        self.recipe.visible = model == "classifier"
         self.out.value = str(Path(self.out.value).with_name(f"{name}-trained.safetensors"))
 
     def _toggle(self, _=None) -> None:
@@ -141,6 +153,12 @@ class TrainWidget(Container):
         export_layers_as_mias(self.viewer, folder)
         return folder
 
+    def command(self, data: Path) -> list[str]:
+        """The training command for the chosen model, recipe, epochs, device and output."""
+        recipe = RECIPES[self.recipe.value] if self.model.value == "classifier" else ()
+        return training_command(self.model.value, data, Path(self.out.value), self.epochs.value, self.device.value,
+                                (*recipe, *self.extra_args))
+
     def start(self):
         """Launch the training process in a worker; returns the worker."""
         from napari.qt.threading import thread_worker
@@ -152,9 +170,7 @@ class TrainWidget(Container):
             show_error(f"napari-mammo: cannot train: {err}")
             return None
         out = Path(self.out.value)
-        command = training_command(self.model.value, data, out, self.epochs.value, self.device.value,
-                                   self.extra_args)
-        self._process = TrainingProcess(command)
+        self._process = TrainingProcess(self.command(data))
         worker = thread_worker(self._process.events, start_thread=False, ignore_errors=True)()
         worker.yielded.connect(self._on_event)
         worker.returned.connect(lambda value: self._on_done(value, out))
