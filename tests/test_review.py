@@ -99,3 +99,28 @@ def test_compare_without_detections_is_a_message(make_napari_viewer, synthetic_f
     assert widget.compare() is None and "run Detect" in shown[0]
     with pytest.raises(KeyError):
         viewer.layers["mdb005 missed lesions"]
+
+
+def test_a_broken_image_is_skipped_not_the_whole_review(make_napari_viewer, qtbot, synthetic_folder, tmp_path,
+                                                        monkeypatch, capsys):
+    import shutil
+
+    from napari_mammo.cli import main
+
+    folder = tmp_path / "with-broken"
+    shutil.copytree(synthetic_folder, folder)
+    data = (folder / "mdb002.pgm").read_bytes()
+    (folder / "mdb002.pgm").write_bytes(data[: len(data) // 2])  # truncated
+    assert main(["review", "--data", str(folder), "--split", "all", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "mdb002.pgm: truncated" in captured.err
+    assert "5 images" in captured.out
+    viewer = make_napari_viewer()
+    warned = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", warned.append)
+    widget = ReviewWidget(viewer)
+    widget.folder.value = str(folder)
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert len(widget.table.data.to_list()) == 5 and "1 image(s) skipped" in widget.summary.value
+    assert "mdb002.pgm: truncated" in warned[0]

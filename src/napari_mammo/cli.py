@@ -305,7 +305,11 @@ def cmd_review(args: argparse.Namespace) -> int:
         held_out = {r.ref for r in _evaluation_records(args.data, args.split, detector.metadata)}
         records = [r for r in records if r.ref in held_out]
     with tqdm(total=len(records), desc="reviewing", unit="image", file=sys.stderr, leave=False) as bar:
-        predictions = drive(iter_predict_folder(records, classifier, detector), lambda _: bar.update(1))
+        predictions, skipped = drive(iter_predict_folder(records, classifier, detector), lambda _: bar.update(1))
+    for message in skipped:
+        print(f"napari-mammo: warning: skipped {message}", file=sys.stderr)
+    if not predictions:
+        raise MammoInputError(Path(args.data), "no image could be reviewed")
     reviews, summary = review_predictions(predictions, args.threshold)
     if args.plot:
         plot_review(summary, args.plot)

@@ -60,22 +60,27 @@ class Prediction:
 
 
 def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
-    """Generator of progress events that classifies and detects every image; returns the Predictions."""
+    """Generator of progress events that classifies and detects every image.
+
+    Returns (predictions, skipped): an image that cannot be read or run (truncated, constant,
+    …) is skipped with its error message instead of ending the review.
+    """
     from .classifier import CLASS_NAMES
-    from .errors import MammoInputError
     from .images import read_image
 
-    predictions = []
+    predictions, skipped = [], []
     for index, record in enumerate(records):
-        image = read_image(record.path)
         try:
+            image = read_image(record.path)
             result = classifier.classify(image.pixels, image.spacing_mm)
             detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
-        except ValueError as err:
-            raise MammoInputError(record.path, str(err)) from None
-        predictions.append(Prediction(record, result.label, 1.0 - result.probabilities[CLASS_NAMES[0]], detections))
+        except ValueError as err:  # MammoInputError names the file itself
+            skipped.append(str(err) if str(record.path) in str(err) else f"{record.path}: {err}")
+        else:
+            abnormality = 1.0 - result.probabilities[CLASS_NAMES[0]]
+            predictions.append(Prediction(record, result.label, abnormality, detections))
         yield {"phase": "reviewing", "step": index + 1, "steps": len(records)}
-    return predictions
+    return predictions, skipped
 
 
 def review_predictions(predictions: Sequence[Prediction], threshold: float) -> tuple[list[ImageReview], dict]:

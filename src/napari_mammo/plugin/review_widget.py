@@ -134,6 +134,7 @@ class ReviewWidget(WorkerWidget):
         follow_registry(self, [self.classifier_weights, self.detector_weights])
         self.paths: dict[str, str] = {}
         self.predictions: list[Prediction] = []
+        self.skipped: list[str] = []
         self.reviews: list = []
         self.report: dict = {}
 
@@ -179,9 +180,15 @@ class ReviewWidget(WorkerWidget):
 
         return self.launch(job, self._on_predictions, self.summary, "review failed", "reviewing…")
 
-    def _on_predictions(self, predictions: list[Prediction]) -> None:
-        """Keep the predictions and show them."""
-        self.predictions = predictions
+    def _on_predictions(self, value: tuple[list[Prediction], list[str]]) -> None:
+        """Keep the predictions and show them; say which images were skipped."""
+        from napari.utils.notifications import show_warning
+
+        self.predictions, self.skipped = value
+        for message in self.skipped:
+            show_warning(f"napari-mammo: skipped {message}")
+        if not self.predictions:
+            self.summary.value = f"no image could be reviewed ({len(self.skipped)} skipped)"
         self._show()
 
     def _show(self) -> None:
@@ -198,7 +205,8 @@ class ReviewWidget(WorkerWidget):
         s = self.report
         self.summary.value = (f"{s['images']} images: lesion sensitivity {s['sensitivity']:.2f} at "
                               f"{s['fp_per_image']:.2f} FP/image (boxes ≥ {s['threshold']:.2f}); "
-                              f"verdict accuracy {s['accuracy']:.2f}; AUC {s['auc_normal_vs_abnormal']:.2f}")
+                              f"verdict accuracy {s['accuracy']:.2f}; AUC {s['auc_normal_vs_abnormal']:.2f}"
+                              + (f"; {len(self.skipped)} image(s) skipped" if self.skipped else ""))
         draw_review(self.figure, s)
         self.canvas.draw_idle()
 
