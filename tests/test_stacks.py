@@ -140,3 +140,25 @@ def test_save_annotations_of_a_stack_writes_each_detected_slice(make_napari_view
     for ref in saved:
         np.testing.assert_array_equal(read_pgm(tmp_path / "corrected" / f"{ref}.pgm"),
                                       read_pgm(synthetic_folder / f"{ref}.pgm"))
+
+
+def test_a_multi_page_tiff_is_a_stack_in_napari_and_refused_by_the_command_line(make_napari_viewer, qtbot,
+                                                                                 classifier_file, tmp_path, capsys):
+    import tifffile
+
+    from napari_mammo.cli import main
+    from napari_mammo.synthetic import synthetic_mammogram
+
+    pages = np.stack([synthetic_mammogram(seed=k, size=256)[0] for k in range(4)])
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, pages, photometric="minisblack")  # pages, not colour planes
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-mammo")
+    np.testing.assert_array_equal(layer.data, pages)
+    widget = ClassifyWidget(viewer)
+    _with_weights(widget, classifier_file)
+    widget.slices.value = EVERY
+    _run(qtbot, widget)
+    assert widget.verdict.value.startswith("4 slices:")
+    assert main(["classify", str(path)]) == 2
+    assert "is a stack of 4 slices of 256x256" in capsys.readouterr().err

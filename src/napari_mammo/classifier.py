@@ -364,9 +364,9 @@ class PatchClassifier:
 
     def classify_file(self, path: str | Path, **kwargs) -> Classification:
         """Read an image file and classify it."""
-        image: ImageData = read_image(path)
-        if image.pixels.ndim != 2:
-            raise MammoInputError(path, f"expected a 2-D image, got shape {image.pixels.shape}")
+        from .images import read_single_image
+
+        image: ImageData = read_single_image(path)
         try:
             return self.classify(image.pixels, image.spacing_mm, **kwargs)
         except ValueError as err:

@@ -242,7 +242,9 @@ class LesionDetector:
 
     def detect_file(self, path: str | Path, **kwargs) -> list[Detection]:
         """Read an image file and detect lesions in it."""
-        image = read_image(path)
+        from .images import read_single_image
+
+        image = read_single_image(path)
         try:
             return self.detect(image.pixels, image.spacing_mm, **kwargs)
         except ValueError as err:

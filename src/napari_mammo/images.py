@@ -55,12 +55,29 @@ def read_image(path: str | Path) -> ImageData:
     raise MammoInputError(path, f"unsupported file type {suffix or '(no suffix)'}; expected PGM, DICOM, PNG or TIFF")
 
 
-def read_raster(path: Path) -> np.ndarray:
-    """Read a PNG or TIFF as greyscale; a colour image whose channels differ is refused."""
+def _read_png(path: Path) -> np.ndarray:
+    """A PNG's pixels (colour channels last)."""
     import skimage.io
 
+    return np.asarray(skimage.io.imread(path))
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF's first series with colour samples last; pages of a greyscale stack stay first."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        pixels = series.asarray()
+        if "S" in series.axes:  # colour samples, wherever the file keeps them
+            pixels = np.moveaxis(pixels, series.axes.index("S"), -1)
+    return pixels
+
+
+def read_raster(path: Path) -> np.ndarray:
+    """Read a PNG or TIFF as greyscale (a multi-page TIFF as a stack); a colour image is refused."""
     try:
-        pixels = np.asarray(skimage.io.imread(path))
+        pixels = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_png(path)
     except Exception as err:  # the imaging libraries raise many kinds for corrupt files
         raise MammoInputError(path, f"cannot be decoded as {path.suffix.lstrip('.').upper()} ({err})") from err
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
@@ -68,8 +85,18 @@ def read_raster(path: Path) -> np.ndarray:
         if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
             raise MammoInputError(path, f"is a colour (RGB) image of shape {pixels.shape}; mammograms are greyscale")
         pixels = colour[..., 0]
-    if pixels.ndim != 2:
-        raise MammoInputError(path, f"expected a 2-D greyscale image, got shape {pixels.shape}")
+    if pixels.ndim not in (2, 3):  # a multi-page TIFF is a stack of greyscale slices
+        raise MammoInputError(path, f"expected a 2-D greyscale image or a stack of them, got shape {pixels.shape}")
     if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
         raise MammoInputError(path, "contains NaN or infinite pixel values")
     return pixels
+
+
+def read_single_image(path: str | Path) -> ImageData:
+    """Read one 2-D mammogram; a stack (multi-page TIFF) is refused with what to do instead."""
+    image = read_image(path)
+    if image.pixels.ndim != 2:
+        raise MammoInputError(path, f"is a stack of {image.pixels.shape[0]} slices of "
+                                    f"{image.pixels.shape[1]}x{image.pixels.shape[2]}; the models take one image "
+                                    "at a time (in napari, Classify and Detect can run on every slice)")
+    return image
