@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from psygnal import Signal
@@ -35,13 +36,21 @@ REGISTRY = WeightsRegistry()
 
 
 def follow_registry(container, boxes: list) -> None:
-    """Refresh the weights combo `boxes` of `container` whenever weights are trained, until it is gone."""
+    """Refresh the weights combo `boxes` of `container` whenever weights are trained, until they are gone.
+
+    The registry holds only weak references to the boxes: a global strong one would keep
+    closed widgets alive until the interpreter exits, after Qt, and crash it there.
+    """
+    refs = [weakref.ref(box) for box in boxes]
 
     def refresh(_model: str) -> None:
+        alive = [ref() for ref in refs]
         try:
-            for box in boxes:
+            if any(box is None for box in alive):
+                raise RuntimeError("a weights box is gone")
+            for box in alive:
                 box.reset_choices()
-        except RuntimeError:  # the Qt widget is gone
+        except RuntimeError:  # the widget (or its Qt side) is gone
             REGISTRY.changed.disconnect(refresh, missing_ok=True)
 
     REGISTRY.changed.connect(refresh)
