@@ -162,3 +162,20 @@ def test_a_multi_page_tiff_is_a_stack_in_napari_and_refused_by_the_command_line(
     assert widget.verdict.value.startswith("4 slices:")
     assert main(["classify", str(path)]) == 2
     assert "is a stack of 4 slices of 256x256" in capsys.readouterr().err
+
+
+def test_a_stack_and_its_ground_truth_export_for_training(make_napari_viewer, synthetic_folder, tmp_path):
+    from napari_mammo import read_folder
+    from napari_mammo.pgm import read_pgm
+    from napari_mammo.plugin.annotations import export_layers_as_mias
+
+    viewer = make_napari_viewer()
+    viewer.open(str(synthetic_folder), plugin="napari-mammo")
+    records = export_layers_as_mias(viewer, tmp_path)
+    original = {r.ref: r for r in read_folder(synthetic_folder)}
+    assert [r.ref for r in records] == sorted(original)
+    for record in read_folder(tmp_path):
+        truth = original[record.ref]
+        assert [(les.abnormality, les.severity, les.row, les.col, les.radius) for les in record.lesions] == [
+            (les.abnormality, les.severity, les.row, les.col, les.radius) for les in truth.lesions if les.located]
+        np.testing.assert_array_equal(read_pgm(record.path), read_pgm(truth.path))

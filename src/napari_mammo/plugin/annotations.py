@@ -47,50 +47,58 @@ def shapes_to_lesions(layer, shape_indices: list[int] | None = None) -> list[Les
 
 
 def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram]:
-    """Write each 2-D image layer (and the Shapes layer named '<image> lesions') as PGM + Info.txt."""
+    """Write each greyscale image layer (every slice of a stack) and the Shapes layer named
+    '<image> lesions' as PGM + Info.txt."""
     import napari
 
-    images = [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image) and layer.ndim == 2
+    images = [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image) and layer.ndim in (2, 3)
               and not layer.rgb]
     if not images:
-        raise ValueError("no 2-D greyscale image layer is open")
+        raise ValueError("no greyscale image layer (2-D, or a stack of 2-D slices) is open")
     shapes = {layer.name: layer for layer in viewer.layers if isinstance(layer, napari.layers.Shapes)}
     records, heights = [], {}
     for number, image in enumerate(images, start=1):
-        ref = image.name if _REF.match(image.name) else f"img{number:03d}"
-        pixels = pgm_pixels(image.data)
-        path = folder / f"{ref}.pgm"
-        write_pgm(path, pixels)
-        layer = shapes.get(f"{image.name} lesions")
-        lesions = tuple(shapes_to_lesions(layer)) if layer is not None else ()
-        records.append(Mammogram(ref, image.metadata.get("tissue", "F") or "F", lesions, path))
-        heights[ref] = pixels.shape[0]
+        for ref, pixels, lesions in annotated_planes(image, shapes.get(f"{image.name} lesions"), True, number):
+            path = folder / f"{ref}.pgm"
+            write_pgm(path, pixels)
+            records.append(Mammogram(ref, image.metadata.get("tissue", "F") or "F", lesions, path))
+            heights[ref] = pixels.shape[0]
     write_info(folder / INFO_NAME, records, height=heights, overwrite=True)
     return records
 
 
-def annotated_planes(image_layer, shapes_layer) -> list[tuple[str, np.ndarray, tuple[Lesion, ...]]]:
-    """(reference, pixels, lesions) of each annotated image: the 2-D image, or each slice of a stack
-    that was detected or has boxes (a detected slice without boxes is saved as normal)."""
+def annotated_planes(image_layer, shapes_layer, every_slice: bool = False,
+                     number: int = 1) -> list[tuple[str, np.ndarray, tuple[Lesion, ...]]]:
+    """(reference, pixels, lesions) of the image, or of each slice of a stack that was detected or
+    has boxes (every slice with `every_slice`); a slice without shapes is normal.
+
+    References are the layer's name or the stack's MIAS names when they look like 'mdb001';
+    otherwise 'img' and the layer's `number` (and the slice's).
+    """
     from .slices import on_slice
 
     if image_layer.rgb or image_layer.ndim not in (2, 3):
         raise ValueError(f"{image_layer.name!r} is not a 2-D greyscale image or a stack of them")
     if image_layer.ndim == 2:
-        ref = image_layer.name if _REF.match(image_layer.name) else "img001"
-        return [(ref, pgm_pixels(image_layer.data), tuple(shapes_to_lesions(shapes_layer)))]
+        ref = image_layer.name if _REF.match(image_layer.name) else f"img{number:03d}"
+        lesions = tuple(shapes_to_lesions(shapes_layer)) if shapes_layer is not None else ()
+        return [(ref, pgm_pixels(image_layer.data), lesions)]
     refs = image_layer.metadata.get("refs") or []
     sizes = image_layer.metadata.get("sizes") or {}
-    shapes = [np.asarray(v) for v in shapes_layer.data]
-    slices = {int(k[0]) for k in shapes_layer.metadata.get("slices", []) if k}
-    slices |= {int(round(v[0, 0])) for v in shapes if v.shape[1] == 3}
+    shapes = [np.asarray(v) for v in shapes_layer.data] if shapes_layer is not None else []
+    count = image_layer.data.shape[0]
+    if every_slice:
+        slices = set(range(count))
+    else:
+        slices = {int(k[0]) for k in shapes_layer.metadata.get("slices", []) if k}
+        slices |= {int(round(v[0, 0])) for v in shapes if v.shape[1] == 3}
     planes = []
-    for k in sorted(k for k in slices if 0 <= k < image_layer.data.shape[0]):
-        ref = refs[k] if k < len(refs) else f"img{k + 1:03d}"
+    for k in sorted(k for k in slices if 0 <= k < count):
+        ref = refs[k] if k < len(refs) and _REF.match(refs[k]) else f"img{number:02d}{k + 1:03d}"
         height, width = sizes.get(ref, image_layer.data.shape[1:])
         on_k = [i for i, v in enumerate(shapes) if v.shape[1] == 3 and on_slice(v, (k,))]
-        planes.append((ref, pgm_pixels(image_layer.data[k][:height, :width]),
-                       tuple(shapes_to_lesions(shapes_layer, on_k))))
+        lesions = tuple(shapes_to_lesions(shapes_layer, on_k)) if on_k else ()
+        planes.append((ref, pgm_pixels(image_layer.data[k][:height, :width]), lesions))
     return planes
 
 
