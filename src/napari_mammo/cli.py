@@ -222,14 +222,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def _evaluation_records(data: str, split: str, metadata: dict) -> list:
-    """The records to evaluate: a split named in the weights' metadata, or all of them."""
+def _evaluation_records(data: str, split: str, *metadata: dict) -> list:
+    """The records to evaluate: a split named in every given weights' metadata, or all of them.
+
+    With several models' weights, the split's images are those all of them hold out.
+    """
     records = _records_for_training(data)
     if split == "all":
         return records
-    refs = set(metadata.get("split", {}).get(split, []))
-    if not refs:
-        raise MammoInputError(Path(data), f"the weights name no {split!r} split; use --split all")
+    refs = None
+    for meta in metadata:
+        named = set(meta.get("split", {}).get(split, []))
+        if not named:
+            raise MammoInputError(Path(data), f"the weights name no {split!r} split; use --split all")
+        refs = named if refs is None else refs & named
     chosen = [r for r in records if r.ref in refs]
     if not chosen:
         raise MammoInputError(Path(data), f"none of the weights' {split!r} images are in this folder")
@@ -300,10 +306,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     classifier = PatchClassifier.load(args.classifier_weights, device=args.device)
     detector = LesionDetector.load(args.detector_weights, device=args.device)
-    records = _evaluation_records(args.data, args.split, classifier.metadata)
-    if args.split != "all":  # images held out from both models
-        held_out = {r.ref for r in _evaluation_records(args.data, args.split, detector.metadata)}
-        records = [r for r in records if r.ref in held_out]
+    records = _evaluation_records(args.data, args.split, classifier.metadata, detector.metadata)
     with tqdm(total=len(records), desc="reviewing", unit="image", file=sys.stderr, leave=False) as bar:
         predictions, skipped = drive(iter_predict_folder(records, classifier, detector), lambda _: bar.update(1))
     for message in skipped:

@@ -66,6 +66,7 @@ def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
     …) is skipped with its error message instead of ending the review.
     """
     from .classifier import CLASS_NAMES
+    from .errors import MammoInputError
     from .images import read_image
 
     predictions, skipped = [], []
@@ -74,8 +75,10 @@ def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
             image = read_image(record.path)
             result = classifier.classify(image.pixels, image.spacing_mm)
             detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
-        except ValueError as err:  # MammoInputError names the file itself
-            skipped.append(str(err) if str(record.path) in str(err) else f"{record.path}: {err}")
+        except MammoInputError as err:
+            skipped.append(str(err))
+        except ValueError as err:  # the models' own checks (a constant image, …) do not name the file
+            skipped.append(str(MammoInputError(record.path, str(err))))
         else:
             abnormality = 1.0 - result.probabilities[CLASS_NAMES[0]]
             predictions.append(Prediction(record, result.label, abnormality, detections))
