@@ -21,6 +21,15 @@ def weights(classifier_file):
     return classifier_file
 
 
+def _set_up_training(widget: TrainWidget, folder, out, epochs: int, extra: tuple[str, ...]) -> None:
+    """Point the Train widget at a folder and an output, on the CPU, with a few quick steps."""
+    widget.data.value = str(folder)
+    widget.epochs.value = epochs
+    widget.device.value = "cpu"
+    widget.out.value = str(out)
+    widget.extra_args = extra
+
+
 def _use_file(widget: ClassifyWidget, path) -> None:
     widget.weights.value = "other file…"
     widget.weights_file.value = str(path)
@@ -89,11 +98,7 @@ def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(make_napar
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
     classify = ClassifyWidget(viewer)
-    widget.data.value = str(synthetic_folder)
-    widget.epochs.value = 1
-    widget.device.value = "cpu"
-    widget.out.value = str(tmp_path / "trained.safetensors")
-    widget.extra_args = FAST_TRAINING
+    _set_up_training(widget, synthetic_folder, tmp_path / "trained.safetensors", 1, FAST_TRAINING)
     widget.start()
     assert widget.train_button.text == "Stop"
     qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
@@ -106,11 +111,7 @@ def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(make_napar
 def test_stop_really_stops_and_keeps_best_weights(make_napari_viewer, qtbot, tmp_path, synthetic_folder):
     viewer = make_napari_viewer()
     widget = TrainWidget(viewer)
-    widget.data.value = str(synthetic_folder)
-    widget.epochs.value = 500
-    widget.device.value = "cpu"
-    widget.out.value = str(tmp_path / "stopped.safetensors")
-    widget.extra_args = FAST_TRAINING
+    _set_up_training(widget, synthetic_folder, tmp_path / "stopped.safetensors", 500, FAST_TRAINING)
     events = []
     worker = widget.start()
     worker.yielded.connect(events.append)
@@ -262,11 +263,8 @@ def test_train_widget_trains_the_detector_and_detect_offers_it(make_napari_viewe
     detect = DetectWidget(viewer)
     widget.model.value = "detector"
     assert widget.out.value.name == "idbll-trained.safetensors"
-    widget.data.value = str(synthetic_folder)
-    widget.epochs.value = 1
-    widget.device.value = "cpu"
-    widget.out.value = str(tmp_path / "idbll-trained.safetensors")
-    widget.extra_args = ("--max-steps-per-epoch", "1", "--batch-size", "2")
+    _set_up_training(widget, synthetic_folder, tmp_path / "idbll-trained.safetensors", 1,
+                     ("--max-steps-per-epoch", "1", "--batch-size", "2"))
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
     assert str((tmp_path / "idbll-trained.safetensors").resolve()) in detect.weights.choices

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MammoInputError
+from .runtime import DEVICES
 
 
 def describe(path: Path) -> list[dict]:
@@ -405,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
     train.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--batch-size", type=int, default=None, help="default 64 patches or 8 images")
     train.add_argument("--learning-rate", type=float, default=1e-3)
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(the most suspicious patch decides).")
     classify.add_argument("images", nargs="+", metavar="IMAGE")
     classify.add_argument("--weights", metavar="FILE", help="a CNNI-BCC .safetensors file (default: shipped)")
-    classify.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    classify.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     classify.add_argument("--patches", default="breast", choices=["breast", "all", "middle"],
                           help="which patches to classify (default: those in the breast)")
     classify.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
@@ -440,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--weights", metavar="FILE", help="an IDBLL .safetensors file (default: shipped)")
     detect.add_argument("--score-threshold", type=float, default=0.05, metavar="T",
                         help="keep detections scoring at least T (default 0.05, low enough for a FROC curve)")
-    detect.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    detect.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     detect.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     detect.set_defaults(func=cmd_detect)
 
@@ -453,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
                           help="which part of the weights' recorded split to evaluate (default: test)")
     evaluate.add_argument("--patches", default="breast", choices=["breast", "all", "middle"])
-    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    evaluate.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     evaluate.add_argument("--plot", metavar="FILE.png", help="write the ROC / FROC curves here")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -468,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--threshold", type=float, default=0.3, help="box score threshold (default 0.3)")
     review.add_argument("--classifier-weights", metavar="FILE", help="CNNI-BCC weights (default: shipped)")
     review.add_argument("--detector-weights", metavar="FILE", help="IDBLL weights (default: shipped)")
-    review.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    review.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     review.add_argument("--plot", metavar="FILE.png", help="write the FROC and ROC curves here")
     review.add_argument("--json", action="store_true")
     review.set_defaults(func=cmd_review)

@@ -96,7 +96,7 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     viewer = napari.Viewer(title=f"napari-mammo demo: {title}")
     data, kwargs, _ = image_layer(image, name=title)
     layer = viewer.add_image(data, **kwargs)
-    add_classification_layer(viewer, layer, classification)
+    add_classification_layer(viewer, layer, [((), classification)])
     add_detection_layer(viewer, layer, [((), detections)], 0.3)
     truth = lesion_shapes([record], image.spacing_mm, f"{title} lesions")
     if truth is not None:

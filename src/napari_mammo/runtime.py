@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""The devices a user can ask for; 'auto' picks the best available (see `pick_device`)."""
+
 
 def pick_device(name: str = "auto") -> str:
     """'auto' picks cuda, then mps, then cpu; an unavailable device is a clear error."""

@@ -11,6 +11,7 @@ from magicgui.widgets import ComboBox, Label
 from .slices import (
     describe_skipped,
     image_layers,
+    layer_named,
     pixel_spacing,
     plane_indices,
     run_on_planes,
@@ -107,19 +108,17 @@ def _slice_key(index: tuple) -> str:
     return ",".join(map(str, index))
 
 
-def add_classification_layer(viewer: napari.Viewer, image_layer, results, index: tuple = ()):
+def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
     """Add or update the Labels layer of patch classes aligned with `image_layer`.
 
-    `results` is one Classification (of the slice `index`) or a list of (index, Classification).
-    On a stack, only the slices classified now change; the others keep their earlier results.
+    `results` is a list of (slice index, Classification), the index () for a 2-D image. On a
+    stack, only the slices classified now change; the others keep their earlier results.
     """
     import pandas as pd
     from napari.utils.colormaps import DirectLabelColormap
 
-    if not isinstance(results, list):
-        results = [(index, results)]
     name = f"{image_layer.name} CNNI-BCC patches"
-    layer = next((lay for lay in viewer.layers if lay.name == name and lay.metadata.get("kind") == "cnni-bcc"), None)
+    layer = layer_named(viewer, name, "cnni-bcc")
     data = np.array(layer.data) if layer is not None and layer.data.shape == image_layer.data.shape else \
         np.zeros(image_layer.data.shape, np.uint8)
     old = layer.features if layer is not None and "slice" in layer.features.columns else None

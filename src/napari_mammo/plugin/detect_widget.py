@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
+from .layers import box_corners
 from .slices import (
     describe_skipped,
     image_layers,
+    layer_named,
     pixel_spacing,
     plane_indices,
     run_on_planes,
@@ -36,13 +38,6 @@ KEEP_FROM = 0.01
 """Detections scoring at least this are kept for the slider to filter."""
 
 
-def _rectangle(box, index: tuple = ()) -> np.ndarray:
-    """Four corners of a (row_min, col_min, row_max, col_max) box, slice coordinates first on a stack."""
-    r0, c0, r1, c1 = box
-    corners = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
-    return np.hstack([np.tile(np.asarray(index, float), (4, 1)), corners]) if index else corners
-
-
 def refilter(layer, threshold: float) -> None:
     """Show the model's detections scoring ≥ threshold, keeping the user's own edits."""
     import pandas as pd
@@ -54,7 +49,7 @@ def refilter(layer, threshold: float) -> None:
     user_shapes = [np.asarray(layer.data[i]) for i, k in enumerate(ids) if k < 0]
     user_rows = features[features["id"] < 0] if len(ids) else None
     shown = [d for d in meta["detections"] if d["score"] >= threshold and d["id"] not in deleted]
-    data = user_shapes + [_rectangle(d["box"], tuple(d.get("slice", ()))) for d in shown]
+    data = user_shapes + [box_corners(d["box"], tuple(d.get("slice", ()))) for d in shown]
     table = pd.DataFrame({  # explicit types: an empty table must still take a drawn box's defaults
         "id": np.array([*([-1] * len(user_shapes)), *(d["id"] for d in shown)], int),
         "label": np.array([*(user_rows["label"] if user_rows is not None else []), *(d["label"] for d in shown)],
@@ -80,7 +75,7 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, thres
     and only the slices detected now are replaced (the researcher's drawn boxes stay).
     """
     name = f"{image_layer.name} IDBLL detections"
-    layer = next((lay for lay in viewer.layers if lay.name == name and lay.metadata.get("kind") == "idbll"), None)
+    layer = layer_named(viewer, name, "idbll")
     redone = {tuple(index) for index, _ in results}
     kept = [d for d in layer.metadata.get("detections", []) if tuple(d.get("slice", ())) not in redone] \
         if layer is not None and layer.ndim == image_layer.ndim else []
@@ -141,7 +136,7 @@ class DetectWidget(ModelWidget):
     def output_layer(self):
         """This widget's Shapes layer for the chosen image, if any."""
         name = f"{self.image.value} IDBLL detections"
-        return next((lay for lay in self.viewer.layers if lay.name == name), None)
+        return layer_named(self.viewer, name)
 
     def _on_threshold(self, value: float) -> None:
         """Re-filter the shown boxes without running the model."""

@@ -13,6 +13,13 @@ SEVERITY_COLOURS = {"B": "#ffd700", "M": "#ff3030", "": "#00c0ff"}
 """Edge colours of lesion circles: benign gold, malignant red, unknown cyan."""
 
 
+def box_corners(box, index: tuple = ()) -> np.ndarray:
+    """Four corners of a (row_min, col_min, row_max, col_max) box, slice coordinates first on a stack."""
+    r0, c0, r1, c1 = box
+    corners = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
+    return np.hstack([np.tile(np.asarray(index, float), (4, 1)), corners]) if index else corners
+
+
 def image_layer(image: ImageData, name: str | None = None) -> tuple:
     """An Image layer tuple with the exact pixels, a mm scale when the pixel size is known."""
     pixels = image.pixels
@@ -40,11 +47,7 @@ def lesion_shapes(records: Sequence[Mammogram], scale: tuple[float, float] | Non
         for lesion in record.lesions:
             if not lesion.located:
                 continue
-            top, left, bottom, right = lesion.box()
-            corners = np.array([[top, left], [top, right], [bottom, right], [bottom, left]])
-            if stacked:
-                corners = np.hstack([np.full((4, 1), index), corners])
-            shapes.append(corners)
+            shapes.append(box_corners(lesion.box(), (index,) if stacked else ()))
             for key, value in (("ref", record.ref), ("class", lesion.abnormality),
                                ("severity", lesion.severity), ("tissue", record.tissue)):
                 features[key].append(value)

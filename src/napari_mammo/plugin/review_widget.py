@@ -11,7 +11,7 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton,
 from ..detector import Detection, hits
 from ..review import Prediction, draw_review, iter_predict_folder, review_predictions
 from .classify_widget import verdict_on
-from .slices import image_layers, on_slice, shown_index
+from .slices import image_layers, layer_named, on_slice, shown_index
 from .weights_registry import REGISTRY, SHIPPED, follow_registry
 from .worker_widget import WorkerWidget
 
@@ -20,11 +20,6 @@ if TYPE_CHECKING:
 
 HIT, FALSE_POSITIVE = "#30ff30", "#ff3030"
 COLUMNS = ("image", "truth", "verdict", "abnormality", "best box", "found", "lesions", "false positives")
-
-
-def _layer(viewer: napari.Viewer, name: str):
-    """A layer by name, or None."""
-    return next((layer for layer in viewer.layers if layer.name == name), None)
 
 
 def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
@@ -36,9 +31,9 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     """
     from napari.utils.colormaps.standardize_color import transform_color
 
-    truth_layer = _layer(viewer, f"{image_name} lesions")
-    boxes_layer = _layer(viewer, f"{image_name} IDBLL detections")
-    image = _layer(viewer, image_name)
+    truth_layer = layer_named(viewer, f"{image_name} lesions")
+    boxes_layer = layer_named(viewer, f"{image_name} IDBLL detections")
+    image = layer_named(viewer, image_name)
     if image is None or boxes_layer is None:
         raise ValueError(f"run Detect on {image_name!r} first")
     if truth_layer is None and not (image.metadata.get("label") or image.metadata.get("labels")):
@@ -57,7 +52,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     missed = np.array([[*index, les.row, les.col] for les, f in zip(located, found, strict=True) if not f])
     missed = missed.reshape(-1, image.ndim)
     name = f"{image_name} missed lesions"
-    points = _layer(viewer, name)
+    points = layer_named(viewer, name)
     if points is not None and points.ndim == image.ndim:
         others = [p for p in np.asarray(points.data) if not on_slice(p[None], index)]
         points.data = np.vstack([*others, missed]) if others else missed
@@ -67,7 +62,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
         points = viewer.add_points(missed, ndim=image.ndim, name=name, symbol="x", size=40,
                                    border_color=FALSE_POSITIVE, face_color=FALSE_POSITIVE, scale=image.scale,
                                    translate=image.translate)
-    labels = _layer(viewer, f"{image_name} CNNI-BCC patches")
+    labels = layer_named(viewer, f"{image_name} CNNI-BCC patches")
     verdict = verdict_on(labels, index) if labels is not None else None
     return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
             "lesions": len(located), "verdict": verdict["label"] if verdict else None,

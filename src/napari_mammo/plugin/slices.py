@@ -1,4 +1,5 @@
-"""Which 2-D planes of an image layer a widget runs on: the shown slice, or every slice of a stack."""
+"""What the widgets run on: image layers found by name, their pixel size, and which 2-D planes
+(the shown slice, or every slice of a stack)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,12 @@ def describe_skipped(skipped: list[tuple[tuple[int, ...], str]]) -> str:
     return f"; {len(skipped)} slice(s) skipped (slice {list(first[0])}: {first[1]})"
 
 
+def layer_named(viewer: napari.Viewer, name: str, kind: str | None = None):
+    """The viewer's layer of that name (and, given `kind`, of that metadata kind), or None."""
+    return next((layer for layer in viewer.layers if layer.name == name
+                 and (kind is None or layer.metadata.get("kind") == kind)), None)
+
+
 def image_layers(viewer: napari.Viewer) -> list:
     """The viewer's image layers."""
     import napari
@@ -108,7 +115,7 @@ def show_for_stacks(viewer: napari.Viewer, image_box, box) -> None:
     """Keep `box` visible only while `image_box` names a stack (call once `box` is in its container)."""
 
     def update(_=None) -> None:
-        layer = next((lay for lay in viewer.layers if lay.name == image_box.value), None)
+        layer = layer_named(viewer, image_box.value)
         box.visible = layer is not None and layer.data.ndim > 2 and not layer.rgb
 
     image_box.changed.connect(update)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 
+from ..runtime import DEVICES
 from .weights_registry import REGISTRY
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class TrainWidget(Container):
         self.data = FileEdit(label="folder", mode="d")
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
         self.recipe = ComboBox(label="recipe", choices=list(RECIPES), value=next(iter(RECIPES)))
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.out = FileEdit(label="output", mode="w", filter="*.safetensors",
                             value=str(Path.home() / "napari-mammo" / "cnni-bcc-trained.safetensors"))
         self.train_button = PushButton(text="Train")

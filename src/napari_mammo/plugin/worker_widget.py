@@ -7,6 +7,7 @@ from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 
+from ..runtime import DEVICES
 from .weights_registry import REGISTRY, SHIPPED, follow_registry
 
 OTHER_FILE = "other file…"
@@ -74,7 +75,7 @@ class ModelWidget(WorkerWidget):
         super().__init__()
         self.weights = ComboBox(label="weights", choices=lambda _: REGISTRY.choices(self.model_name) + [OTHER_FILE])
         self.weights_file = FileEdit(label="weights file", filter="*.safetensors", visible=False)
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.weights.changed.connect(lambda v: setattr(self.weights_file, "visible", v == OTHER_FILE))
         follow_registry(self, [self.weights])
 
