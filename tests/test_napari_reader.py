@@ -127,3 +127,20 @@ def test_manifest_is_valid_and_contributes_everything():
     for command in contributions.commands:
         module, _, attribute = command.python_name.partition(":")
         assert hasattr(__import__(module, fromlist=[attribute]), attribute), command.python_name
+
+
+def test_writer_and_annotations_read_shapes_alike(tmp_path):
+    from napari_mammo.mias import read_info
+    from napari_mammo.plugin.layers import shape_lesion
+    from napari_mammo.plugin.writer import write_lesions
+
+    square = np.array([[10, 20], [10, 40], [30, 40], [30, 20]], float)
+    assert shape_lesion(square, "CIRC", "malignant") == shape_lesion(square, "CIRC", "M")
+    lesion = shape_lesion(square, "NORM", "x")
+    assert (lesion.abnormality, lesion.severity, lesion.row, lesion.col, lesion.radius) == ("MISC", "B", 20, 30, 10)
+    assert shape_lesion(np.array([[5, 5]] * 4, float), "CALC", "B").radius == 1.0  # a point still has a circle
+    # the npe2 writer uses the same rule: 'malignant' is saved as M
+    write_lesions(str(tmp_path / "Info.txt"), [square],
+                  {"name": "mdb001 lesions", "features": {"class": ["CIRC"], "severity": ["malignant"]}})
+    (record,) = read_info(tmp_path / "Info.txt")
+    assert record.lesions[0].severity == "M" and record.lesions[0].radius == 10

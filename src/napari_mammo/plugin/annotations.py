@@ -10,7 +10,8 @@ import numpy as np
 
 from ..mias import INFO_NAME, at_image_height, find_info, read_info, write_info
 from ..pgm import pgm_shape, read_pgm, write_pgm
-from ..records import ABNORMALITIES, Lesion, Mammogram
+from ..records import Lesion, Mammogram
+from .layers import feature_text, shape_lesion
 
 if TYPE_CHECKING:
     import napari
@@ -30,20 +31,9 @@ def pgm_pixels(pixels) -> np.ndarray:
 def shapes_to_lesions(layer, shape_indices: list[int] | None = None) -> list[Lesion]:
     """Circles of a Shapes layer (ellipses or rectangles) as lesions, in the layer's data pixels."""
     features = layer.features
-    lesions = []
-    for i in shape_indices if shape_indices is not None else range(len(layer.data)):
-        vertices = np.asarray(layer.data[i])[:, -2:]
-        low, high = vertices.min(axis=0), vertices.max(axis=0)
-        centre = (low + high) / 2
-        radius = float(np.max(high - low) / 2)
-        severity = str(features["severity"].iloc[i]) if "severity" in features else "B"
-        abnormality = str(features["class"].iloc[i]) if "class" in features else "MISC"
-        if severity not in ("B", "M"):
-            severity = "M" if severity.lower().startswith("m") else "B"
-        if abnormality not in ABNORMALITIES or abnormality == "NORM":
-            abnormality = "MISC"
-        lesions.append(Lesion(abnormality, severity, float(centre[0]), float(centre[1]), max(radius, 1.0)))
-    return lesions
+    return [shape_lesion(layer.data[i], feature_text(features, "class", i, "MISC"),
+                         feature_text(features, "severity", i, "B"))
+            for i in (shape_indices if shape_indices is not None else range(len(layer.data)))]
 
 
 def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
-from .layers import box_corners
+from .layers import box_corners, shape_box
 from .slices import (
     describe_skipped,
     image_layers,
@@ -152,8 +152,7 @@ class DetectWidget(ModelWidget):
         if not len(shapes.data):
             raise ValueError(f"draw a rectangle in {shapes.name!r} to detect inside it")
         world = np.array([shapes.data_to_world(v) for v in np.asarray(shapes.data[-1])])
-        pixels = np.array([image_layer.world_to_data(w) for w in world])[:, -2:]
-        return (*pixels.min(axis=0), *pixels.max(axis=0))
+        return shape_box([image_layer.world_to_data(w) for w in world])
 
     def start(self):
         """Detect in a worker thread; returns the worker."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..images import ImageData
-from ..records import Mammogram
+from ..records import ABNORMALITIES, Lesion, Mammogram
 
 SEVERITY_COLOURS = {"B": "#ffd700", "M": "#ff3030", "": "#00c0ff"}
 """Edge colours of lesion circles: benign gold, malignant red, unknown cyan."""
@@ -18,6 +18,35 @@ def box_corners(box, index: tuple = ()) -> np.ndarray:
     r0, c0, r1, c1 = box
     corners = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
     return np.hstack([np.tile(np.asarray(index, float), (4, 1)), corners]) if index else corners
+
+
+def shape_box(vertices) -> tuple[float, float, float, float]:
+    """The (row_min, col_min, row_max, col_max) box of a shape's last two coordinates."""
+    corners = np.asarray(vertices, float)[:, -2:]
+    return (*map(float, corners.min(axis=0)), *map(float, corners.max(axis=0)))
+
+
+def shape_lesion(vertices, abnormality: str, severity: str) -> Lesion:
+    """The lesion circle a shape (ellipse or rectangle) stands for, its class and severity made valid.
+
+    The circle is centred in the shape's box with half its longer side as radius (at least
+    1 pixel); a severity such as 'malignant' counts as M, anything else not M as B, and a
+    class MIAS does not know (or NORM, which has no lesion) as MISC.
+    """
+    r0, c0, r1, c1 = shape_box(vertices)
+    if severity not in ("B", "M"):
+        severity = "M" if severity.lower().startswith("m") else "B"
+    if abnormality not in ABNORMALITIES or abnormality == "NORM":
+        abnormality = "MISC"
+    return Lesion(abnormality, severity, (r0 + r1) / 2, (c0 + c1) / 2, max(max(r1 - r0, c1 - c0) / 2, 1.0))
+
+
+def feature_text(features, name: str, index: int, default: str) -> str:
+    """A feature value as text, or the default when the column is absent or the value empty."""
+    if features is None or name not in features:
+        return default
+    value = features[name][index] if not hasattr(features[name], "iloc") else features[name].iloc[index]
+    return default if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
 def image_layer(image: ImageData, name: str | None = None) -> tuple:

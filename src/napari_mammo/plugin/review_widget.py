@@ -11,6 +11,7 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton,
 from ..detector import Detection, hits
 from ..review import Prediction, draw_review, iter_predict_folder, review_predictions
 from .classify_widget import verdict_on
+from .layers import shape_box
 from .slices import image_layers, layer_named, on_slice, shown_index
 from .weights_registry import REGISTRY, SHIPPED, follow_registry
 from .worker_widget import WorkerWidget
@@ -42,7 +43,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     truth = [i for i, v in enumerate(truth_layer.data) if on_slice(v, index)] if truth_layer is not None else []
     boxes = [i for i, v in enumerate(boxes_layer.data) if on_slice(v, index)]
     record = truth_record(truth_layer, image_name, truth)
-    detections = [Detection(_box(boxes_layer.data[i]), "lesion", 1.0) for i in boxes]
+    detections = [Detection(shape_box(boxes_layer.data[i]), "lesion", 1.0) for i in boxes]
     hit, found = hits(detections, record)
     if boxes:
         colours = np.array(boxes_layer.edge_color)
@@ -67,12 +68,6 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
             "lesions": len(located), "verdict": verdict["label"] if verdict else None,
             "truth": _truth_label(image, record, index)}
-
-
-def _box(vertices) -> tuple[float, float, float, float]:
-    """The (row_min, col_min, row_max, col_max) box of a shape's last two coordinates."""
-    corners = np.asarray(vertices)[:, -2:]
-    return (*corners.min(axis=0), *corners.max(axis=0))
 
 
 def _truth_label(image, record, index: tuple) -> str:

@@ -8,15 +8,8 @@ import numpy as np
 
 from ..mias import MIAS_SIZE, format_csv, format_info
 from ..pgm import atomic_write_bytes
-from ..records import ABNORMALITIES, Lesion, Mammogram
-
-
-def _column(features, name: str, index: int, default: str) -> str:
-    """A feature value as text, or the default when the column is absent or empty."""
-    if features is None or name not in features:
-        return default
-    value = features[name][index] if not hasattr(features[name], "iloc") else features[name].iloc[index]
-    return default if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+from ..records import Mammogram
+from .layers import feature_text, shape_lesion
 
 
 def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[str, int]]:
@@ -29,17 +22,13 @@ def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[s
     tissues: dict[str, str] = {}
     for index, vertices in enumerate(data):
         vertices = np.asarray(vertices, float)
-        ref = _column(features, "ref", index, "")
+        ref = feature_text(features, "ref", index, "")
         if not ref and vertices.shape[1] > 2 and refs:
             ref = refs[int(round(vertices[0, 0]))]
         ref = ref or default_ref
-        low, high = vertices[:, -2:].min(axis=0), vertices[:, -2:].max(axis=0)
-        abnormality = _column(features, "class", index, "MISC")
-        severity = _column(features, "severity", index, "B")
-        lesion = Lesion(abnormality if abnormality in ABNORMALITIES and abnormality != "NORM" else "MISC",
-                        severity if severity in ("B", "M") else "B", float((low[0] + high[0]) / 2),
-                        float((low[1] + high[1]) / 2), float(np.max(high - low) / 2))
-        tissues.setdefault(ref, _column(features, "tissue", index, "F"))
+        lesion = shape_lesion(vertices, feature_text(features, "class", index, "MISC"),
+                              feature_text(features, "severity", index, "B"))
+        tissues.setdefault(ref, feature_text(features, "tissue", index, "F"))
         record = records.setdefault(ref, Mammogram(ref, tissues[ref]))
         records[ref] = record.with_lesions((*record.lesions, lesion))
     heights = {ref: int(h) for ref, h in (metadata.get("heights") or {}).items()}
