@@ -97,3 +97,21 @@ def test_corrupt_dicom(tmp_path):
     (tmp_path / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 10)
     with pytest.raises(MammoInputError, match="bad.dcm"):
         read_image(tmp_path / "bad.dcm")
+
+
+def test_tiff_colour_stacks_and_corruption(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 255, (20, 30), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "grey-rgb.tif", np.stack([grey] * 3, axis=-1), photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "grey-rgb.tif").pixels, grey)
+    tifffile.imwrite(tmp_path / "colour.tif", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8), photometric="rgb")
+    with pytest.raises(MammoInputError, match=r"colour\.tif: is a colour \(RGB\) image"):
+        read_image(tmp_path / "colour.tif")
+    pages = rng.integers(0, 255, (3, 20, 30), dtype=np.uint8)  # three grey pages, not three colour planes
+    tifffile.imwrite(tmp_path / "pages.tif", pages, photometric="minisblack")
+    np.testing.assert_array_equal(read_image(tmp_path / "pages.tif").pixels, pages)
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00" + bytes(20))
+    with pytest.raises(MammoInputError, match=r"broken\.tif: cannot be decoded as TIF"):
+        read_image(tmp_path / "broken.tif")
