@@ -48,3 +48,23 @@ def classifier_file(synthetic_folder, tmp_path_factory) -> Path:
     train_classifier(read_folder(synthetic_folder), out,
                      ClassifierConfig(epochs=1, batch_size=4, patches="all", max_steps_per_epoch=2))
     return out
+
+
+WIDGETS = {
+    "classify": "Classify (CNNI-BCC)",
+    "detect": "Detect lesions (IDBLL)",
+    "review": "Review",
+    "train": "Train",
+}
+"""The manifest's display names of the widgets, by a short key."""
+
+
+@pytest.fixture
+def open_widget():
+    """Open one of the plugin's widgets the way the Plugins menu does, docked in `viewer`; returns the widget."""
+
+    def open_(viewer, key: str):
+        _, widget = viewer.window.add_plugin_dock_widget("napari-mammo", WIDGETS[key])
+        return widget
+
+    return open_

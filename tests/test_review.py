@@ -5,7 +5,7 @@ import pytest
 
 from napari_mammo import Lesion, Mammogram
 from napari_mammo.detector import Detection
-from napari_mammo.plugin.review_widget import FALSE_POSITIVE, HIT, ReviewWidget
+from napari_mammo.plugin.review_widget import FALSE_POSITIVE, HIT
 from napari_mammo.review import review_image, summarise
 
 
@@ -19,14 +19,14 @@ def test_review_counts():
     assert summary["sensitivity"] == 0.5 and summary["fp_per_image"] == 1 and summary["accuracy"] == 0.0
 
 
-def test_compare_open_image_colours_hits_and_marks_missed(make_napari_viewer, synthetic_folder):
+def test_compare_open_image_colours_hits_and_marks_missed(open_widget, make_napari_viewer, synthetic_folder):
     viewer = make_napari_viewer()
     image, truth = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     centre = truth.data[0].mean(axis=0)
     boxes = [np.array([centre - 5, [centre[0] - 5, centre[1] + 5], centre + 5, [centre[0] + 5, centre[1] - 5]]),
              np.array([[0, 0], [0, 10], [10, 10], [10, 0]], float)]
     viewer.add_shapes(boxes, shape_type="rectangle", name="mdb005 IDBLL detections", scale=image.scale)
-    widget = ReviewWidget(viewer)
+    widget = open_widget(viewer, "review")
     widget.image.value = "mdb005"
     counts = widget.compare()
     assert counts["hits"] == 1 and counts["false_positives"] == 1
@@ -38,11 +38,11 @@ def test_compare_open_image_colours_hits_and_marks_missed(make_napari_viewer, sy
     assert HIT != FALSE_POSITIVE
 
 
-def test_review_folder_table_sorted_by_suspicion_and_opens_rows(make_napari_viewer, qtbot, synthetic_folder,
+def test_review_folder_table_sorted_by_suspicion_and_opens_rows(open_widget,
+                                                                make_napari_viewer, qtbot, synthetic_folder,
                                                                 detector_file):
     viewer = make_napari_viewer()
-    widget = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_widget(viewer, "review")
     widget.folder.value = str(synthetic_folder)
     widget.detector_weights.set_choice(str(detector_file), str(detector_file))
     widget.detector_weights.value = str(detector_file)
@@ -78,11 +78,11 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(make_napari_view
         assert len(viewer.layers[f"{ref} missed lesions"].data) == values[6] - values[5]
 
 
-def test_review_folder_without_a_folder_is_a_message(make_napari_viewer, monkeypatch, tmp_path):
+def test_review_folder_without_a_folder_is_a_message(open_widget, make_napari_viewer, monkeypatch, tmp_path):
     viewer = make_napari_viewer()
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    widget = ReviewWidget(viewer)
+    widget = open_widget(viewer, "review")
     widget.folder.value = str(tmp_path / "nowhere")
     assert widget.start() is None and "choose a MIAS-style folder" in shown[0]
     (tmp_path / "Info.txt").write_text("mdb001 G CIRX B 1 2 3\n")
@@ -90,18 +90,19 @@ def test_review_folder_without_a_folder_is_a_message(make_napari_viewer, monkeyp
     assert widget.start() is None and "CIRX" in shown[1]
 
 
-def test_compare_without_detections_is_a_message(make_napari_viewer, synthetic_folder, monkeypatch):
+def test_compare_without_detections_is_a_message(open_widget, make_napari_viewer, synthetic_folder, monkeypatch):
     viewer = make_napari_viewer()
     viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    widget = ReviewWidget(viewer)
+    widget = open_widget(viewer, "review")
     assert widget.compare() is None and "run Detect" in shown[0]
     with pytest.raises(KeyError):
         viewer.layers["mdb005 missed lesions"]
 
 
-def test_a_broken_image_is_skipped_not_the_whole_review(make_napari_viewer, qtbot, synthetic_folder, tmp_path,
+def test_a_broken_image_is_skipped_not_the_whole_review(open_widget,
+                                                        make_napari_viewer, qtbot, synthetic_folder, tmp_path,
                                                         monkeypatch, capsys):
     import shutil
 
@@ -118,7 +119,7 @@ def test_a_broken_image_is_skipped_not_the_whole_review(make_napari_viewer, qtbo
     viewer = make_napari_viewer()
     warned = []
     monkeypatch.setattr("napari.utils.notifications.show_warning", warned.append)
-    widget = ReviewWidget(viewer)
+    widget = open_widget(viewer, "review")
     widget.folder.value = str(folder)
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)

@@ -2,9 +2,6 @@
 
 import numpy as np
 
-from napari_mammo.plugin.classify_widget import ClassifyWidget
-from napari_mammo.plugin.detect_widget import DetectWidget
-from napari_mammo.plugin.review_widget import ReviewWidget
 from napari_mammo.plugin.slices import EVERY, SHOWN
 
 
@@ -22,11 +19,10 @@ def _with_weights(widget, path) -> None:
     widget.weights_file.value = str(path)
 
 
-def test_classify_every_slice_then_redo_one(make_napari_viewer, qtbot, classifier_file, synthetic_folder):
+def test_classify_every_slice_then_redo_one(open_widget, make_napari_viewer, qtbot, classifier_file, synthetic_folder):
     viewer = make_napari_viewer()
     stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
-    widget = ClassifyWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_widget(viewer, "classify")
     assert not widget.slices.native.isHidden()  # offered for a stack
     _with_weights(widget, classifier_file)
     widget.patches.value = "all"
@@ -49,13 +45,13 @@ def test_classify_every_slice_then_redo_one(make_napari_viewer, qtbot, classifie
     assert list(labels.features["index"]) == list(range(1000, 1000 + 24))
 
 
-def test_every_slice_skips_a_constant_slice(make_napari_viewer, qtbot, classifier_file):
+def test_every_slice_skips_a_constant_slice(open_widget, make_napari_viewer, qtbot, classifier_file):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     data = rng.integers(0, 255, (3, 256, 256), dtype=np.uint8)
     data[1] = 7
     viewer.add_image(data, name="stack")
-    widget = ClassifyWidget(viewer)
+    widget = open_widget(viewer, "classify")
     _with_weights(widget, classifier_file)
     widget.slices.value = EVERY
     _run(qtbot, widget)
@@ -64,10 +60,11 @@ def test_every_slice_skips_a_constant_slice(make_napari_viewer, qtbot, classifie
     assert "1 slice(s) skipped (slice [1]: the image is constant" in widget.verdict.value
 
 
-def test_detect_every_slice_puts_boxes_on_their_slices(make_napari_viewer, qtbot, detector_file, synthetic_folder):
+def test_detect_every_slice_puts_boxes_on_their_slices(open_widget,
+                                                       make_napari_viewer, qtbot, detector_file, synthetic_folder):
     viewer = make_napari_viewer()
     stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
-    widget = DetectWidget(viewer)
+    widget = open_widget(viewer, "detect")
     _with_weights(widget, detector_file)
     widget.threshold.value = 0.01
     widget.slices.value = EVERY
@@ -91,7 +88,7 @@ def test_detect_every_slice_puts_boxes_on_their_slices(make_napari_viewer, qtbot
     assert again == per_slice
 
 
-def test_review_compares_the_shown_slice_of_a_stack(make_napari_viewer, synthetic_folder):
+def test_review_compares_the_shown_slice_of_a_stack(open_widget, make_napari_viewer, synthetic_folder):
     viewer = make_napari_viewer()
     stack, truth = viewer.open(str(synthetic_folder), plugin="napari-mammo")
     name = stack.name
@@ -103,7 +100,7 @@ def test_review_compares_the_shown_slice_of_a_stack(make_napari_viewer, syntheti
 
     boxes = viewer.add_shapes([box(4, 155, 222), box(3, 50, 50), box(4, 20, 20)], shape_type="rectangle",
                               name=f"{name} IDBLL detections", scale=stack.scale)
-    widget = ReviewWidget(viewer)
+    widget = open_widget(viewer, "review")
     widget.image.value = name
     counts = widget.compare()
     assert (counts["hits"], counts["false_positives"], counts["missed"], counts["lesions"]) == (1, 1, 1, 2)
@@ -116,14 +113,14 @@ def test_review_compares_the_shown_slice_of_a_stack(make_napari_viewer, syntheti
     assert not np.allclose(colours[1][:3], colours[2][:3])  # the box on slice 3 is not judged here
 
 
-def test_save_annotations_of_a_stack_writes_each_detected_slice(make_napari_viewer, qtbot, detector_file,
+def test_save_annotations_of_a_stack_writes_each_detected_slice(open_widget, make_napari_viewer, qtbot, detector_file,
                                                                  synthetic_folder, tmp_path):
     from napari_mammo import read_folder
     from napari_mammo.pgm import read_pgm
 
     viewer = make_napari_viewer()
     stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
-    widget = DetectWidget(viewer)
+    widget = open_widget(viewer, "detect")
     _with_weights(widget, detector_file)
     widget.slices.value = EVERY
     _run(qtbot, widget)
@@ -142,7 +139,7 @@ def test_save_annotations_of_a_stack_writes_each_detected_slice(make_napari_view
                                       read_pgm(synthetic_folder / f"{ref}.pgm"))
 
 
-def test_a_multi_page_tiff_is_a_stack_in_napari_and_refused_by_the_command_line(make_napari_viewer, qtbot,
+def test_a_multi_page_tiff_is_a_stack_in_napari_and_refused_by_the_command_line(open_widget, make_napari_viewer, qtbot,
                                                                                  classifier_file, tmp_path, capsys):
     import tifffile
 
@@ -155,7 +152,7 @@ def test_a_multi_page_tiff_is_a_stack_in_napari_and_refused_by_the_command_line(
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(path), plugin="napari-mammo")
     np.testing.assert_array_equal(layer.data, pages)
-    widget = ClassifyWidget(viewer)
+    widget = open_widget(viewer, "classify")
     _with_weights(widget, classifier_file)
     widget.slices.value = EVERY
     _run(qtbot, widget)

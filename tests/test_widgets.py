@@ -35,12 +35,11 @@ def _use_file(widget: ClassifyWidget, path) -> None:
     widget.weights_file.value = str(path)
 
 
-def test_classify_writes_aligned_labels_and_replaces_its_layer(make_napari_viewer, qtbot, weights,
+def test_classify_writes_aligned_labels_and_replaces_its_layer(open_widget, make_napari_viewer, qtbot, weights,
                                                                synthetic_folder):
     viewer = make_napari_viewer()
     image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
-    widget = ClassifyWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_widget(viewer, "classify")
     assert widget.image.value == image.name
     assert widget.slices.native.isHidden()  # a 2-D image has no slices to choose
     _use_file(widget, weights)
@@ -64,10 +63,10 @@ def test_classify_writes_aligned_labels_and_replaces_its_layer(make_napari_viewe
     assert widget.run_button.text == "Classify"
 
 
-def test_cancel_leaves_viewer_as_it_was(make_napari_viewer, qtbot, weights):
+def test_cancel_leaves_viewer_as_it_was(open_widget, make_napari_viewer, qtbot, weights):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8), name="big")
-    widget = ClassifyWidget(viewer)
+    widget = open_widget(viewer, "classify")
     _use_file(widget, weights)
     widget.patches.value = "all"
     widget.start()
@@ -77,14 +76,14 @@ def test_cancel_leaves_viewer_as_it_was(make_napari_viewer, qtbot, weights):
     assert widget.verdict.value == "cancelled"
 
 
-def test_bad_weights_file_is_a_notification_not_a_crash(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+def test_bad_weights_file_is_a_notification_not_a_crash(open_widget, make_napari_viewer, qtbot, tmp_path, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8), name="img")
     bad = tmp_path / "bad.safetensors"
     bad.write_text("not weights")
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    widget = ClassifyWidget(viewer)
+    widget = open_widget(viewer, "classify")
     _use_file(widget, bad)
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
@@ -92,12 +91,11 @@ def test_bad_weights_file_is_a_notification_not_a_crash(make_napari_viewer, qtbo
     assert [layer.name for layer in viewer.layers] == ["img"]
 
 
-def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(make_napari_viewer, qtbot, tmp_path,
+def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(open_widget, make_napari_viewer, qtbot, tmp_path,
                                                                      synthetic_folder):
     viewer = make_napari_viewer(show=True)
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    classify = ClassifyWidget(viewer)
+    widget = open_widget(viewer, "train")
+    classify = open_widget(viewer, "classify")
     _set_up_training(widget, synthetic_folder, tmp_path / "trained.safetensors", 1, FAST_TRAINING)
     widget.start()
     assert widget.train_button.text == "Stop"
@@ -108,9 +106,9 @@ def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(make_napar
     assert widget.train_button.text == "Train"
 
 
-def test_stop_really_stops_and_keeps_best_weights(make_napari_viewer, qtbot, tmp_path, synthetic_folder):
+def test_stop_really_stops_and_keeps_best_weights(open_widget, make_napari_viewer, qtbot, tmp_path, synthetic_folder):
     viewer = make_napari_viewer()
-    widget = TrainWidget(viewer)
+    widget = open_widget(viewer, "train")
     _set_up_training(widget, synthetic_folder, tmp_path / "stopped.safetensors", 500, FAST_TRAINING)
     events = []
     worker = widget.start()
@@ -124,11 +122,11 @@ def test_stop_really_stops_and_keeps_best_weights(make_napari_viewer, qtbot, tmp
     REGISTRY._files.clear()
 
 
-def test_training_from_open_layers(make_napari_viewer, qtbot, tmp_path, synthetic_folder):
+def test_training_from_open_layers(open_widget, make_napari_viewer, qtbot, tmp_path, synthetic_folder):
     viewer = make_napari_viewer()
     for name in ("mdb003.pgm", "mdb004.pgm"):
         viewer.open(str(synthetic_folder / name), plugin="napari-mammo")
-    widget = TrainWidget(viewer)
+    widget = open_widget(viewer, "train")
     widget.source.value = "open layers (image + lesion shapes)"
     folder = widget.data_folder()
     records = {r.ref: r for r in read_folder(folder)}
@@ -176,13 +174,13 @@ def _detect(qtbot, widget):
     return widget.output_layer()
 
 
-def test_detect_widget_slider_refilters_and_corrections_round_trip(make_napari_viewer, qtbot, detector_file,
+def test_detect_widget_slider_refilters_and_corrections_round_trip(open_widget,
+                                                                   make_napari_viewer, qtbot, detector_file,
                                                                    synthetic_folder, tmp_path):
-    from napari_mammo.plugin.detect_widget import DetectWidget
 
     viewer = make_napari_viewer()
     image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
-    widget = DetectWidget(viewer)
+    widget = open_widget(viewer, "detect")
     widget.weights.value = "other file…"
     widget.weights_file.value = str(detector_file)
     widget.threshold.value = 0.01
@@ -221,14 +219,13 @@ def test_detect_widget_slider_refilters_and_corrections_round_trip(make_napari_v
         assert result.returncode == 0 and out.is_file(), result.stderr[-2000:]
 
 
-def test_detect_roi_stays_inside(make_napari_viewer, qtbot, detector_file, synthetic_folder):
-    from napari_mammo.plugin.detect_widget import DetectWidget
+def test_detect_roi_stays_inside(open_widget, make_napari_viewer, qtbot, detector_file, synthetic_folder):
 
     viewer = make_napari_viewer()
     image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     roi = viewer.add_shapes(np.array([[[100, 120], [100, 250], [220, 250], [220, 120]]]), shape_type="rectangle",
                             name="roi", scale=image.scale)
-    widget = DetectWidget(viewer)
+    widget = open_widget(viewer, "detect")
     widget.weights.value = "other file…"
     widget.weights_file.value = str(detector_file)
     widget.roi.value = roi.name
@@ -240,11 +237,11 @@ def test_detect_roi_stays_inside(make_napari_viewer, qtbot, detector_file, synth
         assert rectangle[:, 1].min() >= 120 - 1e-6 and rectangle[:, 1].max() <= 250 + 1e-6
 
 
-def test_classify_on_a_stack_uses_the_shown_slice(make_napari_viewer, qtbot, weights, synthetic_folder):
+def test_classify_on_a_stack_uses_the_shown_slice(open_widget, make_napari_viewer, qtbot, weights, synthetic_folder):
     viewer = make_napari_viewer()
     stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
     viewer.dims.set_current_step(0, 4)
-    widget = ClassifyWidget(viewer)
+    widget = open_widget(viewer, "classify")
     _use_file(widget, weights)
     widget.patches.value = "all"
     widget.start()
@@ -254,13 +251,12 @@ def test_classify_on_a_stack_uses_the_shown_slice(make_napari_viewer, qtbot, wei
     assert labels.data[4].any() and not labels.data[3].any()
 
 
-def test_train_widget_trains_the_detector_and_detect_offers_it(make_napari_viewer, qtbot, tmp_path,
+def test_train_widget_trains_the_detector_and_detect_offers_it(open_widget, make_napari_viewer, qtbot, tmp_path,
                                                                synthetic_folder):
-    from napari_mammo.plugin.detect_widget import DetectWidget
 
     viewer = make_napari_viewer()
-    widget = TrainWidget(viewer)
-    detect = DetectWidget(viewer)
+    widget = open_widget(viewer, "train")
+    detect = open_widget(viewer, "detect")
     widget.model.value = "detector"
     assert widget.out.value.name == "idbll-trained.safetensors"
     _set_up_training(widget, synthetic_folder, tmp_path / "idbll-trained.safetensors", 1,
@@ -270,10 +266,10 @@ def test_train_widget_trains_the_detector_and_detect_offers_it(make_napari_viewe
     assert str((tmp_path / "idbll-trained.safetensors").resolve()) in detect.weights.choices
 
 
-def test_save_annotations_never_replaces_another_image(make_napari_viewer, synthetic_folder, tmp_path, monkeypatch):
+def test_save_annotations_never_replaces_another_image(open_widget,
+                                                       make_napari_viewer, synthetic_folder, tmp_path, monkeypatch):
     import shutil
 
-    from napari_mammo.plugin.detect_widget import DetectWidget
 
     viewer = make_napari_viewer()
     image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
@@ -285,7 +281,7 @@ def test_save_annotations_never_replaces_another_image(make_napari_viewer, synth
                       name="mdb005 IDBLL detections", scale=image.scale)
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    widget = DetectWidget(viewer)
+    widget = open_widget(viewer, "detect")
     widget.save_folder.value = str(folder)
     assert widget.save_annotations() is None
     assert "a different image of this name is already there" in shown[0]
@@ -297,9 +293,9 @@ def test_save_annotations_never_replaces_another_image(make_napari_viewer, synth
 
 
 @pytest.mark.parametrize("problem", ["nan", "constant"])
-def test_odd_image_is_a_notification_and_leaves_the_layers(make_napari_viewer, qtbot, weights, detector_file,
+def test_odd_image_is_a_notification_and_leaves_the_layers(open_widget,
+                                                           make_napari_viewer, qtbot, weights, detector_file,
                                                            monkeypatch, problem):
-    from napari_mammo.plugin.detect_widget import DetectWidget
 
     viewer = make_napari_viewer(show=True)
     data = np.random.default_rng(0).random((256, 256)).astype(np.float32)
@@ -310,8 +306,8 @@ def test_odd_image_is_a_notification_and_leaves_the_layers(make_napari_viewer, q
     viewer.add_image(data, name="odd")
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    for widget_type, path in ((ClassifyWidget, weights), (DetectWidget, detector_file)):
-        widget = widget_type(viewer)
+    for key, path in (("classify", weights), ("detect", detector_file)):
+        widget = open_widget(viewer, key)
         _use_file(widget, path)
         widget.start()
         qtbot.waitUntil(lambda w=widget: w._worker is None, timeout=60_000)
@@ -320,9 +316,9 @@ def test_odd_image_is_a_notification_and_leaves_the_layers(make_napari_viewer, q
     assert len(shown) == 2 and all(expected in message for message in shown), shown
 
 
-def test_train_widget_uses_the_shipped_recipe_for_the_classifier(make_napari_viewer, tmp_path):
+def test_train_widget_uses_the_shipped_recipe_for_the_classifier(open_widget, make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    widget = TrainWidget(viewer)
+    widget = open_widget(viewer, "train")
     assert not widget.recipe.native.isHidden()
     command = widget.command(tmp_path)
     assert command[command.index("--crops-per-lesion") + 1] == "16"

@@ -35,7 +35,8 @@ class ClassifyWidget(ModelWidget):
     model_name = MODEL
     idle_text = "Classify"
 
-    def __init__(self, viewer: napari.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        viewer = napari_viewer  # napari injects the viewer by this parameter's name
         super().__init__()
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_choices)

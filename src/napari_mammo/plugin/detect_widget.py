@@ -103,7 +103,8 @@ class DetectWidget(ModelWidget):
     model_name = MODEL
     idle_text = "Detect"
 
-    def __init__(self, viewer: napari.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        viewer = napari_viewer  # napari injects the viewer by this parameter's name
         super().__init__()
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])

@@ -93,7 +93,8 @@ class ReviewWidget(WorkerWidget):
 
     idle_text = "Review folder"
 
-    def __init__(self, viewer: napari.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        viewer = napari_viewer  # napari injects the viewer by this parameter's name
         super().__init__()
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure

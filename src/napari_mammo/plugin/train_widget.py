@@ -102,7 +102,8 @@ class LossPlot:
 class TrainWidget(Container):
     """Data (a MIAS folder or the open layers), epochs, device, output file; Train toggles to Stop."""
 
-    def __init__(self, viewer: napari.Viewer, model: str = "classifier") -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer, model: str = "classifier") -> None:
+        viewer = napari_viewer  # napari injects the viewer by this parameter's name
         super().__init__(labels=True)
         self.viewer = viewer
         self._worker = None

@@ -1,0 +1,70 @@
+"""The plugin as a napari user meets it: the Plugins menu, File ▸ Open Sample, File ▸ Open."""
+
+import numpy as np
+import pytest
+from conftest import WIDGETS
+from npe2 import PluginManifest
+
+from napari_mammo.plugin.classify_widget import ClassifyWidget
+from napari_mammo.plugin.detect_widget import DetectWidget
+from napari_mammo.plugin.review_widget import ReviewWidget
+from napari_mammo.plugin.train_widget import TrainWidget
+
+WIDGET_TYPES = {"classify": ClassifyWidget, "detect": DetectWidget, "review": ReviewWidget, "train": TrainWidget}
+
+
+def _menu_actions(menu) -> dict:
+    """The Plugins menu's actions under napari-mammo, by their text."""
+    submenu = next(action.menu() for action in menu.actions() if action.text() == "napari-mammo")
+    return {action.text(): action for action in submenu.actions()}
+
+
+def test_the_manifest_lists_every_widget():
+    manifest = PluginManifest.from_distribution("napari-mammo")  # as the installed entry point declares it
+    assert sorted(w.display_name for w in manifest.contributions.widgets) == sorted(WIDGETS.values())
+
+
+@pytest.mark.parametrize("key", sorted(WIDGETS))
+def test_every_widget_opens_from_the_plugins_menu(make_napari_viewer, key):
+    viewer = make_napari_viewer(show=True)
+    actions = _menu_actions(viewer.window.plugins_menu)
+    actions[WIDGETS[key]].trigger()
+    docked = [widget for widget in viewer.window.dock_widgets.values() if isinstance(widget, WIDGET_TYPES[key])]
+    assert len(docked) == 1
+    # the widget got the viewer it is docked in: it sees the layers opened after it
+    viewer.add_image(np.zeros((256, 256), np.uint8), name="opened later")
+    if key in ("classify", "detect", "review"):
+        assert "opened later" in docked[0].image.choices
+
+
+def test_sample_and_mammogram_open_the_users_way(make_napari_viewer, synthetic_folder):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-mammo", "synthetic")
+    assert any(layer.data.ndim == 2 and layer.data.shape[0] >= 512 for layer in viewer.layers)
+    layers = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    image = layers[0]
+    np.testing.assert_allclose(image.scale, (0.2, 0.2))
+    assert image.name == "mdb005" and "mdb005 lesions" in viewer.layers
+
+
+def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napari_viewer, qtbot, classifier_file,
+                                                          detector_file, synthetic_folder):
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    classify, detect, review = (open_widget(viewer, key) for key in ("classify", "detect", "review"))
+    for widget, weights in ((classify, classifier_file), (detect, detector_file)):
+        widget.image.value = "mdb005"
+        widget.weights.value = "other file…"
+        widget.weights_file.value = str(weights)
+        widget.start()
+        qtbot.waitUntil(lambda w=widget: w._worker is None, timeout=60_000)
+    labels = viewer.layers["mdb005 CNNI-BCC patches"]
+    assert labels.data.shape == viewer.layers["mdb005"].data.shape
+    assert labels.metadata["verdict"] in classify.verdict.value
+    detect.threshold.value = 0.01
+    boxes = viewer.layers["mdb005 IDBLL detections"]
+    assert len(boxes.data) > 0
+    review.image.value = "mdb005"
+    counts = review.compare()
+    assert counts["hits"] + counts["false_positives"] == len(boxes.data)
+    assert counts["truth"] == "malignant"
