@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_mammo.synthetic import write_synthetic_dataset
+from napari_mammo.io.synthetic import write_synthetic_dataset
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def mias_folder() -> Path:
 def detector_file(synthetic_folder, tmp_path_factory) -> Path:
     """IDBLL weights trained for a few steps."""
     from napari_mammo import read_folder
-    from napari_mammo.detector import DetectorConfig, train_detector
+    from napari_mammo.training.idbll import DetectorConfig, train_detector
 
     out = tmp_path_factory.mktemp("det") / "idbll.safetensors"
     train_detector(read_folder(synthetic_folder), out, DetectorConfig(epochs=1, batch_size=2, max_steps_per_epoch=2))
@@ -42,7 +42,7 @@ def detector_file(synthetic_folder, tmp_path_factory) -> Path:
 def classifier_file(synthetic_folder, tmp_path_factory) -> Path:
     """CNNI-BCC weights trained for a few steps."""
     from napari_mammo import read_folder
-    from napari_mammo.classifier import ClassifierConfig, train_classifier
+    from napari_mammo.training.cnni_bcc import ClassifierConfig, train_classifier
 
     out = tmp_path_factory.mktemp("w") / "tiny.safetensors"
     train_classifier(read_folder(synthetic_folder), out,

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from napari_mammo import MammoInputError, read_folder
-from napari_mammo.classifier import ClassifierConfig, PatchClassifier, image_verdict, train_classifier
 from napari_mammo.cli import main
-from napari_mammo.metrics import roc_auc
-from napari_mammo.weights import load_weights, save_weights
+from napari_mammo.engine.weights import load_weights, save_weights
+from napari_mammo.evaluation.metrics import roc_auc
+from napari_mammo.models.cnni_bcc.predict import PatchClassifier, image_verdict
+from napari_mammo.training.cnni_bcc import ClassifierConfig, train_classifier
 
 TINY = ClassifierConfig(epochs=2, batch_size=8, patches="all", max_steps_per_epoch=2)
 

@@ -32,8 +32,8 @@ def test_entry_point_help():
 
 def test_core_does_not_import_napari_qt_or_torch():
     code = (
-        "import sys, napari_mammo, napari_mammo.cli, napari_mammo.patches, napari_mammo.augment, "
-        "napari_mammo.splits, napari_mammo.synthetic, napari_mammo.dicom\n"
+        "import sys, napari_mammo, napari_mammo.cli, napari_mammo.data.patches, napari_mammo.data.augment, "
+        "napari_mammo.data.splits, napari_mammo.io.synthetic, napari_mammo.io.dicom\n"
         "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'torch', 'magicgui') if m in sys.modules]\n"
         "assert not bad, bad"
     )
@@ -51,7 +51,7 @@ def test_bench_help_names_both_models(capsys):
 
 def test_bench_report_structure():
     """The benchmark runs end to end (tiny batch; no timing is asserted)."""
-    from napari_mammo.bench import bench_classifier, bench_detector, format_detector_report, format_report
+    from napari_mammo.bench.models import bench_classifier, bench_detector, format_detector_report, format_report
 
     report = bench_classifier(threads=1, repeats=1, batch=2)
     assert set(report["measurements"]) == {"infer_plain", "infer_fast", "train_plain", "train_fast", "image_fast"}
@@ -82,7 +82,7 @@ def test_review_prints_the_folder_by_suspicion_with_plots(synthetic_folder, dete
 
 
 def test_napari_memory_benchmark_runs_the_whole_workflow():
-    from napari_mammo.plugin.memory import bench_viewer_memory, format_memory_report
+    from napari_mammo.plugin.memory_bench import bench_viewer_memory, format_memory_report
 
     report = bench_viewer_memory()
     assert report["layers"] == ["mdb001", "mdb001 lesions", "mdb001 CNNI-BCC patches", "mdb001 IDBLL detections"]

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_mammo.models.cnni_bcc import CNNIBCC
-from napari_mammo.models.depthwise import SameDepthwiseConv2d, same_padding
+from napari_mammo.models.cnni_bcc.depthwise import SameDepthwiseConv2d, same_padding
+from napari_mammo.models.cnni_bcc.network import CNNIBCC
 
 POSTER = {  # Keras output shapes (H, W, C) and parameter counts from the poster
     "conv2d_1": ((64, 64, 32), 320),

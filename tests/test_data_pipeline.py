@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_mammo import Lesion, Mammogram, read_folder
-from napari_mammo.augment import (
+from napari_mammo.data.augment import (
     ALL_TRANSFORMS,
     SEED_TRANSFORMS,
     apply_boxes,
@@ -13,9 +13,9 @@ from napari_mammo.augment import (
     apply_record,
     transformed_shape,
 )
-from napari_mammo.patches import breast_mask, extract, pad_to_multiple, patch_labels, select_patches
-from napari_mammo.splits import split_by_woman, standard_split
-from napari_mammo.synthetic import synthetic_mammogram
+from napari_mammo.data.patches import breast_mask, extract, pad_to_multiple, patch_labels, select_patches
+from napari_mammo.data.splits import split_by_woman, standard_split
+from napari_mammo.io.synthetic import synthetic_mammogram
 
 
 def test_seed_sampling_gives_32_middle_patches():
@@ -143,7 +143,7 @@ def test_synthetic_folder_reads_back(synthetic_folder):
 
 
 def test_lesion_crops_hold_the_lesion_centre():
-    from napari_mammo.patches import lesion_crops
+    from napari_mammo.data.patches import lesion_crops
 
     image = np.zeros((300, 260), np.float32)
     image[200, 30] = 1.0  # the lesion centre, near the left edge

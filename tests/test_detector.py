@@ -7,18 +7,10 @@ import pytest
 
 from napari_mammo import Lesion, Mammogram, MammoInputError, read_folder
 from napari_mammo.cli import main
-from napari_mammo.detector import (
-    Detection,
-    DetectorConfig,
-    LesionDetector,
-    average_precision,
-    build_samples,
-    froc,
-    hits,
-    sensitivity_at,
-    to_canvas,
-    train_detector,
-)
+from napari_mammo.data.preprocess import to_canvas
+from napari_mammo.evaluation.detector import average_precision, froc, hits, sensitivity_at
+from napari_mammo.models.idbll.predict import Detection, LesionDetector
+from napari_mammo.training.idbll import DetectorConfig, build_samples, train_detector
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +58,7 @@ def test_roi_detection_stays_inside(detector_weights, synthetic_folder):
 
 
 def test_refuses_classifier_weights(tmp_path):
-    from napari_mammo.weights import save_weights
+    from napari_mammo.engine.weights import save_weights
 
     path = tmp_path / "cls.safetensors"
     save_weights(path, {"a": __import__("torch").zeros(1)}, "cnni-bcc", {})
@@ -112,7 +104,7 @@ def test_train_detector_under_torchrun(synthetic_folder, tmp_path):
 
 
 def test_jitter_moves_boxes_with_the_zoomed_image():
-    from napari_mammo.detector import jitter
+    from napari_mammo.training.idbll import jitter
 
     canvas = np.zeros((512, 512), np.float32)
     canvas[100:150, 300:380] = 0.8

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from napari_mammo import Lesion, Mammogram, MammoInputError, read_folder, read_info
-from napari_mammo.mias import format_info, parse_info, record_for_image
-from napari_mammo.pgm import write_pgm
+from napari_mammo.io.mias import format_info, parse_info, record_for_image
+from napari_mammo.io.pgm import write_pgm
 
 ODD_INFO = (
     "              MAMMOGRAPHIC IMAGE ANALYSIS SOCIETY\r\n"
@@ -82,7 +82,7 @@ def test_folder_without_info_is_refused(tmp_path):
 
 
 def test_write_refuses_to_overwrite(tmp_path):
-    from napari_mammo.mias import write_info
+    from napari_mammo.io.mias import write_info
 
     path = tmp_path / "Info.txt"
     path.write_text("precious")

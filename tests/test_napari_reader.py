@@ -94,7 +94,7 @@ def test_screenshot_shows_circle_on_the_lesion(make_napari_viewer, synthetic_fol
 def test_writer_saves_lesions_as_info_txt_and_csv(make_napari_viewer, synthetic_folder, tmp_path):
     import shutil
 
-    from napari_mammo.mias import read_csv, read_folder
+    from napari_mammo.io.mias import read_csv, read_folder
 
     viewer = make_napari_viewer()
     _, shapes = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
@@ -130,7 +130,7 @@ def test_manifest_is_valid_and_contributes_everything():
 
 
 def test_writer_and_annotations_read_shapes_alike(tmp_path):
-    from napari_mammo.mias import read_info
+    from napari_mammo.io.mias import read_info
     from napari_mammo.plugin.layers import shape_lesion
     from napari_mammo.plugin.writer import write_lesions
 

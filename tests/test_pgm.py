@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_mammo import MammoInputError, read_image
-from napari_mammo.pgm import read_pgm, write_pgm
+from napari_mammo.io.pgm import read_pgm, write_pgm
 
 GIMP_HEADER = b"P5\n# CREATOR: GIMP PNM Filter Version 1.1\n4 3\n255\n"
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from conftest import WIDGETS
 from npe2 import PluginManifest
 
+from conftest import WIDGETS
 from napari_mammo.plugin.classify_widget import ClassifyWidget
 from napari_mammo.plugin.detect_widget import DetectWidget
 from napari_mammo.plugin.review_widget import ReviewWidget

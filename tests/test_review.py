@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from napari_mammo import Lesion, Mammogram
-from napari_mammo.detector import Detection
+from napari_mammo.evaluation.review import review_image, summarise
+from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.plugin.review_widget import FALSE_POSITIVE, HIT
-from napari_mammo.review import review_image, summarise
 
 
 def test_review_counts():

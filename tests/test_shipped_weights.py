@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from napari_mammo.classifier import PatchClassifier
-from napari_mammo.detector import LesionDetector
-from napari_mammo.synthetic import synthetic_mammogram
-from napari_mammo.weights import shipped_weights
+from napari_mammo.engine.weights import shipped_weights
+from napari_mammo.io.synthetic import synthetic_mammogram
+from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+from napari_mammo.models.idbll.predict import LesionDetector
 
 
 def test_shipped_files_and_model_cards_exist():

@@ -116,7 +116,7 @@ def test_review_compares_the_shown_slice_of_a_stack(open_widget, make_napari_vie
 def test_save_annotations_of_a_stack_writes_each_detected_slice(open_widget, make_napari_viewer, qtbot, detector_file,
                                                                  synthetic_folder, tmp_path):
     from napari_mammo import read_folder
-    from napari_mammo.pgm import read_pgm
+    from napari_mammo.io.pgm import read_pgm
 
     viewer = make_napari_viewer()
     stack, _ = viewer.open(str(synthetic_folder), plugin="napari-mammo")
@@ -144,7 +144,7 @@ def test_a_multi_page_tiff_is_a_stack_in_napari_and_refused_by_the_command_line(
     import tifffile
 
     from napari_mammo.cli import main
-    from napari_mammo.synthetic import synthetic_mammogram
+    from napari_mammo.io.synthetic import synthetic_mammogram
 
     pages = np.stack([synthetic_mammogram(seed=k, size=256)[0] for k in range(4)])
     path = tmp_path / "stack.tif"
@@ -163,7 +163,7 @@ def test_a_multi_page_tiff_is_a_stack_in_napari_and_refused_by_the_command_line(
 
 def test_a_stack_and_its_ground_truth_export_for_training(make_napari_viewer, synthetic_folder, tmp_path):
     from napari_mammo import read_folder
-    from napari_mammo.pgm import read_pgm
+    from napari_mammo.io.pgm import read_pgm
     from napari_mammo.plugin.annotations import export_layers_as_mias
 
     viewer = make_napari_viewer()

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_mammo.weights import load_weights
+from napari_mammo.engine.weights import load_weights
 
 LICENCE = """## Data licence
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from napari_mammo.cli import main
 
 sys.exit(main())

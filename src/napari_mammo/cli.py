@@ -10,15 +10,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import MammoInputError
-from .runtime import DEVICES
+from napari_mammo import __version__
+from napari_mammo.engine.runtime import DEVICES
+from napari_mammo.errors import MammoInputError
 
 
 def describe(path: Path) -> list[dict]:
     """What the readers see at a path: one entry per image (size, pixel size, label, lesions)."""
-    from .images import read_image
-    from .mias import INFO_NAME, find_info, read_folder, record_for_image
+    from napari_mammo.io.images import read_image
+    from napari_mammo.io.mias import INFO_NAME, find_info, read_folder, record_for_image
 
     if path.is_dir() or path.name.lower() == INFO_NAME.lower():
         folder = path if path.is_dir() else path.parent
@@ -113,7 +113,7 @@ def _progress_printer(as_json: bool):
 
 def _records_for_training(data: str) -> list:
     """Records of a MIAS-style data folder, refusing one without images."""
-    from .mias import read_folder
+    from napari_mammo.io.mias import read_folder
 
     records = read_folder(Path(data))
     if not records:
@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     show, close = _progress_printer(args.progress_json)
     try:
         if args.model == "classifier":
-            from .classifier import ClassifierConfig, train_classifier
+            from napari_mammo.training.cnni_bcc import ClassifierConfig, train_classifier
 
             config = ClassifierConfig(epochs=args.epochs, seed=args.seed, device=args.device,
                                       patches=args.patches, labelling=args.labelling,
@@ -148,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                       max_steps_per_epoch=args.max_steps_per_epoch)
             result = train_classifier(records, args.out, config, progress=show)
         else:
-            from .detector import DetectorConfig, train_detector
+            from napari_mammo.training.idbll import DetectorConfig, train_detector
 
             config = DetectorConfig(epochs=args.epochs, seed=args.seed, device=args.device,
                                     batch_size=args.batch_size or 8, learning_rate=args.learning_rate,
@@ -182,7 +182,7 @@ def _each_image(paths: list[str], work) -> tuple[list[dict], int]:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify images with CNNI-BCC; JSON list on stdout with --json."""
-    from .classifier import PatchClassifier
+    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
     classifier = PatchClassifier.load(args.weights, device=args.device)
     results, failed = _each_image(args.images,
@@ -201,7 +201,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """Detect lesions with IDBLL; JSON list on stdout with --json."""
-    from .detector import LesionDetector
+    from napari_mammo.models.idbll.predict import LesionDetector
 
     detector = LesionDetector.load(args.weights, device=args.device)
 
@@ -247,8 +247,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a model on a labelled folder."""
     if args.model == "detector":
         return _evaluate_detector(args)
-    from .classifier import PatchClassifier
-    from .evaluation import evaluate_classifier, format_evaluation, plot_report
+    from napari_mammo.evaluation.classifier import evaluate_classifier, format_evaluation
+    from napari_mammo.evaluation.plots import plot_report
+    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
     classifier = PatchClassifier.load(args.weights, device=args.device)
     records = _evaluation_records(args.data, args.split, classifier.metadata)
@@ -274,8 +275,9 @@ def _evaluate_detector(args: argparse.Namespace) -> int:
     """FROC evaluation of IDBLL."""
     from tqdm import tqdm
 
-    from .detector import LesionDetector, evaluate_detector
-    from .evaluation import plot_froc
+    from napari_mammo.evaluation.detector import evaluate_detector
+    from napari_mammo.evaluation.plots import plot_froc
+    from napari_mammo.models.idbll.predict import LesionDetector
 
     detector = LesionDetector.load(args.weights, device=args.device)
     records = _evaluation_records(args.data, args.split, detector.metadata)
@@ -301,9 +303,11 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Both models on a labelled folder against its truth: a table by suspicion, the summary, FROC and ROC."""
     from tqdm import tqdm
 
-    from .classifier import PatchClassifier, drive
-    from .detector import LesionDetector
-    from .review import format_review, iter_predict_folder, plot_review, review_predictions
+    from napari_mammo.engine.progress import drive
+    from napari_mammo.evaluation.plots import plot_review
+    from napari_mammo.evaluation.review import format_review, iter_predict_folder, review_predictions
+    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+    from napari_mammo.models.idbll.predict import LesionDetector
 
     classifier = PatchClassifier.load(args.classifier_weights, device=args.device)
     detector = LesionDetector.load(args.detector_weights, device=args.device)
@@ -333,7 +337,7 @@ def has_display() -> bool:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: shipped weights on the bundled sample, in napari or as PNG + JSON."""
-    from .demo import run_demo
+    from napari_mammo.demo import run_demo
 
     if args.screenshot and (args.headless or not has_display()):
         raise ValueError("--screenshot captures the napari window and needs a display (use xvfb-run -a); "
@@ -352,7 +356,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the speed benchmark and print the ratios."""
-    from .bench import bench_classifier, bench_detector, format_detector_report, format_report
+    from napari_mammo.bench.models import bench_classifier, bench_detector, format_detector_report, format_report
 
     def show(step: int, steps: int, key: str, value: dict) -> None:
         print(f"[{step}/{steps}] {key}: {value['seconds'] * 1000:.1f} ms", file=sys.stderr, flush=True)
@@ -366,7 +370,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError("bench napari needs a display (napari draws with OpenGL); run it as "
                          "`xvfb-run -a napari-mammo bench napari`")
     if args.model == "napari" or (args.model == "all" and has_display()):
-        from .plugin.memory import bench_viewer_memory
+        from napari_mammo.plugin.memory_bench import bench_viewer_memory
 
         report["napari"] = bench_viewer_memory(threads=args.threads)
     if args.json:
@@ -377,7 +381,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if "detector" in report:
             print(format_detector_report(report["detector"]))
         if "napari" in report:
-            from .plugin.memory import format_memory_report
+            from napari_mammo.plugin.memory_bench import format_memory_report
 
             print(format_memory_report(report["napari"]))
     return 0

@@ -13,22 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageData, read_image
-from .records import MIAS_PIXEL_MM, Mammogram
+from napari_mammo.io.image_data import ImageData
+from napari_mammo.io.images import read_image
+from napari_mammo.records import MIAS_PIXEL_MM, Mammogram
 
 
 def demo_image() -> tuple[ImageData, Mammogram, str]:
     """A mini-MIAS test-split image with a lesion when NAPARI_MAMMO_MIAS is set, else the synthetic sample."""
     folder = os.environ.get("NAPARI_MAMMO_MIAS")
     if folder and Path(folder, "Info.txt").is_file():
-        from .mias import read_folder
-        from .weights import load_weights, shipped_weights
+        from napari_mammo.engine.weights import load_weights, shipped_weights
+        from napari_mammo.io.mias import read_folder
 
         records = read_folder(folder)
         test = set(load_weights(shipped_weights("idbll"), "idbll")[1]["split"]["test"])
         chosen = next((r for r in records if r.ref in test and any(les.located for les in r.lesions)), records[0])
         return read_image(chosen.path), chosen, f"mini-MIAS {chosen.ref}"
-    from .synthetic import synthetic_mammogram
+    from napari_mammo.io.synthetic import synthetic_mammogram
 
     pixels, record = synthetic_mammogram(seed=7, label="malignant", ref="synthetic")
     spacing = (MIAS_PIXEL_MM, MIAS_PIXEL_MM)
@@ -37,8 +38,8 @@ def demo_image() -> tuple[ImageData, Mammogram, str]:
 
 def run_models(image: ImageData, threshold: float = 0.3):
     """Classification and detections of the demo image with the shipped weights."""
-    from .classifier import PatchClassifier
-    from .detector import LesionDetector
+    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+    from napari_mammo.models.idbll.predict import LesionDetector
 
     classification = PatchClassifier.load().classify(image.pixels, image.spacing_mm)
     detections = LesionDetector.load().detect(image.pixels, image.spacing_mm, score_threshold=threshold)
@@ -62,9 +63,9 @@ def draw_png(image: ImageData, record: Mammogram, classification, detections, pa
     """The demo view as a PNG: the image, patch classes, detection boxes and ground-truth circles."""
     from matplotlib.patches import Circle, Rectangle
 
-    from .evaluation import _pyplot, _save_figure
+    from napari_mammo.evaluation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(image.pixels, cmap="gray")
     colours = np.array([[0, 0, 0, 0], [0.17, 0.63, 0.17, 0.35], [1, 0.75, 0, 0.35], [0.84, 0.15, 0.16, 0.35]])
@@ -81,7 +82,7 @@ def draw_png(image: ImageData, record: Mammogram, classification, detections, pa
                  "patches green/amber/red = normal/benign/malignant; cyan boxes IDBLL; dashed red circles truth",
                  fontsize=8)
     ax.set_axis_off()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def open_in_napari(image: ImageData, record: Mammogram, classification, detections, title: str,
@@ -89,9 +90,9 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     """Show the demo in napari and run its event loop; or, given `screenshot`, save the window as PNG and close."""
     import napari
 
-    from .plugin.classify_widget import ClassifyWidget, add_classification_layer, verdict_text
-    from .plugin.detect_widget import DetectWidget, add_detection_layer
-    from .plugin.layers import image_layer, lesion_shapes
+    from napari_mammo.plugin.classify_widget import ClassifyWidget, add_classification_layer, verdict_text
+    from napari_mammo.plugin.detect_widget import DetectWidget, add_detection_layer
+    from napari_mammo.plugin.layers import image_layer, lesion_shapes
 
     viewer = napari.Viewer(title=f"napari-mammo demo: {title}")
     data, kwargs, _ = image_layer(image, name=title)
@@ -122,7 +123,7 @@ def save_window(viewer, path: Path) -> Path:
     from PIL import Image
     from qtpy.QtWidgets import QApplication
 
-    from .pgm import atomic_write_bytes
+    from napari_mammo.io.atomic import atomic_write_bytes
 
     for _ in range(5):
         QApplication.processEvents()
@@ -144,7 +145,7 @@ def run_demo(out: Path, headless: bool, screenshot: Path | None = None) -> dict:
     if headless:
         out.mkdir(parents=True, exist_ok=True)
         png = draw_png(image, record, classification, detections, out / "demo.png", title)
-        from .pgm import atomic_write_bytes
+        from napari_mammo.io.atomic import atomic_write_bytes
 
         atomic_write_bytes(out / "demo.json", json.dumps(result, indent=2).encode())
         result["files"] = {"png": str(png), "json": str(out / "demo.json")}

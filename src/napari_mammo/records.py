@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
 """Image and patch classes, in the order the models use (index 0, 1, 2)."""
 
@@ -81,3 +83,9 @@ def woman_of(ref: str) -> str:
     number = int(digits)
     first = number - 1 if number % 2 == 0 else number
     return f"{stem}{first:0{len(digits)}d}"
+
+
+def record_boxes(record: Mammogram) -> np.ndarray:
+    """(N, 4) boxes (row_min, col_min, row_max, col_max) of the located lesions."""
+    boxes = [lesion.box() for lesion in record.lesions if lesion.located]
+    return np.array(boxes, np.float64).reshape(-1, 4)

@@ -5,6 +5,6 @@ context; inside napari's process triton is therefore kept out before torch is im
 (training itself runs in a separate process).
 """
 
-from ..runtime import keep_triton_out
+from napari_mammo.engine.runtime import keep_triton_out
 
 keep_triton_out()

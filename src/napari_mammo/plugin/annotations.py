@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..mias import INFO_NAME, at_image_height, find_info, read_info, write_info
-from ..pgm import pgm_shape, read_pgm, write_pgm
-from ..records import Lesion, Mammogram
-from .layers import feature_text, shape_lesion
+from napari_mammo.io.mias import INFO_NAME, at_image_height, find_info, read_info, write_info
+from napari_mammo.io.pgm import pgm_shape, read_pgm, write_pgm
+from napari_mammo.plugin.layers import feature_text, shape_lesion
+from napari_mammo.records import Lesion, Mammogram
 
 if TYPE_CHECKING:
     import napari
@@ -65,7 +65,7 @@ def annotated_planes(image_layer, shapes_layer, every_slice: bool = False,
     References are the layer's name or the stack's MIAS names when they look like 'mdb001';
     otherwise 'img' and the layer's `number` (and the slice's).
     """
-    from .slices import on_slice
+    from napari_mammo.plugin.slices import on_slice
 
     if image_layer.rgb or image_layer.ndim not in (2, 3):
         raise ValueError(f"{image_layer.name!r} is not a 2-D greyscale image or a stack of them")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Label
 
-from .slices import (
+from napari_mammo.plugin.slices import (
     describe_skipped,
     image_layers,
     layer_named,
@@ -18,7 +18,7 @@ from .slices import (
     show_for_stacks,
     slices_box,
 )
-from .worker_widget import ModelWidget
+from napari_mammo.plugin.worker_widget import ModelWidget
 
 if TYPE_CHECKING:
     import napari
@@ -73,7 +73,7 @@ class ClassifyWidget(ModelWidget):
         weights, device, selection = self.weights_path(), self.device.value, self.patches.value
 
         def job():
-            from ..classifier import PatchClassifier
+            from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
             classifier = PatchClassifier.load(weights, device=device)
             results, skipped = yield from run_on_planes(

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
-from .layers import box_corners, shape_box
-from .slices import (
+from napari_mammo.plugin.layers import box_corners, shape_box
+from napari_mammo.plugin.slices import (
     describe_skipped,
     image_layers,
     layer_named,
@@ -25,7 +25,7 @@ from .slices import (
     show_for_stacks,
     slices_box,
 )
-from .worker_widget import ModelWidget
+from napari_mammo.plugin.worker_widget import ModelWidget
 
 if TYPE_CHECKING:
     import napari
@@ -172,7 +172,7 @@ class DetectWidget(ModelWidget):
         weights, device = self.weights_path(), self.device.value
 
         def job():
-            from ..detector import LesionDetector
+            from napari_mammo.models.idbll.predict import LesionDetector
 
             detector = LesionDetector.load(weights, device=device)
             results, skipped = yield from run_on_planes(
@@ -197,7 +197,7 @@ class DetectWidget(ModelWidget):
         """Write the image and its shown boxes (as lesion circles) into the chosen MIAS-style folder."""
         from napari.utils.notifications import show_error, show_info
 
-        from .annotations import save_image_annotations
+        from napari_mammo.plugin.annotations import save_image_annotations
 
         layer = self.output_layer()
         if layer is None:

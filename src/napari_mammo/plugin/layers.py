@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..images import ImageData
-from ..records import ABNORMALITIES, Lesion, Mammogram
+from napari_mammo.io.image_data import ImageData
+from napari_mammo.records import ABNORMALITIES, Lesion, Mammogram
 
 SEVERITY_COLOURS = {"B": "#ffd700", "M": "#ff3030", "": "#00c0ff"}
 """Edge colours of lesion circles: benign gold, malignant red, unknown cyan."""

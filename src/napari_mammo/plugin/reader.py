@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import DICOM_SUFFIXES, PGM_SUFFIXES, RASTER_SUFFIXES, ImageData, read_image
-from ..mias import INFO_NAME, find_info, read_folder, record_for_image
-from .layers import image_layer, lesion_shapes
+from napari_mammo.io.image_data import ImageData
+from napari_mammo.io.images import DICOM_SUFFIXES, PGM_SUFFIXES, RASTER_SUFFIXES, read_image
+from napari_mammo.io.mias import INFO_NAME, find_info, read_folder, record_for_image
+from napari_mammo.plugin.layers import image_layer, lesion_shapes
 
 LayerData = list[tuple]
 
@@ -68,7 +69,7 @@ def read_folder_layers(path: Path) -> LayerData:
     for warning in caught:
         warnings.warn(str(warning.message), stacklevel=2)
     if not records:
-        from ..errors import MammoInputError
+        from napari_mammo.errors import MammoInputError
 
         raise MammoInputError(folder, "none of the images its Info.txt lists are present")
     images = [read_image(r.path) for r in records]

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton, Table
 
-from ..detector import Detection, hits
-from ..review import Prediction, draw_review, iter_predict_folder, review_predictions
-from .classify_widget import verdict_on
-from .layers import shape_box
-from .slices import image_layers, layer_named, on_slice, shown_index
-from .weights_registry import REGISTRY, SHIPPED, follow_registry
-from .worker_widget import WorkerWidget
+from napari_mammo.evaluation.detector import hits
+from napari_mammo.evaluation.plots import draw_review
+from napari_mammo.evaluation.review import Prediction, iter_predict_folder, review_predictions
+from napari_mammo.models.idbll.predict import Detection
+from napari_mammo.plugin.classify_widget import verdict_on
+from napari_mammo.plugin.layers import shape_box
+from napari_mammo.plugin.slices import image_layers, layer_named, on_slice, shown_index
+from napari_mammo.plugin.weights_registry import REGISTRY, SHIPPED, follow_registry
+from napari_mammo.plugin.worker_widget import WorkerWidget
 
 if TYPE_CHECKING:
     import napari
@@ -80,8 +82,8 @@ def _truth_label(image, record, index: tuple) -> str:
 
 def truth_record(truth_layer, ref: str, shape_indices: list[int] | None = None):
     """The ground-truth record of an image from (some of) its lesion Shapes."""
-    from ..records import Mammogram
-    from .annotations import shapes_to_lesions
+    from napari_mammo.plugin.annotations import shapes_to_lesions
+    from napari_mammo.records import Mammogram
 
     if truth_layer is None:  # an image the reader found no lesion circles for
         return Mammogram(ref, "")
@@ -147,10 +149,10 @@ class ReviewWidget(WorkerWidget):
         """Classify and detect every image of the folder in a worker; fills the table and the plots."""
         from napari.utils.notifications import show_error
 
-        from ..classifier import PatchClassifier
-        from ..detector import LesionDetector
-        from ..errors import MammoInputError
-        from ..mias import read_folder
+        from napari_mammo.errors import MammoInputError
+        from napari_mammo.io.mias import read_folder
+        from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+        from napari_mammo.models.idbll.predict import LesionDetector
 
         if not self.folder.value or not Path(self.folder.value).is_dir():
             show_error("napari-mammo: choose a MIAS-style folder (images + Info.txt) to review")
@@ -203,7 +205,7 @@ class ReviewWidget(WorkerWidget):
 
     def _open_row(self, row: int, _column: int = 0) -> None:
         """Open a table row's image with its ground truth and its reviewed boxes, hits and misses marked."""
-        from .detect_widget import add_detection_layer
+        from napari_mammo.plugin.detect_widget import add_detection_layer
 
         ref = self.table.native.item(row, 0).text()
         layers = self.viewer.open(self.paths[ref], plugin="napari-mammo")

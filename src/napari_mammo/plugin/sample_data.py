@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import ImageData
-from ..records import MIAS_PIXEL_MM
-from ..synthetic import synthetic_mammogram
-from .layers import image_layer, lesion_shapes
+from napari_mammo.io.image_data import ImageData
+from napari_mammo.io.synthetic import synthetic_mammogram
+from napari_mammo.plugin.layers import image_layer, lesion_shapes
+from napari_mammo.records import MIAS_PIXEL_MM
 
 
 def synthetic_sample() -> list[tuple]:

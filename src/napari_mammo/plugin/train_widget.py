@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 
-from ..runtime import DEVICES
-from .weights_registry import REGISTRY
+from napari_mammo.engine.runtime import DEVICES
+from napari_mammo.plugin.weights_registry import REGISTRY
 
 if TYPE_CHECKING:
     import napari
@@ -149,7 +149,7 @@ class TrainWidget(Container):
         """The MIAS folder to train on; the open layers are first written out as one."""
         if self.source.value == "MIAS folder":
             return Path(self.data.value)
-        from .annotations import export_layers_as_mias
+        from napari_mammo.plugin.annotations import export_layers_as_mias
 
         folder = Path(tempfile.mkdtemp(prefix="napari-mammo-layers-"))
         export_layers_as_mias(self.viewer, folder)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 
-from ..runtime import DEVICES
-from .weights_registry import REGISTRY, SHIPPED, follow_registry
+from napari_mammo.engine.runtime import DEVICES
+from napari_mammo.plugin.weights_registry import REGISTRY, SHIPPED, follow_registry
 
 OTHER_FILE = "other file…"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..mias import MIAS_SIZE, format_csv, format_info
-from ..pgm import atomic_write_bytes
-from ..records import Mammogram
-from .layers import feature_text, shape_lesion
+from napari_mammo.io.atomic import atomic_write_bytes
+from napari_mammo.io.mias import MIAS_SIZE, format_csv, format_info
+from napari_mammo.plugin.layers import feature_text, shape_lesion
+from napari_mammo.records import Mammogram
 
 
 def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[str, int]]:

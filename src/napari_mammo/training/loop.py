@@ -8,10 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runtime import Distributed, close_distributed, init_distributed, pick_device, seed_everything
-
-Progress = Callable[[dict], None]
-StopFlag = Callable[[], bool]
+from napari_mammo.engine.progress import Progress, StopFlag
+from napari_mammo.engine.runtime import Distributed, close_distributed, init_distributed, pick_device, seed_everything
 
 
 @dataclass
@@ -79,7 +77,7 @@ def steps_per_epoch(items: int, batch: int, run: Run, cap: int | None) -> int:
 
 def training_split(records, seed: int) -> tuple[dict, list]:
     """The pair-aware split and the images to validate on (two training images when there is no val part)."""
-    from .splits import standard_split
+    from napari_mammo.data.splits import standard_split
 
     parts = standard_split(records, seed=seed)
     if not parts["train"]:

@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import MammoInputError
-from .pgm import atomic_write_bytes, pgm_shape
-from .records import ABNORMALITIES, TISSUES, Lesion, Mammogram
+from napari_mammo.errors import MammoInputError
+from napari_mammo.io.atomic import atomic_write_bytes
+from napari_mammo.io.pgm import pgm_shape
+from napari_mammo.records import ABNORMALITIES, TISSUES, Lesion, Mammogram
 
 MIAS_SIZE = 1024
 """Edge of a mini-MIAS image in pixels; Info.txt's Y is measured up from the bottom."""

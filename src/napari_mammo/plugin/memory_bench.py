@@ -38,11 +38,11 @@ def _measure(threads: int) -> dict:
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from ..mias import write_info
-    from ..pgm import write_pgm
-    from ..synthetic import synthetic_mammogram
-    from .classify_widget import ClassifyWidget
-    from .detect_widget import DetectWidget
+    from napari_mammo.io.mias import write_info
+    from napari_mammo.io.pgm import write_pgm
+    from napari_mammo.io.synthetic import synthetic_mammogram
+    from napari_mammo.plugin.classify_widget import ClassifyWidget
+    from napari_mammo.plugin.detect_widget import DetectWidget
 
     torch.set_num_threads(threads)
     stages = {"python + torch": _rss_mb()}

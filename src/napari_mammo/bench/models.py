@@ -28,7 +28,7 @@ def _measure(kind: str, fast: bool, threads: int, repeats: int, batch: int) -> d
     import torch
     import torch.nn.functional as F
 
-    from .models.cnni_bcc import CNNIBCC
+    from napari_mammo.models.cnni_bcc.network import CNNIBCC
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -49,8 +49,8 @@ def _measure(kind: str, fast: bool, threads: int, repeats: int, batch: int) -> d
             F.cross_entropy(model(patches), target).backward()
             optimiser.step()
     else:
-        from .classifier import PatchClassifier
-        from .synthetic import synthetic_mammogram
+        from napari_mammo.io.synthetic import synthetic_mammogram
+        from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
         pixels, _ = synthetic_mammogram(seed=1, label="malignant")
         classifier = PatchClassifier(model.eval(), {}, "cpu", None)
@@ -65,9 +65,9 @@ def _measure_detector(threads: int, repeats: int) -> dict:
     """Median time to detect lesions in one synthetic 1024×1024 mammogram, in this process."""
     import torch
 
-    from .detector import LesionDetector
-    from .models.idbll import build_idbll
-    from .synthetic import synthetic_mammogram
+    from napari_mammo.io.synthetic import synthetic_mammogram
+    from napari_mammo.models.idbll.network import build_idbll
+    from napari_mammo.models.idbll.predict import LesionDetector
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

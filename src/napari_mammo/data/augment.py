@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .records import Lesion, Mammogram
+from napari_mammo.records import Lesion, Mammogram
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MammoInputError
-from .images import ImageData
+from napari_mammo.errors import MammoInputError
+from napari_mammo.io.image_data import ImageData
 
 
 def _spacing(dataset) -> tuple[float, float] | None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .mias import INFO_NAME, write_info
-from .pgm import write_pgm
-from .records import Lesion, Mammogram
+from napari_mammo.io.mias import INFO_NAME, write_info
+from napari_mammo.io.pgm import write_pgm
+from napari_mammo.records import Lesion, Mammogram
 
 SYNTHETIC_HEADER = "Synthetic mammograms made by napari-mammo (not patient data).\n"
 

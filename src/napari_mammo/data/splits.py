@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .records import CLASS_NAMES, Mammogram
+from napari_mammo.records import CLASS_NAMES, Mammogram
 
 
 def woman_label(records: Sequence[Mammogram]) -> str:

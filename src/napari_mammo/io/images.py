@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import MammoInputError
-from .pgm import read_pgm
-from .records import MIAS_PIXEL_MM
+from napari_mammo.errors import MammoInputError
+from napari_mammo.io.image_data import ImageData
+from napari_mammo.io.pgm import read_pgm
+from napari_mammo.records import MIAS_PIXEL_MM
 
 PGM_SUFFIXES = (".pgm",)
 DICOM_SUFFIXES = (".dcm", ".dicom")
 RASTER_SUFFIXES = (".png", ".tif", ".tiff")
 
 
-@dataclass
-class ImageData:
-    """Pixels of one mammogram (2-D, or 3-D for a stack) and their size in millimetres."""
-
-    pixels: np.ndarray
-    spacing_mm: tuple[float, float] | None
-    source: Path
-    metadata: dict = field(default_factory=dict)
 
 
 def is_dicom(path: Path) -> bool:
@@ -47,7 +39,7 @@ def read_image(path: str | Path) -> ImageData:
     if suffix in PGM_SUFFIXES:
         return ImageData(read_pgm(path), (MIAS_PIXEL_MM, MIAS_PIXEL_MM), path, {"format": "PGM"})
     if is_dicom(path):
-        from .dicom import read_dicom
+        from napari_mammo.io.dicom import read_dicom
 
         return read_dicom(path)
     if suffix in RASTER_SUFFIXES:

@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import MammoInputError
-from .pgm import current_umask
+from napari_mammo.errors import MammoInputError
+from napari_mammo.io.atomic import current_umask
 
 FORMAT_VERSION = "1"
 

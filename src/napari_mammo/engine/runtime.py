@@ -78,7 +78,7 @@ def keep_triton_out() -> None:
     """Make torch treat triton as absent in this process (it crashes after a Mesa GL context exists).
 
     torch's optimizer imports torch._dynamo, which imports triton; in napari's process that
-    import segfaults once the viewer has made an OpenGL context (see DESIGN.md).
+    import segfaults once the viewer has made an OpenGL context (reproduced with torch 2.14.1 under Mesa).
     """
     import sys
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from .records import CLASS_NAMES, Mammogram
+from napari_mammo.records import CLASS_NAMES, Mammogram
 
 PATCH = 128
 Selection = Literal["middle", "all", "breast"]

@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .depthwise import CHANNELS_LAST, SameDepthwiseConv2d, plain_same_conv, transposed_depthwise_fft
+from napari_mammo.models.cnni_bcc.depthwise import (
+    CHANNELS_LAST,
+    SameDepthwiseConv2d,
+    plain_same_conv,
+    transposed_depthwise_fft,
+)
 
 PATCH_SIZE = 128
 CLASSES = ("normal", "benign", "malignant")

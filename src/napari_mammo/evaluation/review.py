@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .detector import Detection, hits
-from .records import Mammogram
+from napari_mammo.evaluation.detector import hits
+from napari_mammo.models.idbll.predict import Detection
+from napari_mammo.records import Mammogram
 
 
 @dataclass
@@ -65,9 +65,9 @@ def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
     Returns (predictions, skipped): an image that cannot be read or run (truncated, constant,
     …) is skipped with its error message instead of ending the review.
     """
-    from .classifier import CLASS_NAMES
-    from .errors import MammoInputError
-    from .images import read_image
+    from napari_mammo.errors import MammoInputError
+    from napari_mammo.io.images import read_image
+    from napari_mammo.records import CLASS_NAMES
 
     predictions, skipped = [], []
     for index, record in enumerate(records):
@@ -88,8 +88,8 @@ def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
 
 def review_predictions(predictions: Sequence[Prediction], threshold: float) -> tuple[list[ImageReview], dict]:
     """Per-image reviews at a box threshold (most suspicious first), the summary, FROC and ROC."""
-    from .detector import froc, sensitivity_at
-    from .metrics import roc_auc, roc_curve
+    from napari_mammo.evaluation.detector import froc, sensitivity_at
+    from napari_mammo.evaluation.metrics import roc_auc, roc_curve
 
     reviews = sorted((review_image(p.record, p.verdict, p.abnormality, p.detections, threshold)
                       for p in predictions), key=lambda r: -r.abnormality)
@@ -107,25 +107,8 @@ def review_predictions(predictions: Sequence[Prediction], threshold: float) -> t
     return reviews, summary
 
 
-def draw_review(figure, summary: dict) -> None:
-    """The folder's FROC (the chosen box threshold marked) and image ROC on a matplotlib Figure."""
-    from .evaluation import draw_froc, draw_roc
-
-    figure.clear()
-    froc_ax, roc_ax = figure.subplots(1, 2)
-    point = {f"boxes ≥ {summary['threshold']:.2f}": (summary["fp_per_image"], summary["sensitivity"])}
-    draw_froc(froc_ax, summary["froc"], f"IDBLL FROC ({summary['lesions']} lesions)", point)
-    draw_roc(roc_ax, [("normal vs abnormal", summary["roc_normal_vs_abnormal"], summary["auc_normal_vs_abnormal"])],
-             f"CNNI-BCC ROC ({summary['images']} images)")
 
 
-def plot_review(summary: dict, path: str | Path) -> Path:
-    """A PNG of the folder's FROC and ROC (see `draw_review`)."""
-    from .evaluation import _pyplot, _save_figure
-
-    figure = _pyplot().figure(figsize=(11, 4.5))
-    draw_review(figure, summary)
-    return _save_figure(figure, path)
 
 
 def format_review(reviews: Sequence[ImageReview], summary: dict) -> str:

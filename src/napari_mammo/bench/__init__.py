@@ -1,0 +1,1 @@
+"""Benchmarks: the models' speed and memory, in fresh processes."""

@@ -1,0 +1,1 @@
+"""From records to model inputs: preprocessing, patches and their labels, augmentation, splits."""

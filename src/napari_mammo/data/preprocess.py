@@ -1,0 +1,54 @@
+"""Grey levels and geometry as the models take them: [0, 1] pixels, 0.2 mm pixels, a square canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_mammo.records import MIAS_PIXEL_MM
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """Grey levels as float32 in [0, 1]: uint8 by /255, other types by their own min and max."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / 255.0
+    values = pixels.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError("image contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def to_mias_scale(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Resample to mini-MIAS' 0.2 mm pixels when the pixel size is known.
+
+    Returns the image and its (row, column) scale: resampled pixels per input pixel along
+    each axis, exact for the rounded output shape, so positions map back without drift.
+    """
+    if not spacing_mm or abs(spacing_mm[0] - MIAS_PIXEL_MM) < 1e-6 and abs(spacing_mm[1] - MIAS_PIXEL_MM) < 1e-6:
+        return pixels, np.ones(2)
+    from skimage.transform import resize
+
+    shape = (max(1, round(pixels.shape[0] * spacing_mm[0] / MIAS_PIXEL_MM)),
+             max(1, round(pixels.shape[1] * spacing_mm[1] / MIAS_PIXEL_MM)))
+    resized = resize(pixels.astype(np.float32), shape, order=1, anti_aliasing=True, preserve_range=True)
+    return resized, np.array(shape, float) / np.array(pixels.shape[:2], float)
+
+
+def to_canvas(pixels01: np.ndarray, size: int, upscale: bool = True) -> tuple[np.ndarray, float]:
+    """Pad a [0, 1] image at the bottom/right to a square and resize it to `size`; returns (canvas, factor).
+
+    `factor` is input pixels per canvas pixel. With `upscale=False` a square smaller than
+    `size` is padded, not enlarged (a region of interest at full resolution).
+    """
+    from skimage.transform import resize
+
+    side = max(pixels01.shape)
+    square = np.zeros((side, side), np.float32)
+    square[: pixels01.shape[0], : pixels01.shape[1]] = pixels01
+    if side <= size and not upscale:
+        canvas = np.zeros((size, size), np.float32)
+        canvas[:side, :side] = square
+        return canvas, 1.0
+    canvas = resize(square, (size, size), order=1, anti_aliasing=side > size, preserve_range=True)
+    return canvas.astype(np.float32), side / size

@@ -1,0 +1,1 @@
+"""Scoring models on labelled images: metrics, classifier and detector evaluation, review, plots."""

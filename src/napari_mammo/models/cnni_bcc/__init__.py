@@ -1,0 +1,1 @@
+"""CNNI-BCC, the poster's patch classifier: network and inference."""

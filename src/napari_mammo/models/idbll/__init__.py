@@ -1,0 +1,1 @@
+"""IDBLL, the SSD lesion locator: network and inference."""
