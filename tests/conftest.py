@@ -18,6 +18,14 @@ def synthetic_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache(tmp_path_factory) -> Path:
+    """Backbone features are cached in a temporary folder, never in the user's cache."""
+    folder = tmp_path_factory.mktemp("feature-cache")
+    os.environ["NAPARI_MAMMO_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def mias_folder() -> Path:
     """The real mini-MIAS folder named by NAPARI_MAMMO_MIAS; skips without it."""
@@ -48,6 +56,33 @@ def classifier_file(synthetic_folder, tmp_path_factory) -> Path:
     train_classifier(read_folder(synthetic_folder), out,
                      ClassifierConfig(epochs=1, batch_size=4, patches="all", max_steps_per_epoch=2))
     return out
+
+
+@pytest.fixture(scope="session")
+def screening_file(synthetic_folder, tmp_path_factory) -> Path:
+    """Screening weights fitted on the small synthetic folder (3 folds, one seed)."""
+    from napari_mammo import read_folder
+    from napari_mammo.evaluation.crossval import load_cells
+    from napari_mammo.training.screening import fit_screener
+
+    records = read_folder(synthetic_folder)
+    out = tmp_path_factory.mktemp("screening") / "screening.safetensors"
+    fit_screener(records, load_cells(records), out, folds=3, seeds=1)
+    return out
+
+
+def use_weights_file(widget, path) -> None:
+    """Point a model widget at a weights file, choosing the model that the file holds."""
+    from safetensors import safe_open
+
+    from napari_mammo.plugin.classify_widget import MODELS
+
+    if hasattr(widget, "model"):
+        with safe_open(str(path), framework="pt") as handle:
+            model = handle.metadata()["model"]
+        widget.model.value = next(label for label, name in MODELS.items() if name == model)
+    widget.weights.value = "other file…"
+    widget.weights_file.value = str(path)
 
 
 WIDGETS = {

@@ -109,7 +109,8 @@ def test_refuses_weights_of_another_model_or_garbage(tmp_path):
 
 def test_cli_classify_json(trained, synthetic_folder, capsys):
     paths = [str(synthetic_folder / "mdb001.pgm"), str(synthetic_folder / "mdb005.pgm")]
-    assert main(["classify", *paths, "--weights", str(trained), "--device", "cpu", "--json"]) == 0
+    assert main(["classify", *paths, "--model", "cnni-bcc", "--weights", str(trained), "--device", "cpu",
+                 "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)
     assert [e["path"] for e in entries] == paths
     for entry in entries:
@@ -121,7 +122,7 @@ def test_cli_classify_json(trained, synthetic_folder, capsys):
 def test_cli_bad_weights_is_one_line(tmp_path, synthetic_folder, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_text("nope")
-    assert main(["classify", str(synthetic_folder / "mdb001.pgm"), "--weights", str(bad)]) == 2
+    assert main(["classify", str(synthetic_folder / "mdb001.pgm"), "--model", "cnni-bcc", "--weights", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.safetensors" in err
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from npe2 import PluginManifest
 
-from conftest import WIDGETS
+from conftest import WIDGETS, use_weights_file
 from napari_mammo.plugin.classify_widget import ClassifyWidget
 from napari_mammo.plugin.detect_widget import DetectWidget
 from napari_mammo.plugin.review_widget import ReviewWidget
@@ -54,8 +54,7 @@ def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napar
     classify, detect, review = (open_widget(viewer, key) for key in ("classify", "detect", "review"))
     for widget, weights in ((classify, classifier_file), (detect, detector_file)):
         widget.image.value = "mdb005"
-        widget.weights.value = "other file…"
-        widget.weights_file.value = str(weights)
+        use_weights_file(widget, weights)
         widget.start()
         qtbot.waitUntil(lambda w=widget: w._worker is None, timeout=60_000)
     labels = viewer.layers["mdb005 CNNI-BCC patches"]
@@ -68,3 +67,26 @@ def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napar
     counts = review.compare()
     assert counts["hits"] + counts["false_positives"] == len(boxes.data)
     assert counts["truth"] == "malignant"
+
+
+def test_screening_from_the_menu_uses_the_other_film_and_adds_an_aligned_heatmap(
+        open_widget, make_napari_viewer, qtbot, screening_file, synthetic_folder):
+    viewer = make_napari_viewer(show=True)
+    for ref in ("mdb005", "mdb006"):
+        viewer.open(str(synthetic_folder / f"{ref}.pgm"), plugin="napari-mammo")
+    classify = open_widget(viewer, "classify")
+    classify.image.value = "mdb005"
+    assert classify.model.value.startswith("screening") and classify.other.value == "mdb006"
+    assert "mdb005 suspicion" not in classify.image.choices
+    use_weights_file(classify, screening_file)
+    classify.start()
+    qtbot.waitUntil(lambda: classify._worker is None, timeout=60_000)
+    assert "both films" in classify.verdict.value
+    image, heatmap = viewer.layers["mdb005"], viewer.layers["mdb005 suspicion"]
+    assert "mdb005 suspicion" not in classify.image.choices
+    # the heatmap's cells cover the image: its last cell ends where the image's pixels end (± one cell)
+    extent = heatmap.translate + (np.array(heatmap.data.shape) - 0.5) * heatmap.scale
+    np.testing.assert_allclose(extent, image.translate + (np.array(image.data.shape) - 0.5) * image.scale,
+                               atol=heatmap.scale.max())
+    assert heatmap.colorbar.visible
+    assert viewer.layers["mdb005 CNNI-BCC patches"].data.shape == image.data.shape

@@ -101,3 +101,66 @@ def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypa
     records = read_folder(synthetic_folder)
     again = cross_validate(records, load_cells(records), 3, [0])
     assert json_safe(again["per_fold"]) == report["per_fold"]  # the cache gives the same features, the folds are seeded
+
+
+def test_screener_classifies_with_and_without_the_other_film(screening_file, synthetic_folder):
+    from napari_mammo.io.images import read_image
+    from napari_mammo.models.screener import Screener, partner_file
+
+    screener = Screener.load(screening_file)
+    path = synthetic_folder / "mdb005.pgm"
+    assert partner_file(path) == synthetic_folder / "mdb006.pgm"
+    alone = screener.screen_file(path)
+    both = screener.screen_file(path, partner_file(path))
+    assert not alone.both_breasts and both.both_breasts
+    for result in (alone, both):
+        assert sum(result.probabilities.values()) == pytest.approx(1.0)
+        assert result.label in ("normal", "benign", "malignant")
+        assert (result.label == "normal") == (result.score < result.threshold)
+    image = read_image(path).pixels
+    assert alone.label_image.shape == image.shape
+    # the patch map agrees with the single-film verdict: an abnormal verdict has an abnormal patch and back
+    assert (alone.label != "normal") == any(p["label"] != "normal" for p in alone.patches)
+    assert alone.heatmap.shape == tuple(int(np.ceil(s / 32)) for s in image.shape)
+    json.dumps(alone.to_json(str(path)), allow_nan=False)
+
+
+@pytest.mark.parametrize("problem", ["nan", "threshold"])
+def test_screener_refuses_broken_weights(screening_file, tmp_path, problem):
+    from napari_mammo import MammoInputError
+    from napari_mammo.engine.weights import load_weights, save_weights
+    from napari_mammo.models.screener import Screener
+
+    state, metadata = load_weights(screening_file, "screening")
+    metadata.pop("format_version"), metadata.pop("model")
+    if problem == "nan":
+        state["cells.weight"][0] = float("nan")
+    else:
+        metadata["threshold"] = 1.5
+    bad = save_weights(tmp_path / "bad.safetensors", state, "screening", metadata)
+    with pytest.raises(MammoInputError, match="NaN|outside"):
+        Screener.load(bad)
+
+
+def test_other_film_of_another_size_is_refused(screening_file, synthetic_folder, tmp_path):
+    from napari_mammo import MammoInputError
+    from napari_mammo.io.pgm import write_pgm
+    from napari_mammo.models.screener import Screener
+
+    small = tmp_path / "small.pgm"
+    write_pgm(small, np.random.default_rng(0).integers(0, 255, (128, 128), dtype=np.uint8))
+    with pytest.raises(MammoInputError, match="cannot be the same view"):
+        Screener.load(screening_file).screen_file(synthetic_folder / "mdb005.pgm", small)
+
+
+def test_classify_command_defaults_to_screening_and_keeps_the_json_format(screening_file, synthetic_folder,
+                                                                         capsys):
+    from napari_mammo.cli import main
+
+    path = str(synthetic_folder / "mdb005.pgm")
+    assert main(["classify", path, "--weights", str(screening_file), "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert set(entry["probabilities"]) == {"normal", "benign", "malignant"}
+    assert {"path", "label", "patches"} <= set(entry) and entry["both_breasts"] is True
+    assert main(["classify", path, "--weights", str(screening_file), "--other", "none"]) == 0
+    assert "this one" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from conftest import use_weights_file
 from napari_mammo.plugin.slices import EVERY, SHOWN
 
 
@@ -15,8 +16,7 @@ def _run(qtbot, widget) -> list[dict]:
 
 
 def _with_weights(widget, path) -> None:
-    widget.weights.value = "other file…"
-    widget.weights_file.value = str(path)
+    use_weights_file(widget, path)
 
 
 def test_classify_every_slice_then_redo_one(open_widget, make_napari_viewer, qtbot, classifier_file, synthetic_folder):

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import use_weights_file
 from napari_mammo import read_folder
 from napari_mammo.plugin.classify_widget import ClassifyWidget
 from napari_mammo.plugin.train_widget import TrainWidget
@@ -31,8 +32,7 @@ def _set_up_training(widget: TrainWidget, folder, out, epochs: int, extra: tuple
 
 
 def _use_file(widget: ClassifyWidget, path) -> None:
-    widget.weights.value = "other file…"
-    widget.weights_file.value = str(path)
+    use_weights_file(widget, path)
 
 
 def test_classify_writes_aligned_labels_and_replaces_its_layer(open_widget, make_napari_viewer, qtbot, weights,

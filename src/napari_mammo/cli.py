@@ -134,8 +134,33 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def train_screening(args: argparse.Namespace) -> int:
+    """Fit the screening model on every image of a folder, calibrated on held-out folds; write its weights."""
+    from tqdm import tqdm
+
+    from napari_mammo.evaluation.crossval import format_crossval, load_cells
+    from napari_mammo.io.mias import read_folder
+    from napari_mammo.models.screening import ScreeningConfig
+    from napari_mammo.training.screening import fit_screener
+
+    records = read_folder(args.data)
+    config = ScreeningConfig()
+    with tqdm(total=len(records), desc="backbone features", unit="image", file=sys.stderr, leave=False) as bar:
+        cells = load_cells(records, lambda done, total: bar.update(done - bar.n), config.features)
+    with tqdm(desc="folds", unit="fold", file=sys.stderr, leave=False) as bar:
+        metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds,
+                                progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+    print(format_crossval({**metadata["crossval"]}), file=sys.stderr)
+    point = metadata["operating_point"]["both"]
+    print(f"operating point (held-out, both films): p(abnormal) >= {point['threshold']:.3f}, sensitivity "
+          f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a MIAS-style folder."""
+    if args.model == "screening":
+        return train_screening(args)
     _stop_on_signals()
     records = _records_for_training(args.data)
     show, close = _progress_printer(args.progress_json)
@@ -184,20 +209,33 @@ def _each_image(paths: list[str], work) -> tuple[list[dict], int]:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify images with CNNI-BCC; JSON list on stdout with --json."""
-    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+    if args.model == "cnni-bcc":
+        from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
-    classifier = PatchClassifier.load(args.weights, device=args.device)
-    results, failed = _each_image(args.images,
-                                  lambda path: classifier.classify_file(path, selection=args.patches).to_json(path))
+        classifier = PatchClassifier.load(args.weights, device=args.device)
+        results, failed = _each_image(
+            args.images, lambda path: classifier.classify_file(path, selection=args.patches).to_json(path))
+    else:
+        from napari_mammo.models.screener import Screener, partner_file
+
+        screener = Screener.load(args.weights)
+
+        def screen(path: str) -> dict:
+            other = args.other if args.other != "auto" else partner_file(path)
+            other = None if other == "none" else other
+            return screener.screen_file(path, other).to_json(path)
+
+        results, failed = _each_image(args.images, screen)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(f"{'image':<40} {'verdict':<10} {'normal':>7} {'benign':>7} {'malignant':>9}  patches N/B/M")
+        print(f"{'image':<40} {'verdict':<10} {'normal':>7} {'benign':>7} {'malignant':>9}  patches N/B/M  films")
         for entry in results:
             p = entry["probabilities"]
             counts = [sum(1 for q in entry["patches"] if q["label"] == name) for name in p]
+            films = "" if "both_breasts" not in entry else ("both" if entry["both_breasts"] else "this one")
             print(f"{entry['path']:<40} {entry['label']:<10} {p['normal']:7.3f} {p['benign']:7.3f} "
-                  f"{p['malignant']:9.3f}  {counts[0]}/{counts[1]}/{counts[2]}")
+                  f"{p['malignant']:9.3f}  {counts[0]}/{counts[1]}/{counts[2]:<8} {films}")
     return 2 if failed else 0
 
 
@@ -407,14 +445,18 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from napari_mammo.evaluation.crossval import cross_validate, format_crossval, load_cells
     from napari_mammo.io.atomic import atomic_write_bytes
     from napari_mammo.io.mias import read_folder
+    from napari_mammo.models.screening import ScreeningConfig
 
     records = read_folder(args.data)
+    config = ScreeningConfig(layer=args.layer, zoom=args.zoom, weight_decay=args.weight_decay,
+                             contralateral_weight_decay=args.contralateral_weight_decay, top_cells=args.top_cells)
     if args.folds < 2 or args.folds > len({r.woman for r in records}):
         raise ValueError(f"--folds must be between 2 and the number of women in {args.data}")
     with tqdm(total=len(records), desc="backbone features", unit="image", file=sys.stderr, leave=False) as bar:
-        cells = load_cells(records, lambda done, total: bar.update(done - bar.n))
+        cells = load_cells(records, lambda done, total: bar.update(done - bar.n), config.features)
     with tqdm(total=args.folds * args.seeds, desc="folds", unit="fold", file=sys.stderr, leave=False) as bar:
-        report = cross_validate(records, cells, args.folds, range(args.seeds), lambda d, t: bar.update(d - bar.n))
+        report = cross_validate(records, cells, args.folds, range(args.seeds), config,
+                                lambda d, t: bar.update(d - bar.n))
     text = json.dumps(json_safe(report), indent=2, allow_nan=False)
     if args.out:
         atomic_write_bytes(args.out, (text + "\n").encode())
@@ -441,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train on the train part of a seeded, pair-aware split of a MIAS-style "
                                        "folder; 20% of the women are held out as a test split and never used. "
                                        "Runs under torchrun for several processes (DDP).")
-    train.add_argument("model", choices=["classifier", "detector"], help="CNNI-BCC or the IDBLL detector")
+    train.add_argument("model", choices=["classifier", "detector", "screening"],
+                       help="CNNI-BCC, the IDBLL detector, or the screening model on the pretrained backbone "
+                            "(fitted on every image, calibrated on held-out folds by woman)")
     train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
     train.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
@@ -459,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--labelling", default="lesion", choices=["lesion", "image"],
                        help="patch labels from the lesion circles (default) or the image label")
     train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    train.add_argument("--cv-seeds", type=int, default=3,
+                       help="screening: fold seeds of the cross-validation kept in the model card (default 3)")
     train.add_argument("--progress-json", action="store_true", help="print progress as JSON lines on stdout")
     train.set_defaults(func=cmd_train)
 
@@ -473,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     crossval.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     crossval.add_argument("--seeds", type=int, default=1, help="repeat with this many fold seeds (default 1)")
+    crossval.add_argument("--layer", default="head", choices=["head", "blocks", "stage5", "stage4"],
+                          help="backbone features: after the head conv (1280 channels, default), the last "
+                               "blocks (320), stage 5 (192) or stage 4 (112, stride 16)")
+    crossval.add_argument("--zoom", type=float, default=1.0, help="zoom of the 0.2 mm image before the backbone")
+    crossval.add_argument("--weight-decay", type=float, default=1.0, help="L2 penalty of the cell heads")
+    crossval.add_argument("--contralateral-weight-decay", type=float, default=1.0,
+                          help="L2 penalty of the left-minus-right head")
+    crossval.add_argument("--top-cells", type=int, default=1, help="image score: mean of this many top cells")
     crossval.add_argument("--out", metavar="FILE.json", help="also write the full report as JSON")
     crossval.add_argument("--json", action="store_true", help="print the full report as JSON")
     crossval.set_defaults(func=cmd_crossval)
@@ -481,7 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Classify each image's 128x128 patches and give an image verdict "
                                           "(the most suspicious patch decides).")
     classify.add_argument("images", nargs="+", metavar="IMAGE")
-    classify.add_argument("--weights", metavar="FILE", help="a CNNI-BCC .safetensors file (default: shipped)")
+    classify.add_argument("--model", default="screening", choices=["screening", "cnni-bcc"],
+                          help="the screening model on the pretrained backbone (default), or the poster's CNNI-BCC")
+    classify.add_argument("--weights", metavar="FILE", help="a .safetensors file of that model (default: shipped)")
+    classify.add_argument("--other", default="auto", metavar="FILE|auto|none",
+                          help="screening: the woman's other film (same view); 'auto' (default) takes the MIAS "
+                               "partner beside the image (mdb001 <-> mdb002), 'none' screens the film alone")
     classify.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     classify.add_argument("--patches", default="breast", choices=["breast", "all", "middle"],
                           help="which patches to classify (default: those in the breast)")

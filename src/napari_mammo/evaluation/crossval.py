@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.models.screening import (
     CellFeatures,
     FeatureSpec,
+    ScreeningConfig,
     breast_embedding,
     cell_boxes,
     cell_labels,
@@ -29,7 +30,7 @@ from napari_mammo.models.screening import (
 from napari_mammo.records import CLASS_NAMES, Mammogram
 
 VARIANTS = ("cells", "contralateral", "fused")
-"""Image scores compared: most suspicious cell, left-minus-right embedding, and their rank average."""
+"""Image scores compared: most suspicious cell, left-minus-right embedding, and their standardised sum."""
 
 
 def woman_folds(records: Sequence[Mammogram], folds: int, seed: int) -> list[list[Mammogram]]:
@@ -59,7 +60,7 @@ def other_film(record: Mammogram, by_ref: dict[str, Mammogram]) -> Mammogram | N
     return by_ref.get(partner)
 
 
-def _training_cells(records: Sequence[Mammogram], cells: dict[str, CellFeatures], rng: np.random.Generator,
+def training_cells(records: Sequence[Mammogram], cells: dict[str, CellFeatures], rng: np.random.Generator,
                     negatives_per_image: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, abnormal labels and malignant labels of the training cells (normal cells subsampled)."""
     xs, abnormal, malignant = [], [], []
@@ -79,7 +80,7 @@ def _training_cells(records: Sequence[Mammogram], cells: dict[str, CellFeatures]
     return np.concatenate(xs), np.concatenate(abnormal), np.concatenate(malignant)
 
 
-def _contralateral_inputs(records: Sequence[Mammogram], embeddings: dict[str, np.ndarray],
+def contralateral_inputs(records: Sequence[Mammogram], embeddings: dict[str, np.ndarray],
                           by_ref: dict[str, Mammogram]) -> np.ndarray:
     """Each film's embedding minus its partner's (zeros where the partner is missing)."""
     rows = []
@@ -88,13 +89,6 @@ def _contralateral_inputs(records: Sequence[Mammogram], embeddings: dict[str, np
         own = embeddings[record.ref]
         rows.append(own - embeddings[partner.ref] if partner is not None else np.zeros_like(own))
     return np.array(rows)
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks scaled to [0, 1] (ties share the mean rank)."""
-    from scipy.stats import rankdata
-
-    return (rankdata(values) - 1) / max(len(values) - 1, 1)
 
 
 @dataclass
@@ -108,31 +102,37 @@ class FoldResult:
 
 
 def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[str, CellFeatures],
-             by_ref: dict[str, Mammogram], seed: int, negatives_per_image: int = 150) -> FoldResult:
+             by_ref: dict[str, Mammogram], seed: int, config: ScreeningConfig) -> FoldResult:
     """Fit on `train`, score `test`: cell scores, image scores per variant, malignancy, boxes."""
     rng = np.random.default_rng(seed)
-    x, abnormal, malignant = _training_cells(train, cells, rng, negatives_per_image)
-    head = fit_cell_head(x, abnormal, seed=seed)
+    x, abnormal, malignant = training_cells(train, cells, rng, config.negatives_per_image)
+    head = fit_cell_head(x, abnormal, weight_decay=config.weight_decay, seed=seed)
     lesion_cells = abnormal > 0
-    severity = fit_cell_head(x[lesion_cells], malignant[lesion_cells], seed=seed)
+    severity = fit_cell_head(x[lesion_cells], malignant[lesion_cells], weight_decay=config.weight_decay, seed=seed)
     embeddings = {ref: breast_embedding(found) for ref, found in cells.items()}
     train_truth = np.array([r.label != "normal" for r in train], float)
-    contra = fit_cell_head(_contralateral_inputs(train, embeddings, by_ref), train_truth, weight_decay=1e-1,
-                           seed=seed)
+    contra = fit_cell_head(contralateral_inputs(train, embeddings, by_ref), train_truth,
+                           weight_decay=config.contralateral_weight_decay, seed=seed)
     cell_scores, malignancy, detections = [], [], []
     for record in test:
         found = cells[record.ref]
         scores = head.scores(found.features)
-        cell_scores.append(image_score(scores, found.breast))
+        cell_scores.append(image_score(scores, found.breast, config.top_cells))
         top = np.argsort(np.where(found.breast, scores, -1).reshape(-1))[-5:]
         malignancy.append(float(severity.scores(found.features).reshape(-1)[top].mean()))
         boxes = cell_boxes(scores, found.breast, found.stride)
         detections.append([Detection(box, "lesion", score) for box, score in boxes])
-    contra_inputs = _contralateral_inputs(test, embeddings, by_ref)
-    contra_scores = contra.scores(contra_inputs.T[:, :, None])[:, 0]
+    contra_scores = contra.scores(contralateral_inputs(test, embeddings, by_ref).T[:, :, None])[:, 0]
     cell_scores = np.array(cell_scores)
-    return FoldResult(list(test), {"cells": cell_scores, "contralateral": contra_scores,
-                                   "fused": (_ranks(cell_scores) + _ranks(contra_scores)) / 2},
+    # the two scores are summed after standardising each by its spread on the training images
+    train_cells = np.array([image_score(head.scores(cells[r.ref].features), cells[r.ref].breast, config.top_cells)
+                            for r in train])
+    train_contra = contra.scores(contralateral_inputs(train, embeddings, by_ref).T[:, :, None])[:, 0]
+    standardise = {"cells": (float(train_cells.mean()), float(train_cells.std() + 1e-9)),
+                   "contralateral": (float(train_contra.mean()), float(train_contra.std() + 1e-9))}
+    fused = ((cell_scores - standardise["cells"][0]) / standardise["cells"][1]
+             + (contra_scores - standardise["contralateral"][0]) / standardise["contralateral"][1])
+    return FoldResult(list(test), {"cells": cell_scores, "contralateral": contra_scores, "fused": fused},
                       np.array(malignancy), detections)
 
 
@@ -161,28 +161,43 @@ def _fold_metrics(result: FoldResult) -> dict:
             **{f"sensitivity_at_{fp}_fp": sensitivity_at(curve, fp) for fp in (0.5, 1, 2)}}
 
 
-def cross_validate(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int = 5,
-                   seeds: Sequence[int] = (0,), progress: Callable[[int, int], None] | None = None) -> dict:
-    """Cross-validate by woman over each seed; per-fold figures, mean ± sd, pooled AUC with a 95 % interval."""
+def out_of_fold(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int, seed: int,
+                config: ScreeningConfig, done: Callable[[int], None] | None = None) -> list[FoldResult]:
+    """Each fold's held-out results, the models fitted on the other folds."""
     by_ref = {r.ref: r for r in records}
+    parts = woman_folds(records, folds, seed)
+    results = []
+    for k, test in enumerate(parts):
+        train = [r for i, part in enumerate(parts) if i != k for r in part]
+        results.append(run_fold(train, test, cells, by_ref, seed * 100 + k, config))
+        if done:
+            done(k)
+    return results
+
+
+def cross_validate(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int = 5,
+                   seeds: Sequence[int] = (0,), config: ScreeningConfig | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Cross-validate by woman over each seed; per-fold figures, mean ± sd, pooled AUC with a 95 % interval."""
+    config = config or ScreeningConfig()
     per_fold, pooled = [], []
     total, done = folds * len(seeds), 0
     for seed in seeds:
-        parts = woman_folds(records, folds, seed)
-        results = []
-        for k, test in enumerate(parts):
-            train = [r for i, part in enumerate(parts) if i != k for r in part]
-            result = run_fold(train, test, cells, by_ref, seed * 100 + k)
-            results.append(result)
-            per_fold.append({"seed": seed, "fold": k, "images": len(test), **_fold_metrics(result)})
+        def counted(_k: int) -> None:
+            nonlocal done
             done += 1
             if progress:
                 progress(done, total)
+
+        results = out_of_fold(records, cells, folds, seed, config, counted)
+        per_fold += [{"seed": seed, "fold": k, "images": len(result.records), **_fold_metrics(result)}
+                     for k, result in enumerate(results)]
         pooled.append(_pooled(results, np.random.default_rng(seed)))
     keys = [key for key in per_fold[0] if key not in ("seed", "fold", "images")]
     summary = {key: {"mean": float(np.nanmean([f[key] for f in per_fold])),
                      "sd": float(np.nanstd([f[key] for f in per_fold], ddof=1))} for key in keys}
-    return {"images": len(records), "women": len({r.woman for r in records}), "folds": folds,
+    return {"config": asdict(config), "images": len(records), "women": len({r.woman for r in records}),
+            "folds": folds,
             "seeds": list(seeds), "summary": summary, "pooled": pooled, "per_fold": per_fold}
 
 

@@ -53,6 +53,23 @@ class FeatureSpec:
         return f"{self.layer}-x{self.zoom:g}"
 
 
+@dataclass(frozen=True)
+class ScreeningConfig:
+    """Everything a screening model is fitted with; cross-validation compares these."""
+
+    layer: str = "head"
+    zoom: float = 1.0
+    weight_decay: float = 1.0
+    contralateral_weight_decay: float = 1.0
+    negatives_per_image: int = 150
+    top_cells: int = 1
+
+    @property
+    def features(self) -> FeatureSpec:
+        """The backbone features it reads."""
+        return FeatureSpec(self.layer, self.zoom)
+
+
 def cache_folder() -> Path:
     """Where backbone features are cached: $NAPARI_MAMMO_CACHE, else the user's cache folder."""
     root = os.environ.get("NAPARI_MAMMO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
@@ -172,10 +189,11 @@ def smooth_scores(scores: np.ndarray) -> np.ndarray:
     return ndimage.uniform_filter(scores, size=3, mode="nearest")
 
 
-def image_score(scores: np.ndarray, breast: np.ndarray) -> float:
-    """The image's abnormality score: its most suspicious breast cell after smoothing."""
+def image_score(scores: np.ndarray, breast: np.ndarray, top: int = 1) -> float:
+    """The image's abnormality score: the mean of its `top` most suspicious breast cells after smoothing."""
     smoothed = smooth_scores(scores)
-    return float(smoothed[breast].max()) if breast.any() else float(smoothed.max())
+    values = smoothed[breast] if breast.any() else smoothed.reshape(-1)
+    return float(np.sort(values)[-top:].mean())
 
 
 def cell_boxes(scores: np.ndarray, breast: np.ndarray, stride: float, limit: int = 20,

@@ -23,17 +23,23 @@ from napari_mammo.plugin.worker_widget import ModelWidget
 if TYPE_CHECKING:
     import napari
 
-MODEL = "cnni-bcc"
+MODELS = {"screening (pretrained backbone, both breasts)": "screening", "CNNI-BCC (poster)": "cnni-bcc"}
+NO_OTHER = "none: this film only"
 CLASS_COLOURS = {0: "transparent", 1: "#2ca02c", 2: "#ffbf00", 3: "#d62728"}
 PATCH_ID = 1000
 """Feature rows are keyed by patch ids from here on, so napari never mistakes one for a class value."""
 
 
 class ClassifyWidget(ModelWidget):
-    """Choose an image, weights and device; Classify writes a Labels layer of patch classes."""
+    """Choose an image, a model, weights and device; Classify writes a Labels layer of patch classes
+    (and, for the screening model, a suspicion heatmap)."""
 
-    model_name = MODEL
     idle_text = "Classify"
+
+    @property
+    def model_name(self) -> str:
+        """The chosen model's name in the weights registry."""
+        return MODELS[self.model.value] if hasattr(self, "model") else "screening"
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         viewer = napari_viewer  # napari injects the viewer by this parameter's name
@@ -41,11 +47,16 @@ class ClassifyWidget(ModelWidget):
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.slices = slices_box()
-        self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast")
+        self.model = ComboBox(label="model", choices=list(MODELS), value=next(iter(MODELS)))
+        self.other = ComboBox(label="other film", choices=self._other_choices)
+        self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast", visible=False)
         self.verdict = Label(label="verdict", value="")
-        self.extend([self.image, self.slices, self.weights, self.weights_file, self.device, self.patches,
-                     self.run_button, self.progress, self.verdict])
+        self.extend([self.image, self.slices, self.model, self.other, self.weights, self.weights_file, self.device,
+                     self.patches, self.run_button, self.progress, self.verdict])
         show_for_stacks(viewer, self.image, self.slices)
+        self.model.changed.connect(self._on_model)
+        self.image.changed.connect(self._pick_partner)
+        self._pick_partner()
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
 
@@ -53,9 +64,35 @@ class ClassifyWidget(ModelWidget):
         """Image layer names for the combo box."""
         return [layer.name for layer in image_layers(self.viewer)]
 
+    def _other_choices(self, _=None) -> list:
+        """The woman's other film: none, or another open 2-D image layer."""
+        return [NO_OTHER] + [layer.name for layer in image_layers(self.viewer)
+                             if layer.name != self.image.value and layer.data.ndim == 2]
+
     def _refresh(self, _=None) -> None:
         """Refresh the image choices when layers come and go."""
         self.image.reset_choices()
+        self.other.reset_choices()
+        self._pick_partner()
+
+    def _on_model(self, _=None) -> None:
+        """Show the chosen model's own settings and weights."""
+        screening = self.model_name == "screening"
+        self.other.visible = screening
+        self.patches.visible = not screening
+        self.weights.reset_choices()
+
+    def _pick_partner(self, _=None) -> None:
+        """Choose the MIAS partner of the chosen image (mdb001 ↔ mdb002) when it is open."""
+        self.other.reset_choices()
+        name = str(self.image.value or "")
+        if len(name) == 6 and name.startswith("mdb") and name[3:].isdigit():
+            number = int(name[3:])
+            partner = f"mdb{number + 1 if number % 2 else number - 1:03d}"
+            if partner in self.other.choices:
+                self.other.value = partner
+                return
+        self.other.value = NO_OTHER
 
     def start(self):
         """Classify the chosen image layer (the shown slice or every slice) in a worker thread."""
@@ -71,14 +108,29 @@ class ClassifyWidget(ModelWidget):
             show_error(f"napari-mammo: {err}")
             return None
         weights, device, selection = self.weights_path(), self.device.value, self.patches.value
+        if self.model_name == "screening":
+            other = None
+            if self.other.value != NO_OTHER and layer.data.ndim == 2:
+                other_layer = self.viewer.layers[self.other.value]
+                other = (np.asarray(other_layer.data), pixel_spacing(other_layer))
 
-        def job():
-            from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+            def job():
+                from napari_mammo.models.screener import Screener, check_partner
 
-            classifier = PatchClassifier.load(weights, device=device)
-            results, skipped = yield from run_on_planes(
-                layer, indices, lambda plane: classifier.iter_classify(plane, pixel_spacing(layer), selection))
-            return layer, results, skipped
+                screener = Screener.load(weights)
+                if other is not None:
+                    check_partner(layer.data.shape, pixel_spacing(layer), other[0].shape, other[1], self.other.value)
+                results, skipped = yield from run_on_planes(
+                    layer, indices, lambda plane: screener.iter_screen(plane, pixel_spacing(layer), other))
+                return layer, results, skipped
+        else:
+            def job():
+                from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+
+                classifier = PatchClassifier.load(weights, device=device)
+                results, skipped = yield from run_on_planes(
+                    layer, indices, lambda plane: classifier.iter_classify(plane, pixel_spacing(layer), selection))
+                return layer, results, skipped
 
         return self.launch(job, self._on_result, self.verdict, "classification failed", "classifying…")
 
@@ -89,6 +141,8 @@ class ClassifyWidget(ModelWidget):
             self.verdict.value = "nothing classified" + describe_skipped(skipped)
             return
         add_classification_layer(self.viewer, layer, results)
+        if hasattr(results[0][1], "heatmap"):
+            add_heatmap_layer(self.viewer, layer, results)
         if len(results) == 1:
             self.verdict.value = verdict_text(results[0][1]) + describe_skipped(skipped)
         else:
@@ -99,9 +153,39 @@ class ClassifyWidget(ModelWidget):
 
 
 def verdict_text(result) -> str:
-    """A classification's verdict and probabilities in one line."""
+    """A classification's verdict and probabilities in one line (for screening: the films it used)."""
     probs = ", ".join(f"{name} {p:.2f}" for name, p in result.probabilities.items())
+    if hasattr(result, "both_breasts"):
+        films = "both films" if result.both_breasts else "this film only"
+        return f"{result.label} ({probs}; abnormal at p ≥ {result.threshold:.2f}; {films})"
     return f"{result.label} ({probs})"
+
+
+def add_heatmap_layer(viewer: napari.Viewer, image_layer, results: list):
+    """Add or update the suspicion heatmap (cell scores, stride ≤ 32 px) aligned with `image_layer`."""
+    name = f"{image_layer.name} suspicion"
+    first = results[0][1]
+    lead = image_layer.data.shape[:-2]
+    shape = (*lead, *first.heatmap.shape)
+    layer = layer_named(viewer, name, "suspicion")
+    data = np.array(layer.data) if layer is not None and layer.data.shape == shape else np.zeros(shape, np.float32)
+    for index, result in results:
+        if result.heatmap.shape == first.heatmap.shape:
+            data[index] = result.heatmap
+    stride = first.heatmap_stride
+    scale = np.array(image_layer.scale, float)
+    heat_scale = scale.copy()
+    heat_scale[-2:] *= stride
+    translate = np.array(image_layer.translate, float)
+    translate[-2:] += (stride / 2 - 0.5) * scale[-2:]  # cell centres over the pixels they cover
+    if layer is not None:
+        layer.data = data
+        return layer
+    layer = viewer.add_image(data, name=name, scale=heat_scale, translate=translate, units=image_layer.units,
+                             colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.45, blending="additive",
+                             metadata={"kind": "suspicion", "source": image_layer.name})
+    layer.colorbar.visible = True
+    return layer
 
 
 def _slice_key(index: tuple) -> str:

@@ -91,10 +91,11 @@ def layer_named(viewer: napari.Viewer, name: str, kind: str | None = None):
 
 
 def image_layers(viewer: napari.Viewer) -> list:
-    """The viewer's image layers."""
+    """The viewer's image layers, not counting the suspicion heatmaps this plugin adds."""
     import napari
 
-    return [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image)]
+    return [layer for layer in viewer.layers
+            if isinstance(layer, napari.layers.Image) and layer.metadata.get("kind") != "suspicion"]
 
 
 def pixel_spacing(layer) -> tuple[float, float] | None:

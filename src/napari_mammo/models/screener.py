@@ -1,0 +1,252 @@
+"""The shipped screening model: cell heads on the pretrained backbone, fitted on every training image.
+
+Its image verdict is calibrated on cross-validated (held-out) scores, and its operating
+point was chosen on them for a stated sensitivity; both travel in the weights' metadata
+with the cross-validated figures. When the woman's other film is given, the
+left-minus-right head joins the cell score; without it the single-film path runs and the
+result says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_mammo.data.preprocess import normalise, to_mias_scale
+from napari_mammo.engine.progress import Progress, StopFlag, drive
+from napari_mammo.errors import MammoInputError
+from napari_mammo.models.screening import (
+    CellFeatures,
+    CellHead,
+    ScreeningConfig,
+    breast_embedding,
+    cell_boxes,
+    cell_features,
+    image_score,
+    smooth_scores,
+)
+from napari_mammo.records import CLASS_NAMES
+
+MODEL_NAME = "screening"
+HEADS = ("cells", "severity", "contralateral")
+MIN_SIDE = 128
+"""Images (at 0.2 mm) with a shorter side than this are refused: the model never saw anything so small."""
+
+
+def head_tensors(name: str, head: CellHead) -> dict:
+    """A head as named tensors for a weights file."""
+    import torch
+
+    return {f"{name}.mean": torch.from_numpy(np.asarray(head.mean, np.float32)),
+            f"{name}.std": torch.from_numpy(np.asarray(head.std, np.float32)),
+            f"{name}.weight": torch.from_numpy(np.asarray(head.weight, np.float32)),
+            f"{name}.bias": torch.tensor([head.bias], dtype=torch.float32)}
+
+
+def head_from(state: dict, name: str, path: Path) -> CellHead:
+    """A head from a weights file's tensors, refusing missing or non-finite ones."""
+    try:
+        parts = [state[f"{name}.{part}"].numpy() for part in ("mean", "std", "weight", "bias")]
+    except KeyError as err:
+        raise MammoInputError(path, f"the {name} head is incomplete (no {err.args[0]})") from None
+    if not all(np.isfinite(p).all() for p in parts):
+        raise MammoInputError(path, f"the {name} head holds NaN or infinite values")
+    mean, std, weight, bias = parts
+    if not (mean.shape == std.shape == weight.shape) or (std <= 0).any():
+        raise MammoInputError(path, f"the {name} head's tensors do not fit together")
+    return CellHead(mean, std, weight, float(bias[0]))
+
+
+def logistic(x: float, a: float, b: float) -> float:
+    """Platt calibration: 1 / (1 + exp(-(a·x + b)))."""
+    return float(1.0 / (1.0 + np.exp(-(a * x + b))))
+
+
+@dataclass
+class Screening:
+    """One image's screening: verdict, probabilities, patches (as CNNI-BCC gives them), heatmap and boxes."""
+
+    label: str
+    probabilities: dict
+    patches: list[dict]
+    label_image: np.ndarray
+    heatmap: np.ndarray
+    heatmap_stride: np.ndarray
+    boxes: list[tuple[tuple[float, float, float, float], float]]
+    score: float
+    threshold: float
+    both_breasts: bool
+
+    def to_json(self, path: str) -> dict:
+        """The command line's JSON object: the CNNI-BCC fields, plus the screening's own."""
+        return {"path": path, "label": self.label, "probabilities": self.probabilities, "patches": self.patches,
+                "model": MODEL_NAME, "score": self.score, "threshold": self.threshold,
+                "both_breasts": self.both_breasts}
+
+
+class Screener:
+    """Loaded screening heads with the backbone, ready to screen whole images."""
+
+    def __init__(self, heads: dict[str, CellHead], metadata: dict, source: Path) -> None:
+        self.heads, self.metadata, self.source = heads, metadata, source
+        self.config = ScreeningConfig(**metadata["config"])
+        self._backbone = None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Screener:
+        """Load screening weights (the shipped default when `path` is None)."""
+        from napari_mammo.engine.weights import load_weights, shipped_weights
+
+        path = Path(path) if path is not None else shipped_weights(MODEL_NAME)
+        state, metadata = load_weights(path, MODEL_NAME)
+        heads = {name: head_from(state, name, path) for name in HEADS}
+        calibration = metadata.get("calibration", {})
+        thresholds = [metadata.get("threshold"), metadata.get("single_film_threshold")]
+        numbers = [v for pair in calibration.values() for v in pair] + thresholds
+        if not {"single", "both"} <= set(calibration) or not all(
+                isinstance(v, int | float) and np.isfinite(v) for v in numbers):
+            raise MammoInputError(path, "the calibration or threshold in its metadata is missing or not finite")
+        if not all(0 <= t <= 1 for t in thresholds):
+            raise MammoInputError(path, f"a threshold of {thresholds} is outside [0, 1]")
+        if not isinstance(metadata.get("config"), dict):
+            raise MammoInputError(path, "no screening config in its metadata")
+        return cls(heads, metadata, path)
+
+    @property
+    def backbone(self):
+        """The pretrained backbone, loaded on first use."""
+        if self._backbone is None:
+            from napari_mammo.models.backbone import load_backbone
+
+            self._backbone = load_backbone()
+        return self._backbone
+
+    def threshold(self, both_breasts: bool) -> float:
+        """The verdict's operating point on the calibrated abnormality probability, with or without the other film."""
+        return float(self.metadata["threshold" if both_breasts else "single_film_threshold"])
+
+    def _cells(self, pixels: np.ndarray, spacing_mm) -> tuple[CellFeatures, np.ndarray]:
+        """Backbone cells of an image at 0.2 mm, and its (row, column) resampling scale."""
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 2:
+            raise ValueError(f"expected a 2-D greyscale image, got shape {pixels.shape}")
+        if pixels.size == 0:
+            raise ValueError("the image is empty")
+        norm = normalise(pixels)
+        if pixels.min() == pixels.max():
+            raise ValueError(f"the image is constant (every pixel is {pixels.flat[0]}); there is nothing to screen")
+        scaled, scale = to_mias_scale(norm, spacing_mm)
+        if min(scaled.shape) < MIN_SIDE:
+            raise ValueError(f"the image is {scaled.shape[0]}x{scaled.shape[1]} pixels at 0.2 mm; the screening "
+                             f"model needs at least {MIN_SIDE} on each side")
+        return cell_features(self.backbone, scaled, None, self.config.features), scale
+
+    def iter_screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
+                    other: tuple[np.ndarray, tuple[float, float] | None] | None = None):
+        """Generator of progress events that returns the image's Screening.
+
+        `other` is the woman's other film (same view, pixels and pixel size) when known; it
+        is mirrored by nothing more than its mean embedding, so only its size must be sane.
+        """
+        steps = 3 if other is not None else 2
+        cells, (scale_r, scale_c) = self._cells(pixels, spacing_mm)
+        yield {"phase": "screening", "step": 1, "steps": steps}
+        scores = self.heads["cells"].scores(cells.features)
+        cell = image_score(scores, cells.breast, self.config.top_cells)
+        calibration = self.metadata["calibration"]
+        both = other is not None
+        if both:
+            partner, _ = self._cells(*other)
+            yield {"phase": "screening", "step": 2, "steps": steps}
+            difference = breast_embedding(cells) - breast_embedding(partner)
+            contra = float(self.heads["contralateral"].scores(difference[:, None, None])[0, 0])
+            z = self.metadata["standardise"]
+            combined = (cell - z["cells"][0]) / z["cells"][1] + (contra - z["contralateral"][0]) / z["contralateral"][1]
+            p_abnormal = logistic(combined, *calibration["both"])
+        else:
+            p_abnormal = logistic(cell, *calibration["single"])
+        severity = self.heads["severity"].scores(cells.features)
+        top = np.argsort(np.where(cells.breast, scores, -1).reshape(-1))[-5:]
+        p_malignant = float(severity.reshape(-1)[top].mean())
+        probabilities = {"normal": 1 - p_abnormal, "benign": p_abnormal * (1 - p_malignant),
+                         "malignant": p_abnormal * p_malignant}
+        label = "normal" if p_abnormal < self.threshold(both) else ("malignant" if p_malignant >= 0.5 else "benign")
+        patches, label_image = self._patches(np.asarray(pixels).shape, smooth_scores(scores), severity, cells,
+                                             (scale_r, scale_c))
+        boxes = [((b[0] / scale_r, b[1] / scale_c, b[2] / scale_r, b[3] / scale_c), s)
+                 for b, s in cell_boxes(scores, cells.breast, cells.stride)]
+        yield {"phase": "screening", "step": steps, "steps": steps}
+        return Screening(label, probabilities, patches, label_image, scores.astype(np.float32),
+                         np.array([cells.stride / scale_r, cells.stride / scale_c]), boxes, p_abnormal,
+                         self.threshold(both), both)
+
+    def _patches(self, shape: tuple[int, int], scores: np.ndarray, severity: np.ndarray, cells: CellFeatures,
+                 scale: np.ndarray) -> tuple[list[dict], np.ndarray]:
+        """128×128 patches (0.2 mm pixels) of the breast, each classed by its most suspicious cell."""
+        per = max(1, int(round(128 / cells.stride)))
+        threshold_cell = float(self.metadata["cell_threshold"])
+        label_image = np.zeros(shape, np.uint8)
+        patches = []
+        for r0 in range(0, scores.shape[0], per):
+            for c0 in range(0, scores.shape[1], per):
+                breast = cells.breast[r0:r0 + per, c0:c0 + per]
+                if not breast.any():
+                    continue
+                block = np.where(breast, scores[r0:r0 + per, c0:c0 + per], -1)
+                r, c = np.unravel_index(int(np.argmax(block)), block.shape)
+                p_abn, p_mal = float(block[r, c]), float(severity[r0 + r, c0 + c])
+                probs = {"normal": 1 - p_abn, "benign": p_abn * (1 - p_mal), "malignant": p_abn * p_mal}
+                cls = 0 if p_abn < threshold_cell else (2 if p_mal >= 0.5 else 1)
+                top, left = int(round(r0 * cells.stride / scale[0])), int(round(c0 * cells.stride / scale[1]))
+                bottom = int(round((r0 + per) * cells.stride / scale[0]))
+                right = int(round((c0 + per) * cells.stride / scale[1]))
+                label_image[top:bottom, left:right] = cls + 1
+                patches.append({"row": top, "col": left, "label": CLASS_NAMES[cls], "probabilities": probs})
+        return patches, label_image
+
+    def screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None, other=None,
+               progress: Progress | None = None, stop: StopFlag | None = None) -> Screening:
+        """Screen one image (see `iter_screen`)."""
+        return drive(self.iter_screen(pixels, spacing_mm, other), progress, stop)
+
+    def screen_file(self, path: str | Path, other: str | Path | None = None, **kwargs) -> Screening:
+        """Read an image file (and the woman's other film, when given) and screen it."""
+        from napari_mammo.io.images import read_single_image
+
+        image = read_single_image(path)
+        partner = None
+        if other is not None:
+            second = read_single_image(other)
+            check_partner(image.pixels.shape, image.spacing_mm, second.pixels.shape, second.spacing_mm, other)
+            partner = (second.pixels, second.spacing_mm)
+        try:
+            return self.screen(image.pixels, image.spacing_mm, partner, **kwargs)
+        except ValueError as err:
+            raise MammoInputError(path, str(err)) from None
+
+
+def partner_file(path: str | Path) -> Path | None:
+    """The woman's other film beside a mini-MIAS file (mdb001 ↔ mdb002, same suffix), if it is there."""
+    path = Path(path)
+    stem = path.stem.lower()
+    if len(stem) != 6 or not stem.startswith("mdb") or not stem[3:].isdigit():
+        return None
+    number = int(stem[3:])
+    other = path.with_name(f"mdb{number + 1 if number % 2 else number - 1:03d}{path.suffix}")
+    return other if other.is_file() else None
+
+
+def check_partner(shape: tuple, spacing: tuple | None, other_shape: tuple, other_spacing: tuple | None,
+                  other_path: str | Path) -> None:
+    """Refuse a contralateral film that cannot be the same view of the same woman: another size at 0.2 mm."""
+    def physical(s, sp):
+        return np.array(s[:2], float) * (np.array(sp, float) if sp else 0.2)
+
+    if len(other_shape) != 2:
+        raise MammoInputError(other_path, f"the other film must be a 2-D greyscale image, got shape {other_shape}")
+    ratio = physical(other_shape, other_spacing) / physical(shape, spacing)
+    if np.any(ratio < 0.75) or np.any(ratio > 1 / 0.75):
+        raise MammoInputError(other_path, f"the other film covers {ratio[0]:.2f}x{ratio[1]:.2f} of this film's "
+                                          "size; it cannot be the same view of the other breast")
