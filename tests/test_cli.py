@@ -1,6 +1,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from napari_mammo.cli import main
 
@@ -97,3 +100,29 @@ def test_napari_benchmark_without_a_display_says_how(monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     assert main(["bench", "napari"]) == 2
     assert "xvfb-run -a napari-mammo bench napari" in capsys.readouterr().err
+
+
+def test_a_folder_is_its_images_and_bad_thresholds_are_refused(screening_file, synthetic_folder, capsys):
+    from napari_mammo.cli import main
+
+    assert main(["classify", str(synthetic_folder), "--weights", str(screening_file), "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [Path(e["path"]).name for e in entries] == sorted(p.name for p in synthetic_folder.glob("*.pgm"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["detect", str(synthetic_folder / "mdb001.pgm"), "--score-threshold", "2"])
+    assert stopped.value.code == 2 and "not between 0 and 1" in capsys.readouterr().err
+
+
+def test_info_into_a_closed_pipe_ends_quietly(synthetic_folder):
+    command = f"{sys.executable} -m napari_mammo info {synthetic_folder} {synthetic_folder} | head -n 1"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_empty_png_is_one_line(tmp_path, capsys):
+    from napari_mammo.cli import main
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert main(["info", str(tmp_path / "empty.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "empty.png" in err

@@ -62,7 +62,7 @@ def test_bad_file_raises_named_error(make_napari_viewer, tmp_path):
 def test_sample_data_in_file_menu(make_napari_viewer):
     viewer = make_napari_viewer()
     layers = viewer.open_sample("napari-mammo", "synthetic")
-    assert [layer.name for layer in layers] == ["synthetic mammogram", "synthetic lesions"]
+    assert [layer.name for layer in layers] == ["synthetic mammogram", "synthetic mammogram lesions"]
     assert layers[0].data.shape == (1024, 1024)
 
 

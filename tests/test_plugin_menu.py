@@ -41,6 +41,8 @@ def test_sample_and_mammogram_open_the_users_way(make_napari_viewer, synthetic_f
     viewer = make_napari_viewer()
     viewer.open_sample("napari-mammo", "synthetic")
     assert any(layer.data.ndim == 2 and layer.data.shape[0] >= 512 for layer in viewer.layers)
+    # the sample's truth follows the "<image> lesions" rule, so Review and Train find it
+    assert "synthetic mammogram lesions" in viewer.layers
     layers = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     image = layers[0]
     np.testing.assert_allclose(image.scale, (0.2, 0.2))

@@ -190,10 +190,14 @@ def test_detect_widget_slider_refilters_and_corrections_round_trip(open_widget,
     everything = len(layer.data)
     assert everything == len([d for d in layer.metadata["detections"] if d["score"] >= 0.01]) > 0
     assert list(layer.features["score"]) == sorted(layer.features["score"], reverse=True)
+    colours = {tuple(c) for c in np.round(layer.edge_color, 3)}
     median = float(np.median(layer.features["score"]))
     widget.threshold.value = median
     assert 0 < len(layer.data) < everything or len(set(layer.features["score"])) == 1
     assert (layer.features["score"] >= median).all()
+    # the status follows the slider, and the boxes keep their colour
+    assert widget.status.value.startswith(f"{len(layer.data)} box(es) at score ≥ {median:.2f}")
+    assert {tuple(c) for c in np.round(layer.edge_color, 3)} == colours == {(1.0, 0.0, 1.0, 1.0)}
     # the researcher deletes the best box and draws a missed lesion
     widget.threshold.value = 0.01
     layer.selected_data = {0}
@@ -202,6 +206,9 @@ def test_detect_widget_slider_refilters_and_corrections_round_trip(open_widget,
     widget.threshold.value = 0.02
     widget.threshold.value = 0.01
     assert len(layer.data) == everything  # one deleted, one drawn
+    assert widget.status.value.endswith("1 of yours")
+    drawn = list(layer.features["id"]).index(-1)
+    np.testing.assert_allclose(layer.edge_color[drawn], [1, 1, 0, 1])  # the researcher's box is yellow
     assert -1 in set(layer.features["id"]) and 0 not in set(layer.features["id"])
     widget.save_folder.value = str(tmp_path / "corrected")
     info = widget.save_annotations()

@@ -195,10 +195,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.stopped else 0
 
 
-def _each_image(paths: list[str], work) -> tuple[list[dict], int]:
-    """Apply `work` to each path; a bad file is one line on stderr and the others go on."""
-    results, failed = [], 0
+def image_paths(paths: list[str]) -> list[str]:
+    """The paths, each folder replaced by the images in it (sorted; PGM, DICOM, PNG, TIFF)."""
+    from napari_mammo.io.images import DICOM_SUFFIXES, PGM_SUFFIXES, RASTER_SUFFIXES
+
+    suffixes = PGM_SUFFIXES + DICOM_SUFFIXES + RASTER_SUFFIXES
+    out = []
     for path in paths:
+        if Path(path).is_dir():
+            found = sorted(str(p) for p in Path(path).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise MammoInputError(path, "is a folder without images (.pgm, .dcm, .png, .tif)")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def _each_image(paths: list[str], work) -> tuple[list[dict], int]:
+    """Apply `work` to each path (a folder: to its images); a bad file is one line on stderr and the others go on."""
+    results, failed = [], 0
+    for path in image_paths(paths):
         try:
             results.append(work(path))
         except MammoInputError as err:
@@ -464,6 +481,14 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     return 0
 
 
+def probability(text: str) -> float:
+    """An argparse type: a number between 0 and 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -519,9 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     crossval.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     crossval.add_argument("--seeds", type=int, default=1, help="repeat with this many fold seeds (default 1)")
-    crossval.add_argument("--layer", default="head", choices=["head", "blocks", "stage5", "stage4"],
-                          help="backbone features: after the head conv (1280 channels, default), the last "
-                               "blocks (320), stage 5 (192) or stage 4 (112, stride 16)")
+    crossval.add_argument("--layer", default="blocks", choices=["head", "blocks", "stage5", "stage4"],
+                          help="backbone features: the last blocks (320 channels, stride 32; default), after the "
+                               "head conv (1280), stage 5 (192) or stage 4 (112, stride 16)")
     crossval.add_argument("--zoom", type=float, default=1.0, help="zoom of the 0.2 mm image before the backbone")
     crossval.add_argument("--weight-decay", type=float, default=1.0, help="L2 penalty of the cell heads")
     crossval.add_argument("--contralateral-weight-decay", type=float, default=1.0,
@@ -534,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="classify mammograms with CNNI-BCC",
                               description="Classify each image's 128x128 patches and give an image verdict "
                                           "(the most suspicious patch decides).")
-    classify.add_argument("images", nargs="+", metavar="IMAGE")
+    classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images")
     classify.add_argument("--model", default="screening", choices=["screening", "cnni-bcc"],
                           help="the screening model on the pretrained backbone (default), or the poster's CNNI-BCC")
     classify.add_argument("--weights", metavar="FILE", help="a .safetensors file of that model (default: shipped)")
@@ -550,10 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="find lesions with the IDBLL detector",
                             description="Boxes in each image's pixel coordinates (row 0 at the top), sorted by "
                                         "score, every one above the threshold.")
-    detect.add_argument("images", nargs="+", metavar="IMAGE")
+    detect.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images")
     detect.add_argument("--weights", metavar="FILE", help="an IDBLL .safetensors file (default: shipped)")
-    detect.add_argument("--score-threshold", type=float, default=0.05, metavar="T",
-                        help="keep detections scoring at least T (default 0.05, low enough for a FROC curve)")
+    detect.add_argument("--score-threshold", type=probability, default=0.3, metavar="T",
+                        help="keep detections scoring at least T, between 0 and 1 (default 0.3, as in the widget; "
+                             "0.05 for a FROC curve)")
     detect.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     detect.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     detect.set_defaults(func=cmd_detect)
@@ -623,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            for category in (DeprecationWarning, PendingDeprecationWarning):  # libraries' notes to developers
+            for category in (DeprecationWarning, PendingDeprecationWarning, ResourceWarning):  # notes to developers
                 warnings.simplefilter("ignore", category)
             warnings.showwarning = _show_warning
             return args.func(args)
@@ -633,6 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("napari-mammo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`napari-mammo info DIR | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -68,10 +68,13 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 def read_raster(path: Path) -> np.ndarray:
     """Read a PNG or TIFF as greyscale (a multi-page TIFF as a stack); a colour image is refused."""
+    if path.stat().st_size == 0:
+        raise MammoInputError(path, "is an empty file")
     try:
         pixels = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_png(path)
     except Exception as err:  # the imaging libraries raise many kinds for corrupt files
-        raise MammoInputError(path, f"cannot be decoded as {path.suffix.lstrip('.').upper()} ({err})") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MammoInputError(path, f"cannot be decoded as {path.suffix.lstrip('.').upper()} ({first})") from err
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
         colour = pixels[..., :3]
         if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):

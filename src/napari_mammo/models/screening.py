@@ -57,7 +57,7 @@ class FeatureSpec:
 class ScreeningConfig:
     """Everything a screening model is fitted with; cross-validation compares these."""
 
-    layer: str = "head"
+    layer: str = "blocks"
     zoom: float = 1.0
     weight_decay: float = 1.0
     contralateral_weight_decay: float = 1.0

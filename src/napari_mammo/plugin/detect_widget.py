@@ -36,6 +36,8 @@ USER_BOX = {"id": -1, "label": "lesion", "score": 1.0}
 """Features of a box the researcher draws."""
 KEEP_FROM = 0.01
 """Detections scoring at least this are kept for the slider to filter."""
+MODEL_BOX, USER_BOX_COLOUR = "#ff00ff", "#ffff00"
+"""Edge colours: the model's boxes magenta, the researcher's own boxes yellow, whatever the threshold."""
 
 
 def refilter(layer, threshold: float) -> None:
@@ -63,7 +65,9 @@ def refilter(layer, threshold: float) -> None:
         layer.add_rectangles(data) if not user_shapes else layer.add(data, shape_type=["rectangle"] * len(data))
     layer.features = table
     layer.feature_defaults = USER_BOX  # napari resets the defaults from the new table's first row
-    layer.edge_color = "label"
+    if len(layer.data):
+        layer.edge_color = [USER_BOX_COLOUR if k < 0 else MODEL_BOX for k in table["id"]]
+    layer.current_edge_color = USER_BOX_COLOUR
     layer.refresh_text()
     meta.update({"deleted": sorted(deleted), "shown_ids": [d["id"] for d in shown], "threshold": threshold})
 
@@ -88,13 +92,21 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, thres
             units=image_layer.units, face_color="transparent", edge_width=3,
             features={"id": np.zeros(0, int), "label": np.zeros(0, str), "score": np.zeros(0, float)},
             feature_defaults=USER_BOX,
-            edge_color="label", edge_color_cycle=["#00e5ff", "#ff00ff", "#ffff00"],
+            edge_color=MODEL_BOX,
             text={"string": "{label} {score:.2f}", "color": "white", "size": 9, "anchor": "upper_left"},
         )
         layer.metadata = {"kind": "idbll", "source": image_layer.name, "deleted": [], "shown_ids": []}
     layer.metadata.update({"detections": stored, "slices": sorted({tuple(d["slice"]) for d in stored})})
     refilter(layer, threshold)
     return layer
+
+
+def box_count_text(layer, threshold: float) -> str:
+    """How many of the model's boxes show at the threshold, and how many boxes are the researcher's."""
+    ids = np.asarray(layer.features["id"]) if "id" in layer.features else np.zeros(0, int)
+    own = int((ids < 0).sum())
+    text = f"{int((ids >= 0).sum())} box(es) at score ≥ {threshold:.2f}"
+    return text + (f", {own} of yours" if own else "")
 
 
 class DetectWidget(ModelWidget):
@@ -140,10 +152,11 @@ class DetectWidget(ModelWidget):
         return layer_named(self.viewer, name)
 
     def _on_threshold(self, value: float) -> None:
-        """Re-filter the shown boxes without running the model."""
+        """Re-filter the shown boxes without running the model, and say how many show."""
         layer = self.output_layer()
         if layer is not None:
             refilter(layer, value)
+            self.status.value = box_count_text(layer, value)
 
     def region(self, image_layer) -> tuple[float, float, float, float] | None:
         """The last rectangle of the chosen region layer, in the image's data pixels."""
@@ -188,8 +201,8 @@ class DetectWidget(ModelWidget):
         if results:
             out = add_detection_layer(self.viewer, layer, results, self.threshold.value)
             where = f" on {len(results)} slices" if len(results) > 1 else ""
-            self.status.value = (f"{len(out.data)} box(es) at score ≥ {self.threshold.value:.2f}{where} "
-                                 f"({kept} kept)" + describe_skipped(skipped))
+            self.status.value = (box_count_text(out, self.threshold.value) + f"{where} ({kept} kept)"
+                                 + describe_skipped(skipped))
         else:
             self.status.value = "nothing detected" + describe_skipped(skipped)
 

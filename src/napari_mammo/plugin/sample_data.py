@@ -16,7 +16,7 @@ def synthetic_sample() -> list[tuple]:
     spacing = (MIAS_PIXEL_MM, MIAS_PIXEL_MM)
     image = ImageData(pixels, spacing, Path("synthetic"), {"format": "synthetic", "label": record.label})
     layers = [image_layer(image, name="synthetic mammogram")]
-    shapes = lesion_shapes([record], spacing, "synthetic lesions")
+    shapes = lesion_shapes([record], spacing, "synthetic mammogram lesions")  # the "<image> lesions" rule
     if shapes is not None:
         layers.append(shapes)
     return layers
