@@ -9,7 +9,7 @@ from napari_mammo.models.idbll.predict import LesionDetector
 
 
 def test_shipped_files_and_model_cards_exist():
-    for model in ("cnni-bcc", "idbll"):
+    for model in ("cnni-bcc", "idbll", "screening"):
         path = shipped_weights(model)
         assert path.is_file() and path.stat().st_size < 8 * 2**20
         card = path.with_suffix(".md")
@@ -25,6 +25,19 @@ def test_default_classifier_loads_and_classifies():
     result = classifier.classify(pixels, (0.2, 0.2))
     assert result.label in ("normal", "benign", "malignant")
     assert result.label_image.shape == pixels.shape and np.isin(result.label_image, [0, 1, 2, 3]).all()
+
+
+def test_default_screener_loads_offline_and_screens():
+    from napari_mammo.models.screener import Screener
+
+    screener = Screener.load()
+    assert screener.source == shipped_weights("screening")
+    assert screener.metadata["operating_point"]["both"]["target_sensitivity"] == 0.85
+    pixels, _ = synthetic_mammogram(seed=4, label="benign")
+    other, _ = synthetic_mammogram(seed=5, label="normal")
+    result = screener.screen(pixels, (0.2, 0.2), (other, (0.2, 0.2)))
+    assert result.both_breasts and result.label in ("normal", "benign", "malignant")
+    assert result.label_image.shape == pixels.shape
 
 
 def test_default_detector_loads_and_detects():
