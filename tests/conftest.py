@@ -78,9 +78,12 @@ def use_weights_file(widget, path) -> None:
     from napari_mammo.plugin.classify_widget import MODELS
 
     if hasattr(widget, "model"):
-        with safe_open(str(path), framework="pt") as handle:
-            model = handle.metadata()["model"]
-        widget.model.value = next(label for label, name in MODELS.items() if name == model)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                model = handle.metadata()["model"]
+            widget.model.value = next(label for label, name in MODELS.items() if name == model)
+        except Exception:  # not weights at all: the widget must say so itself
+            pass
     widget.weights.value = "other file…"
     widget.weights_file.value = str(path)
 

@@ -29,7 +29,7 @@ def test_demo_opens_napari_with_all_layers(make_napari_viewer, monkeypatch):
     demo.open_in_napari(image, record, classification, detections, title)
     (viewer,) = viewers
     kinds = [type(layer).__name__ for layer in viewer.layers]
-    assert kinds == ["Image", "Labels", "Shapes", "Shapes"]
+    assert kinds == ["Image", "Labels", "Image", "Shapes", "Shapes"]  # image, patches, heatmap, boxes, truth
     viewer.close()
 
 

@@ -92,3 +92,10 @@ def test_screening_from_the_menu_uses_the_other_film_and_adds_an_aligned_heatmap
                                atol=heatmap.scale.max())
     assert heatmap.colorbar.visible
     assert viewer.layers["mdb005 CNNI-BCC patches"].data.shape == image.data.shape
+
+
+def test_all_four_widgets_docked_fit_a_laptop_screen(open_widget, make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    widgets = [open_widget(viewer, key) for key in sorted(WIDGETS)]
+    # each scrolls inside its dock instead of asking for its full height
+    assert sum(w.native.minimumSizeHint().height() for w in widgets) < 768 - 150

@@ -76,6 +76,8 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(open_widget,
         assert f"{values[7]} false positive(s)" in widget.image_summary.value
         assert f"CNNI-BCC {values[2]} (truth {values[1]})" in widget.image_summary.value
         assert len(viewer.layers[f"{ref} missed lesions"].data) == values[6] - values[5]
+    # each row replaced the previous row's layers, and the view shows the last one
+    assert [layer.name for layer in viewer.layers if layer.name in {r[0] for r in rows}] == [rows[-1][0]]
 
 
 def test_review_folder_without_a_folder_is_a_message(open_widget, make_napari_viewer, monkeypatch, tmp_path):

@@ -101,6 +101,7 @@ def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(open_widge
     assert widget.train_button.text == "Stop"
     qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
     assert (tmp_path / "trained.safetensors").is_file()
+    classify.model.value = "CNNI-BCC (poster)"
     assert str((tmp_path / "trained.safetensors").resolve()) in classify.weights.choices
     assert widget.plot.losses and widget.plot.scores
     assert widget.train_button.text == "Train"

@@ -402,9 +402,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     headless = args.headless or not has_display()
     result = run_demo(Path(args.out), headless, Path(args.screenshot) if args.screenshot else None)
     c = result["classification"]
+    films = "both films" if c.get("both_breasts") else "this film only"
+    print(f"{result['image']}: truth {result['truth']['label']}, screening {c['label']} (p abnormal "
+          f"{c['score']:.2f}, threshold {c['threshold']:.2f}, {films}), {len(result['detections'])} IDBLL box(es) "
+          "at score >= 0.3; research use only, not for diagnosis")
     if headless or args.screenshot:
-        print(f"{result['image']}: truth {result['truth']['label']}, CNNI-BCC {c['label']}, "
-              f"{len(result['detections'])} IDBLL box(es) at score >= 0.3")
         print(f"screenshot: {result['files']['png']}")
     if headless:
         print(f"report: {result['files']['json']}")

@@ -17,9 +17,16 @@ from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.images import read_image
 from napari_mammo.records import MIAS_PIXEL_MM, Mammogram
 
+NOTICE = "research use only, not for diagnosis"
+
 
 def demo_image() -> tuple[ImageData, Mammogram, str]:
-    """A mini-MIAS test-split image with a lesion when NAPARI_MAMMO_MIAS is set, else the synthetic sample."""
+    """A mini-MIAS test-split image with a lesion when NAPARI_MAMMO_MIAS is set, else the synthetic sample.
+
+    Says on stderr which image it shows and why, when the folder lacks what it looks for.
+    """
+    import sys
+
     folder = os.environ.get("NAPARI_MAMMO_MIAS")
     if folder and Path(folder, "Info.txt").is_file():
         from napari_mammo.engine.weights import load_weights, shipped_weights
@@ -27,7 +34,11 @@ def demo_image() -> tuple[ImageData, Mammogram, str]:
 
         records = read_folder(folder)
         test = set(load_weights(shipped_weights("idbll"), "idbll")[1]["split"]["test"])
-        chosen = next((r for r in records if r.ref in test and any(les.located for les in r.lesions)), records[0])
+        chosen = next((r for r in records if r.ref in test and any(les.located for les in r.lesions)), None)
+        if chosen is None:
+            chosen = next((r for r in records if any(les.located for les in r.lesions)), records[0])
+            print(f"napari-mammo: none of the detector's test images with a lesion is in {folder}; showing "
+                  f"{chosen.ref} ({chosen.label}), which the models may have been trained on", file=sys.stderr)
         return read_image(chosen.path), chosen, f"mini-MIAS {chosen.ref}"
     from napari_mammo.io.synthetic import synthetic_mammogram
 
@@ -36,12 +47,25 @@ def demo_image() -> tuple[ImageData, Mammogram, str]:
     return ImageData(pixels, spacing, Path("synthetic"), {"format": "synthetic"}), record, "synthetic sample"
 
 
-def run_models(image: ImageData, threshold: float = 0.3):
-    """Classification and detections of the demo image with the shipped weights."""
-    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
-    from napari_mammo.models.idbll.predict import LesionDetector
+def other_film(image: ImageData) -> tuple[np.ndarray, tuple[float, float] | None] | None:
+    """The woman's other film beside a mini-MIAS image, if it is there."""
+    from napari_mammo.models.screener import partner_file
 
-    classification = PatchClassifier.load().classify(image.pixels, image.spacing_mm)
+    if not Path(image.source).is_file():
+        return None
+    partner = partner_file(image.source)
+    if partner is None:
+        return None
+    other = read_image(partner)
+    return other.pixels, other.spacing_mm
+
+
+def run_models(image: ImageData, threshold: float = 0.3):
+    """Screening (with the other film when it is beside the image) and IDBLL detections, shipped weights."""
+    from napari_mammo.models.idbll.predict import LesionDetector
+    from napari_mammo.models.screener import Screener
+
+    classification = Screener.load().screen(image.pixels, image.spacing_mm, other_film(image))
     detections = LesionDetector.load().detect(image.pixels, image.spacing_mm, score_threshold=threshold)
     return classification, detections
 
@@ -72,15 +96,15 @@ def draw_png(image: ImageData, record: Mammogram, classification, detections, pa
     ax.imshow(colours[classification.label_image])
     for det in detections:
         r0, c0, r1, c1 = det.box
-        ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="#00e5ff", lw=1.5))
-        ax.text(c0, r0 - 4, f"lesion {det.score:.2f}", color="#00e5ff", fontsize=7)
+        ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, edgecolor="#ff00ff", lw=1.5))
+        ax.text(c0, r0 - 4, f"lesion {det.score:.2f}", color="#ff00ff", fontsize=7)
     for les in record.lesions:
         if les.located:
             ax.add_patch(Circle((les.col, les.row), les.radius, fill=False, edgecolor="#ff3030", lw=1.5, ls="--"))
     probs = ", ".join(f"{k} {v:.2f}" for k, v in classification.probabilities.items())
-    ax.set_title(f"{title}: truth {record.label}; CNNI-BCC {classification.label} ({probs})\n"
-                 "patches green/amber/red = normal/benign/malignant; cyan boxes IDBLL; dashed red circles truth",
-                 fontsize=8)
+    ax.set_title(f"{title}: truth {record.label}; screening {classification.label} ({probs})\n"
+                 "patches green/amber/red = normal/benign/malignant; magenta boxes IDBLL; dashed red circles "
+                 f"truth; {NOTICE}", fontsize=8)
     ax.set_axis_off()
     return save_figure(fig, path)
 
@@ -90,24 +114,25 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     """Show the demo in napari and run its event loop; or, given `screenshot`, save the window as PNG and close."""
     import napari
 
-    from napari_mammo.plugin.classify_widget import ClassifyWidget, add_classification_layer, verdict_text
-    from napari_mammo.plugin.detect_widget import DetectWidget, add_detection_layer
+    from napari_mammo.plugin.classify_widget import add_classification_layer, add_heatmap_layer, verdict_text
+    from napari_mammo.plugin.detect_widget import add_detection_layer, box_count_text
     from napari_mammo.plugin.layers import image_layer, lesion_shapes
 
     viewer = napari.Viewer(title=f"napari-mammo demo: {title}")
     data, kwargs, _ = image_layer(image, name=title)
     layer = viewer.add_image(data, **kwargs)
     add_classification_layer(viewer, layer, [((), classification)])
-    add_detection_layer(viewer, layer, [((), detections)], 0.3)
+    add_heatmap_layer(viewer, layer, [((), classification)])
+    boxes = add_detection_layer(viewer, layer, [((), detections)], 0.3)
     truth = lesion_shapes([record], image.spacing_mm, f"{title} lesions")
     if truth is not None:
         viewer.add_shapes(truth[0], **truth[1])
-    classify = ClassifyWidget(viewer)
+    _, classify = viewer.window.add_plugin_dock_widget("napari-mammo", "Classify (CNNI-BCC)")
+    classify.image.value = layer.name
     classify.verdict.value = verdict_text(classification)
-    detect = DetectWidget(viewer)
-    detect.status.value = f"{len(detections)} box(es) at score ≥ 0.30"
-    viewer.window.add_dock_widget(classify, name="Classify (CNNI-BCC)")
-    viewer.window.add_dock_widget(detect, name="Detect lesions (IDBLL)")
+    _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL)")
+    detect.image.value = layer.name
+    detect.status.value = box_count_text(boxes, 0.3)
     viewer.layers.selection.active = layer
     if screenshot is None:
         napari.run()

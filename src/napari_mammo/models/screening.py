@@ -39,7 +39,7 @@ class CellFeatures:
 class FeatureSpec:
     """Which backbone features: the layer read (see `backbone.LAYERS`) and the image's zoom before it."""
 
-    layer: str = "head"
+    layer: str = "blocks"
     zoom: float = 1.0
 
     @property

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 MODELS = {"screening (pretrained backbone, both breasts)": "screening", "CNNI-BCC (poster)": "cnni-bcc"}
 NO_OTHER = "none: this film only"
+NOTICE = "Research use only, not for diagnosis."
 CLASS_COLOURS = {0: "transparent", 1: "#2ca02c", 2: "#ffbf00", 3: "#d62728"}
 PATCH_ID = 1000
 """Feature rows are keyed by patch ids from here on, so napari never mistakes one for a class value."""
@@ -51,8 +52,9 @@ class ClassifyWidget(ModelWidget):
         self.other = ComboBox(label="other film", choices=self._other_choices)
         self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast", visible=False)
         self.verdict = Label(label="verdict", value="")
-        self.extend([self.image, self.slices, self.model, self.other, self.weights, self.weights_file, self.device,
-                     self.patches, self.run_button, self.progress, self.verdict])
+        self.notice = Label(value=NOTICE)
+        self.extend([self.notice, self.image, self.slices, self.model, self.other, self.weights, self.weights_file,
+                     self.device, self.patches, self.run_button, self.progress, self.verdict])
         show_for_stacks(viewer, self.image, self.slices)
         self.model.changed.connect(self._on_model)
         self.image.changed.connect(self._pick_partner)
@@ -141,6 +143,8 @@ class ClassifyWidget(ModelWidget):
             self.verdict.value = "nothing classified" + describe_skipped(skipped)
             return
         add_classification_layer(self.viewer, layer, results)
+        colour = CLASS_COLOURS[1 + ("normal", "benign", "malignant").index(results[-1][1].label)]
+        self.verdict.native.setStyleSheet(f"font-weight: bold; font-size: 14px; color: {colour}")
         if hasattr(results[0][1], "heatmap"):
             add_heatmap_layer(self.viewer, layer, results)
         if len(results) == 1:

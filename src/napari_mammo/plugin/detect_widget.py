@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
+from napari_mammo.plugin.classify_widget import NOTICE
 from napari_mammo.plugin.layers import box_corners, shape_box
 from napari_mammo.plugin.slices import (
     describe_skipped,
@@ -124,10 +125,11 @@ class DetectWidget(ModelWidget):
         self.slices = slices_box()
         self.roi = ComboBox(label="region", choices=self._roi_choices)
         self.status = Label(label="status", value="")
+        self.notice = Label(value=NOTICE)
         self.save_folder = FileEdit(label="annotations", mode="d")
         self.save_button = PushButton(text="Save annotations")
-        self.extend([self.image, self.slices, self.weights, self.weights_file, self.threshold, self.roi, self.device,
-                     self.run_button, self.progress, self.status, self.save_folder, self.save_button])
+        self.extend([self.notice, self.image, self.slices, self.weights, self.weights_file, self.threshold, self.roi,
+                     self.device, self.run_button, self.progress, self.status, self.save_folder, self.save_button])
         show_for_stacks(viewer, self.image, self.slices)
         self.threshold.changed.connect(self._on_threshold)
         self.save_button.changed.connect(self.save_annotations)

@@ -16,7 +16,7 @@ from napari_mammo.plugin.classify_widget import verdict_on
 from napari_mammo.plugin.layers import shape_box
 from napari_mammo.plugin.slices import image_layers, layer_named, on_slice, shown_index
 from napari_mammo.plugin.weights_registry import REGISTRY, SHIPPED, follow_registry
-from napari_mammo.plugin.worker_widget import WorkerWidget
+from napari_mammo.plugin.worker_widget import WorkerWidget, add_qt_widget
 
 if TYPE_CHECKING:
     import napari
@@ -64,7 +64,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
             viewer.layers.remove(points)
         points = viewer.add_points(missed, ndim=image.ndim, name=name, symbol="x", size=40,
                                    border_color=FALSE_POSITIVE, face_color=FALSE_POSITIVE, scale=image.scale,
-                                   translate=image.translate)
+                                   translate=image.translate, units=image.units)
     labels = layer_named(viewer, f"{image_name} CNNI-BCC patches")
     verdict = verdict_on(labels, index) if labels is not None else None
     return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
@@ -104,20 +104,23 @@ class ReviewWidget(WorkerWidget):
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
         self.compare_button = PushButton(text="Compare open image with truth")
-        self.image_summary = Label(label="image", value="")
+        self.image_summary = Label(label="this image", value="")
         self.folder = FileEdit(label="folder", mode="d")
         self.classifier_weights = ComboBox(label="CNNI-BCC weights", choices=lambda _: REGISTRY.choices("cnni-bcc"))
         self.detector_weights = ComboBox(label="IDBLL weights", choices=lambda _: REGISTRY.choices("idbll"))
         self.threshold = FloatSlider(label="box threshold", value=0.3, min=0.01, max=1.0, step=0.01)
         self.table = Table(value={"data": [], "index": [], "columns": list(COLUMNS)})
         self.table.native.setSortingEnabled(True)
+        self.table.native.setMinimumHeight(260)  # about ten rows
+        self.table.native.horizontalHeader().setSectionResizeMode(
+            self.table.native.horizontalHeader().ResizeMode.ResizeToContents)
         self.summary = Label(label="folder", value="")
         self.figure = Figure(figsize=(6, 2.6), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(220)
         self.extend([self.image, self.compare_button, self.image_summary, self.folder, self.classifier_weights,
                      self.detector_weights, self.threshold, self.run_button, self.progress, self.summary])
-        self.native.layout().addWidget(self.canvas)
+        add_qt_widget(self, self.canvas)
         self.append(self.table)
         self.compare_button.changed.connect(self.compare)
         self.threshold.changed.connect(lambda _: self._show())
@@ -128,6 +131,7 @@ class ReviewWidget(WorkerWidget):
         self.paths: dict[str, str] = {}
         self.predictions: list[Prediction] = []
         self.skipped: list[str] = []
+        self._opened: list = []
         self.reviews: list = []
         self.report: dict = {}
 
@@ -208,7 +212,12 @@ class ReviewWidget(WorkerWidget):
         from napari_mammo.plugin.detect_widget import add_detection_layer
 
         ref = self.table.native.item(row, 0).text()
+        for layer in self._opened:  # the layers the previous row opened make way (never the user's own)
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        before = set(map(id, self.viewer.layers))
         layers = self.viewer.open(self.paths[ref], plugin="napari-mammo")
+        self.viewer.reset_view()
         prediction = next((p for p in self.predictions if p.record.ref == ref), None)
         if not layers or prediction is None:
             return
@@ -216,5 +225,6 @@ class ReviewWidget(WorkerWidget):
         self.image.reset_choices()
         self.image.value = layers[0].name
         counts = self.compare()
+        self._opened = [layer for layer in self.viewer.layers if id(layer) not in before]
         if counts is not None:
             self.image_summary.value += f"; CNNI-BCC {prediction.verdict} (truth {prediction.record.label})"

@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, Label, ProgressBar, PushButton, SpinBox
 
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.plugin.weights_registry import REGISTRY
+from napari_mammo.plugin.worker_widget import ScrollingContainer, add_qt_widget
 
 if TYPE_CHECKING:
     import napari
@@ -99,12 +100,12 @@ class LossPlot:
         self.canvas.draw_idle()
 
 
-class TrainWidget(Container):
+class TrainWidget(ScrollingContainer):
     """Data (a MIAS folder or the open layers), epochs, device, output file; Train toggles to Stop."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, model: str = "classifier") -> None:
         viewer = napari_viewer  # napari injects the viewer by this parameter's name
-        super().__init__(labels=True)
+        super().__init__()
         self.viewer = viewer
         self._worker = None
         self._process: TrainingProcess | None = None
@@ -123,7 +124,7 @@ class TrainWidget(Container):
         self.extend([self.model, self.source, self.data, self.epochs, self.recipe, self.device, self.out,
                      self.train_button,
                      self.progress, self.status])
-        self.native.layout().addWidget(self.plot.canvas)
+        add_qt_widget(self, self.plot.canvas)
         if model != "classifier":
             self.recipe.hide()
         self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))

@@ -13,13 +13,36 @@ from napari_mammo.plugin.weights_registry import REGISTRY, SHIPPED, follow_regis
 OTHER_FILE = "other file…"
 
 
-class WorkerWidget(Container):
+class ScrollingContainer(Container):
+    """A container that napari docks with its scroll area, so that tall widgets fit a laptop screen.
+
+    napari docks a magicgui widget's `native`, which for a scrollable container is the
+    inner widget (without the scroll area); here `native` is the scroll area itself.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(labels=True, scrollable=True)
+
+    @property
+    def native(self):
+        """The scroll area around the widgets (what napari docks)."""
+        return self.root_native_widget
+
+
+def add_qt_widget(container: Container, widget) -> None:
+    """Append a plain Qt widget (a plot canvas) below a container's widgets, inside its scroll area."""
+    root = container.root_native_widget
+    inner = root.widget() if hasattr(root, "widget") else root
+    inner.layout().addWidget(widget)
+
+
+class WorkerWidget(ScrollingContainer):
     """Subclasses build their inputs, call `launch` from `start`, and show results."""
 
     idle_text = "Run"
 
     def __init__(self) -> None:
-        super().__init__(labels=True)
+        super().__init__()
         self._worker = None
         self.run_button = PushButton(text=self.idle_text)
         self.progress = ProgressBar(label="progress", value=0, max=1, visible=False)
