@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_mammo.limits import MIN_SIDE, check_model_shape
 from napari_mammo.records import MIAS_PIXEL_MM
 
 
@@ -19,18 +20,22 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
-def to_mias_scale(pixels: np.ndarray, spacing_mm: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+def to_mias_scale(pixels: np.ndarray, spacing_mm: tuple[float, float] | None,
+                  min_side: int = MIN_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """Resample to mini-MIAS' 0.2 mm pixels when the pixel size is known.
 
     Returns the image and its (row, column) scale: resampled pixels per input pixel along
     each axis, exact for the rounded output shape, so positions map back without drift.
+    An image outside the models' sizes (`limits.check_model_shape`) is refused first.
     """
-    if not spacing_mm or abs(spacing_mm[0] - MIAS_PIXEL_MM) < 1e-6 and abs(spacing_mm[1] - MIAS_PIXEL_MM) < 1e-6:
+    same = not spacing_mm or abs(spacing_mm[0] - MIAS_PIXEL_MM) < 1e-6 and abs(spacing_mm[1] - MIAS_PIXEL_MM) < 1e-6
+    shape = pixels.shape[:2] if same else (max(1, round(pixels.shape[0] * spacing_mm[0] / MIAS_PIXEL_MM)),
+                                           max(1, round(pixels.shape[1] * spacing_mm[1] / MIAS_PIXEL_MM)))
+    check_model_shape(*shape, min_side)  # before anything is allocated
+    if same:
         return pixels, np.ones(2)
     from skimage.transform import resize
 
-    shape = (max(1, round(pixels.shape[0] * spacing_mm[0] / MIAS_PIXEL_MM)),
-             max(1, round(pixels.shape[1] * spacing_mm[1] / MIAS_PIXEL_MM)))
     resized = resize(pixels.astype(np.float32), shape, order=1, anti_aliasing=True, preserve_range=True)
     return resized, np.array(shape, float) / np.array(pixels.shape[:2], float)
 

@@ -56,6 +56,16 @@ class ClassifyWidget(ModelWidget):
         self.extend([self.notice, self.image, self.slices, self.model, self.other, self.weights, self.weights_file,
                      self.device, self.patches, self.run_button, self.progress, self.verdict])
         show_for_stacks(viewer, self.image, self.slices)
+        for widget, tip in ((self.image, "the image layer to classify"),
+                            (self.slices, "on a stack: the shown slice, or every slice in turn"),
+                            (self.model, "the screening model on the pretrained backbone (cross-validated AUC 0.69), "
+                                         "or the poster's CNNI-BCC"),
+                            (self.other, "the same woman's other breast, same view: compared with this one"),
+                            (self.weights, "the shipped weights, weights trained in this session, or a file"),
+                            (self.device, "where torch runs"),
+                            (self.patches, "CNNI-BCC: which 128x128 patches to classify"),
+                            (self.run_button, "run the model in the background; press again to cancel")):
+            widget.tooltip = tip
         self.model.changed.connect(self._on_model)
         self.image.changed.connect(self._pick_partner)
         self._pick_partner()

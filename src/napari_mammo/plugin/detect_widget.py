@@ -131,6 +131,14 @@ class DetectWidget(ModelWidget):
         self.extend([self.notice, self.image, self.slices, self.weights, self.weights_file, self.threshold, self.roi,
                      self.device, self.run_button, self.progress, self.status, self.save_folder, self.save_button])
         show_for_stacks(viewer, self.image, self.slices)
+        for widget, tip in ((self.image, "the image layer to search for lesions"),
+                            (self.threshold, "show boxes scoring at least this (the model is not run again)"),
+                            (self.roi, "a Shapes layer whose last rectangle limits the search"),
+                            (self.weights, "the shipped IDBLL weights, weights trained in this session, or a file"),
+                            (self.run_button, "run the detector in the background; press again to cancel"),
+                            (self.save_folder, "a MIAS-style folder (PGM + Info.txt) for your corrected boxes"),
+                            (self.save_button, "write the image and the shown boxes as lesion circles")):
+            widget.tooltip = tip
         self.threshold.changed.connect(self._on_threshold)
         self.save_button.changed.connect(self.save_annotations)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):

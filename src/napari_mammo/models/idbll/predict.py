@@ -10,6 +10,7 @@ import numpy as np
 from napari_mammo.data.preprocess import normalise, to_canvas, to_mias_scale
 from napari_mammo.engine.progress import Progress, StopFlag, drive
 from napari_mammo.errors import MammoInputError
+from napari_mammo.limits import MIN_SIDE
 
 MODEL_NAME = "idbll"
 
@@ -73,7 +74,7 @@ class LesionDetector:
                 raise ValueError(f"the region of interest {roi} is too small or outside the image")
             norm, top, left = norm[r0:r1, c0:c1], r0, c0
         yield {"phase": "preparing", "step": 1, "steps": 3}
-        scaled, mias = to_mias_scale(norm, spacing_mm)
+        scaled, mias = to_mias_scale(norm, spacing_mm, 8 if roi is not None else MIN_SIDE)
         canvas, factor = to_canvas(scaled, INPUT_SIZE, upscale=roi is None)
         yield {"phase": "detecting", "step": 2, "steps": 3}
         self.model.eval()

@@ -1,0 +1,33 @@
+"""Size limits that keep a small hostile file from exhausting memory: checked before anything is allocated."""
+
+from __future__ import annotations
+
+import os
+
+MIN_SIDE = 128
+"""The models need at least this many 0.2 mm pixels on each side (one CNNI-BCC patch)."""
+
+
+def max_pixels() -> int:
+    """The largest image, in pixels, that is read or handed to a model: $NAPARI_MAMMO_MAX_PIXELS, else 2**28."""
+    value = os.environ.get("NAPARI_MAMMO_MAX_PIXELS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 2**28
+
+
+def check_pixels(height: int, width: int, frames: int = 1) -> str | None:
+    """Why an image of this declared size must not be read, or None when it may."""
+    total = height * width * frames
+    if total > max_pixels():
+        return (f"declares {frames}x{height}x{width} pixels" if frames > 1 else f"declares {height}x{width} pixels") + (
+            f", more than the limit of {max_pixels()} (set NAPARI_MAMMO_MAX_PIXELS to raise it)")
+    return None
+
+
+def check_model_shape(height: int, width: int, min_side: int = MIN_SIDE) -> None:
+    """Refuse (ValueError) an image at 0.2 mm that the models cannot take: too small, or too large to pad square."""
+    if min(height, width) < min_side:
+        raise ValueError(f"the image is {height}x{width} pixels at 0.2 mm; the models need at least {min_side} "
+                         "on each side")
+    if max(height, width) ** 2 > max_pixels():
+        raise ValueError(f"the image is {height}x{width} pixels at 0.2 mm; its side is above the limit of "
+                         f"{int(max_pixels() ** 0.5)} (set NAPARI_MAMMO_MAX_PIXELS to raise it)")

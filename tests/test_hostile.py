@@ -1,0 +1,57 @@
+"""Hostile inputs through the command line, under a memory limit so a blow-up fails the test, not the machine."""
+
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+LIMIT = 12 * 2**30
+"""Address space for the command: torch's libraries map a few GB; a blown-up image asks for far more."""
+
+
+def _run_limited(*args: str) -> subprocess.CompletedProcess:
+    """`napari-mammo ARGS` in a child process whose address space is capped at LIMIT."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+
+    return subprocess.run([sys.executable, "-m", "napari_mammo", *args], capture_output=True, text=True,
+                          timeout=300, preexec_fn=cap)
+
+
+def _one_clean_line(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 2 with one line on stderr naming the problem, and no traceback."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), result.stderr
+
+
+def test_a_thin_strip_is_refused_before_it_is_padded_square(tmp_path):
+    path = tmp_path / "strip.pgm"
+    path.write_bytes(b"P5\n100000 1\n255\n" + np.random.default_rng(0).integers(0, 255, 100000, np.uint8).tobytes())
+    for command in ("detect", "classify"):
+        _one_clean_line(_run_limited(command, str(path)), "strip.pgm", "at least 128")
+
+
+def test_a_huge_declared_size_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.pgm"
+    path.write_bytes(b"P5\n100000 100000\n255\n" + bytes(1000))
+    _one_clean_line(_run_limited("info", str(path)), "huge.pgm", "limit")
+
+
+def test_a_pixel_size_that_would_blow_the_image_up_is_refused():
+    from napari_mammo.data.preprocess import to_mias_scale
+
+    with pytest.raises(ValueError, match="above the limit"):
+        to_mias_scale(np.zeros((256, 256), np.float32), (1000.0, 1000.0))
+
+
+def test_a_tiny_image_gets_no_verdict(tmp_path):
+    from napari_mammo.io.pgm import write_pgm
+
+    path = tmp_path / "tiny.pgm"
+    write_pgm(path, np.array([[0, 255]], np.uint8))
+    _one_clean_line(_run_limited("classify", "--model", "cnni-bcc", str(path)), "tiny.pgm", "at least 128")
