@@ -55,3 +55,35 @@ def test_a_tiny_image_gets_no_verdict(tmp_path):
     path = tmp_path / "tiny.pgm"
     write_pgm(path, np.array([[0, 255]], np.uint8))
     _one_clean_line(_run_limited("classify", "--model", "cnni-bcc", str(path)), "tiny.pgm", "at least 128")
+
+
+def test_weights_with_nan_are_neither_written_nor_loaded(tmp_path, classifier_file):
+    import torch
+
+    from napari_mammo import MammoInputError
+    from napari_mammo.engine.weights import load_weights, save_weights
+    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+
+    state, metadata = load_weights(classifier_file, "cnni-bcc")
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        save_weights(tmp_path / "nan.safetensors", state, "cnni-bcc", {})
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp_path / "nan.safetensors"), metadata={"model": "cnni-bcc"})  # written by someone else
+    with pytest.raises(MammoInputError, match="NaN or infinite"):
+        PatchClassifier.load(tmp_path / "nan.safetensors")
+
+
+def test_a_loss_that_goes_non_finite_stops_training():
+    import torch
+
+    from napari_mammo.training.loop import optimise
+
+    weight = torch.zeros(1, requires_grad=True)
+    optimiser = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)
+    with pytest.raises(ValueError, match="became nan"):
+        optimise(weight.sum() * float("nan"), optimiser, scheduler)
+    assert weight.item() == 0.0  # the step was not taken

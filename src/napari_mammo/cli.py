@@ -68,7 +68,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Print what the readers see for each path."""
     entries = [entry for path in args.paths for entry in describe(Path(path))]
     if args.json:
-        print(json.dumps(entries, indent=2))
+        print(json.dumps(json_safe(entries), indent=2, allow_nan=False))
     else:
         print("\n".join(_format_entry(e) for e in entries))
     return 0
@@ -244,7 +244,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
         results, failed = _each_image(args.images, screen)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(json_safe(results), indent=2, allow_nan=False))
     else:
         print(f"{'image':<40} {'verdict':<10} {'normal':>7} {'benign':>7} {'malignant':>9}  patches N/B/M  films")
         for entry in results:
@@ -268,7 +268,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     results, failed = _each_image(args.images, detect)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(json_safe(results), indent=2, allow_nan=False))
     else:
         for entry in results:
             print(f"{entry['path']}: {len(entry['detections'])} detection(s) with score >= {args.score_threshold}")
@@ -320,7 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         report["plot"] = str(plot_report(report, args.plot))
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(json_safe(report), allow_nan=False))
     else:
         print(format_evaluation(report))
         if args.plot:
@@ -345,7 +345,7 @@ def _evaluate_detector(args: argparse.Namespace) -> int:
     if args.plot:
         report["plot"] = str(plot_froc(report, args.plot))
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(json_safe(report), allow_nan=False))
     else:
         sens = report["sensitivity_at_fp"]
         print(f"{report['images']} images, {report['lesions']} located lesions ({args.split} split)")
@@ -379,7 +379,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.plot:
         plot_review(summary, args.plot)
     if args.json:
-        print(json.dumps({"images": [vars(r) for r in reviews], "summary": summary, "split": args.split}))
+        print(json.dumps(json_safe({"images": [vars(r) for r in reviews], "summary": summary, "split": args.split}),
+                         allow_nan=False))
     else:
         print(format_review(reviews, summary))
         if args.plot:
@@ -433,7 +434,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         report["napari"] = bench_viewer_memory(threads=args.threads)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(json_safe(report), indent=2, allow_nan=False))
     else:
         if "classifier" in report:
             print(format_report(report["classifier"]))

@@ -30,6 +30,10 @@ def save_weights(path: str | Path, state: dict, model: str, metadata: dict[str, 
     header = {"model": model, "format_version": FORMAT_VERSION,
               **{key: json.dumps(value) for key, value in metadata.items()}}
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    bad = next((name for name, tensor in tensors.items()
+                if tensor.is_floating_point() and not bool(tensor.isfinite().all())), None)
+    if bad is not None:
+        raise ValueError(f"not writing {path}: tensor {bad} holds NaN or infinite values")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -55,6 +59,10 @@ def load_weights(path: str | Path, model: str) -> tuple[dict, dict[str, Any]]:
             state = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise MammoInputError(path, f"not a readable safetensors weights file ({err})") from None
+    bad = next((name for name, tensor in state.items()
+                if tensor.is_floating_point() and not bool(tensor.isfinite().all())), None)
+    if bad is not None:
+        raise MammoInputError(path, f"tensor {bad} holds NaN or infinite values; these weights cannot be used")
     found = header.get("model")
     if found != model:
         what = f"weights of model {found!r}" if found else "weights without a napari-mammo model name"

@@ -86,12 +86,20 @@ def training_split(records, seed: int) -> tuple[dict, list]:
 
 
 def optimise(loss, optimiser, scheduler) -> float:
-    """One optimiser and scheduler step on a loss; returns the loss as a number."""
+    """One optimiser and scheduler step on a loss; returns the loss as a number.
+
+    A loss that is NaN or infinite stops training (ValueError) before it reaches the weights:
+    the best weights kept so far stay as they are.
+    """
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise ValueError(f"the training loss became {value}; nothing more is written "
+                         "(lower the learning rate, or check the data)")
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()
     scheduler.step()
-    return float(loss.detach())
+    return value
 
 
 def record(run: Run, entry: dict, score: float, save: Callable[[], Path]) -> None:
