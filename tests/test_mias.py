@@ -126,3 +126,29 @@ def test_broken_info_beside_an_image_is_a_warning(tmp_path):
     (tmp_path / "Info.txt").write_text("mdb001 G CIRC B 535 425\n")
     with pytest.warns(UserWarning, match=r"Info.txt: line 1: expected X Y RADIUS .* read without its lesions"):
         assert record_for_image(tmp_path / "mdb001.pgm") is None
+
+
+def test_info_with_a_byte_order_mark_keeps_its_first_row():
+    from napari_mammo.io.mias import parse_info
+
+    for bom in ("\ufeff", "ï»¿"):  # as text, and as UTF-8 bytes read as Latin-1
+        (record,) = parse_info(bom + "mdb001 G CIRC B 535 425 197\r\n")
+        assert record.ref == "mdb001" and record.lesions[0].radius == 197
+
+
+@pytest.mark.parametrize("row, problem", [("mdb001 G CIRC B 535 425 197\x00", "NUL"),
+                                          ("mdb001 G CIRC B inf 425 197", "finite"),
+                                          ("mdb001 G CIRC B 535 nan 197", "finite")])
+def test_info_refuses_damaged_rows_with_their_line(row, problem):
+    from napari_mammo.io.mias import parse_info
+
+    with pytest.raises(ValueError, match=f"line 2: .*{problem}"):
+        parse_info("header\n" + row + "\n")
+
+
+def test_many_rows_for_one_image_are_all_kept():
+    from napari_mammo.io.mias import parse_info
+
+    rows = "".join(f"mdb001 G CALC B {100 + i % 500} {200 + i % 300} 5\n" for i in range(20000))
+    (record,) = parse_info(rows)
+    assert len(record.lesions) == 20000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable
@@ -48,27 +49,35 @@ def _parse_row(tokens: list[str], where: str, height: int) -> tuple[str, str, Le
         x, y, radius = (float(c) for c in coords)
     except ValueError:
         raise ValueError(f"{where}: X Y RADIUS must be numbers, found {' '.join(coords)!r}") from None
+    if not all(math.isfinite(v) for v in (x, y, radius)):
+        raise ValueError(f"{where}: X Y RADIUS must be finite numbers, found {' '.join(coords)!r}")
     if radius <= 0:
         raise ValueError(f"{where}: radius must be positive, found {radius:g}")
     return ref, tissue, Lesion(abnormality, severity, row=height - y, col=x, radius=radius)
 
 
 def parse_info(text: str, source: str = INFO_NAME, height: int = MIAS_SIZE) -> list[Mammogram]:
-    """Parse the text of an Info.txt into one record per image, in the order first listed."""
-    records: dict[str, Mammogram] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    """Parse the text of an Info.txt into one record per image, in the order first listed.
+
+    A byte-order mark is ignored; a row holding a NUL character is refused with its line
+    number. Time and memory grow linearly with the number of rows.
+    """
+    tissues: dict[str, str] = {}
+    lesions: dict[str, list[Lesion]] = {}
+    for number, line in enumerate(text.removeprefix("\ufeff").removeprefix("ï»¿").splitlines(), start=1):
+        if "\x00" in line:
+            raise ValueError(f"{source} line {number}: holds a NUL character; the file is damaged")
         tokens = line.split()
         if not _is_record_line(tokens):
             continue
         ref, tissue, lesion = _parse_row(tokens, f"{source} line {number}", height)
-        old = records.get(ref)
-        if old is None:
-            old = records[ref] = Mammogram(ref=ref, tissue=tissue)
-        elif old.tissue != tissue:
-            raise ValueError(f"{source} line {number}: {ref} has tissue {tissue}, earlier {old.tissue}")
+        if ref not in tissues:
+            tissues[ref], lesions[ref] = tissue, []
+        elif tissues[ref] != tissue:
+            raise ValueError(f"{source} line {number}: {ref} has tissue {tissue}, earlier {tissues[ref]}")
         if lesion is not None:
-            records[ref] = old.with_lesions((*old.lesions, lesion))
-    return list(records.values())
+            lesions[ref].append(lesion)
+    return [Mammogram(ref=ref, tissue=tissue, lesions=tuple(lesions[ref])) for ref, tissue in tissues.items()]
 
 
 def read_info(path: str | Path, height: int = MIAS_SIZE) -> list[Mammogram]:
