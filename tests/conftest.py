@@ -89,7 +89,7 @@ def use_weights_file(widget, path) -> None:
 
 
 WIDGETS = {
-    "classify": "Classify (CNNI-BCC)",
+    "classify": "Classify (screening, CNNI-BCC)",
     "detect": "Detect lesions (IDBLL)",
     "review": "Review",
     "train": "Train",

@@ -121,8 +121,8 @@ def test_writer_saves_lesions_as_info_txt_and_csv(make_napari_viewer, synthetic_
 def test_manifest_is_valid_and_contributes_everything():
     manifest = npe2.PluginManifest.from_distribution("napari-mammo")
     contributions = manifest.contributions
-    assert {w.display_name for w in contributions.widgets} == {"Classify (CNNI-BCC)", "Detect lesions (IDBLL)",
-                                                               "Review", "Train"}
+    assert {w.display_name for w in contributions.widgets} == {"Classify (screening, CNNI-BCC)",
+                                                               "Detect lesions (IDBLL)", "Review", "Train"}
     assert contributions.readers and contributions.writers and contributions.sample_data
     for command in contributions.commands:
         module, _, attribute = command.python_name.partition(":")

@@ -127,7 +127,7 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     truth = lesion_shapes([record], image.spacing_mm, f"{title} lesions")
     if truth is not None:
         viewer.add_shapes(truth[0], **truth[1])
-    _, classify = viewer.window.add_plugin_dock_widget("napari-mammo", "Classify (CNNI-BCC)")
+    _, classify = viewer.window.add_plugin_dock_widget("napari-mammo", "Classify (screening, CNNI-BCC)")
     classify.image.value = layer.name
     classify.verdict.value = verdict_text(classification)
     _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL)")

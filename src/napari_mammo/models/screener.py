@@ -178,7 +178,8 @@ class Screener:
         boxes = [((b[0] / scale_r, b[1] / scale_c, b[2] / scale_r, b[3] / scale_c), s)
                  for b, s in cell_boxes(scores, cells.breast, cells.stride)]
         yield {"phase": "screening", "step": steps, "steps": steps}
-        return Screening(label, probabilities, patches, label_image, scores.astype(np.float32),
+        heatmap = np.where(cells.breast, scores, 0.0).astype(np.float32)  # nothing glows outside the breast
+        return Screening(label, probabilities, patches, label_image, heatmap,
                          np.array([cells.stride / scale_r, cells.stride / scale_c]), boxes, p_abnormal,
                          self.threshold(both), both)
 

@@ -52,6 +52,7 @@ class ClassifyWidget(ModelWidget):
         self.other = ComboBox(label="other film", choices=self._other_choices)
         self.patches = ComboBox(label="patches", choices=["breast", "all", "middle"], value="breast", visible=False)
         self.verdict = Label(label="verdict", value="")
+        self.verdict.native.setWordWrap(True)
         self.notice = Label(value=NOTICE)
         self.extend([self.notice, self.image, self.slices, self.model, self.other, self.weights, self.weights_file,
                      self.device, self.patches, self.run_button, self.progress, self.verdict])

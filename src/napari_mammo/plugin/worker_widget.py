@@ -21,7 +21,10 @@ class ScrollingContainer(Container):
     """
 
     def __init__(self) -> None:
+        from qtpy.QtCore import Qt
+
         super().__init__(labels=True, scrollable=True)
+        self.root_native_widget.widget().layout().setAlignment(Qt.AlignmentFlag.AlignTop)  # no stretched rows
 
     @property
     def native(self):
