@@ -65,3 +65,13 @@ def test_no_import_cycles():
 
     for module in sorted(edges):
         visit(module)
+
+
+def test_torch_is_imported_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_mammo, napari_mammo.cli, napari_mammo.io.images, napari_mammo.evaluation.crossval; "
+            "print(sorted(m for m in ('torch', 'timm', 'napari', 'qtpy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

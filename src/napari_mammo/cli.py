@@ -15,6 +15,7 @@ import numpy as np
 from napari_mammo import __version__
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
+from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 
 
 def describe(path: Path) -> list[dict]:
@@ -406,7 +407,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     films = "both films" if c.get("both_breasts") else "this film only"
     print(f"{result['image']}: truth {result['truth']['label']}, screening {c['label']} (p abnormal "
           f"{c['score']:.2f}, threshold {c['threshold']:.2f}, {films}), {len(result['detections'])} IDBLL box(es) "
-          "at score >= 0.3; research use only, not for diagnosis")
+          f"at score >= {BOX_THRESHOLD}; research use only, not for diagnosis")
     if headless or args.screenshot:
         print(f"screenshot: {result['files']['png']}")
     if headless:
@@ -580,9 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "score, every one above the threshold.")
     detect.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images")
     detect.add_argument("--weights", metavar="FILE", help="an IDBLL .safetensors file (default: shipped)")
-    detect.add_argument("--score-threshold", type=probability, default=0.3, metavar="T",
-                        help="keep detections scoring at least T, between 0 and 1 (default 0.3, as in the widget; "
-                             "0.05 for a FROC curve)")
+    detect.add_argument("--score-threshold", type=probability, default=BOX_THRESHOLD, metavar="T",
+                        help=f"keep detections scoring at least T, between 0 and 1 (default {BOX_THRESHOLD}, as in "
+                             "the widget; 0.05 for a FROC curve)")
     detect.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     detect.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     detect.set_defaults(func=cmd_detect)
@@ -608,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--data", required=True, metavar="DIR")
     review.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
                         help="the weights' recorded split to review (default: test, held out from both models)")
-    review.add_argument("--threshold", type=float, default=0.3, help="box score threshold (default 0.3)")
+    review.add_argument("--threshold", type=probability, default=BOX_THRESHOLD,
+                        help=f"box score threshold (default {BOX_THRESHOLD})")
     review.add_argument("--classifier-weights", metavar="FILE", help="CNNI-BCC weights (default: shipped)")
     review.add_argument("--detector-weights", metavar="FILE", help="IDBLL weights (default: shipped)")
     review.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")

@@ -15,6 +15,8 @@ import numpy as np
 
 from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.images import read_image
+from napari_mammo.models.idbll.predict import BOX_THRESHOLD
+from napari_mammo.plugin.layer_names import LESIONS, companion
 from napari_mammo.records import MIAS_PIXEL_MM, Mammogram
 
 NOTICE = "research use only, not for diagnosis"
@@ -60,7 +62,7 @@ def other_film(image: ImageData) -> tuple[np.ndarray, tuple[float, float] | None
     return other.pixels, other.spacing_mm
 
 
-def run_models(image: ImageData, threshold: float = 0.3):
+def run_models(image: ImageData, threshold: float = BOX_THRESHOLD):
     """Screening (with the other film when it is beside the image) and IDBLL detections, shipped weights."""
     from napari_mammo.models.idbll.predict import LesionDetector
     from napari_mammo.models.screener import Screener
@@ -123,8 +125,8 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     layer = viewer.add_image(data, **kwargs)
     add_classification_layer(viewer, layer, [((), classification)])
     add_heatmap_layer(viewer, layer, [((), classification)])
-    boxes = add_detection_layer(viewer, layer, [((), detections)], 0.3)
-    truth = lesion_shapes([record], image.spacing_mm, f"{title} lesions")
+    boxes = add_detection_layer(viewer, layer, [((), detections)], BOX_THRESHOLD)
+    truth = lesion_shapes([record], image.spacing_mm, companion(title, LESIONS))
     if truth is not None:
         viewer.add_shapes(truth[0], **truth[1])
     _, classify = viewer.window.add_plugin_dock_widget("napari-mammo", "Classify (screening, CNNI-BCC)")
@@ -132,7 +134,7 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     classify.verdict.value = verdict_text(classification)
     _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL)")
     detect.image.value = layer.name
-    detect.status.value = box_count_text(boxes, 0.3)
+    detect.status.value = box_count_text(boxes, BOX_THRESHOLD)
     viewer.layers.selection.active = layer
     if screenshot is None:
         napari.run()

@@ -10,6 +10,7 @@ import numpy as np
 
 from napari_mammo.io.mias import INFO_NAME, at_image_height, find_info, read_info, write_info
 from napari_mammo.io.pgm import pgm_shape, read_pgm, write_pgm
+from napari_mammo.plugin.layer_names import LESIONS, companion
 from napari_mammo.plugin.layers import feature_text, shape_lesion
 from napari_mammo.records import Lesion, Mammogram
 
@@ -48,7 +49,7 @@ def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram
     shapes = {layer.name: layer for layer in viewer.layers if isinstance(layer, napari.layers.Shapes)}
     records, heights = [], {}
     for number, image in enumerate(images, start=1):
-        for ref, pixels, lesions in annotated_planes(image, shapes.get(f"{image.name} lesions"), True, number):
+        for ref, pixels, lesions in annotated_planes(image, shapes.get(companion(image.name, LESIONS)), True, number):
             path = folder / f"{ref}.pgm"
             write_pgm(path, pixels)
             records.append(Mammogram(ref, image.metadata.get("tissue", "F") or "F", lesions, path))

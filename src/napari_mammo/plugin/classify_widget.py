@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Label
 
+from napari_mammo.plugin.layer_names import PATCHES, SUSPICION, companion
 from napari_mammo.plugin.slices import (
     describe_skipped,
     image_layers,
@@ -178,7 +179,7 @@ def verdict_text(result) -> str:
 
 def add_heatmap_layer(viewer: napari.Viewer, image_layer, results: list):
     """Add or update the suspicion heatmap (cell scores, stride ≤ 32 px) aligned with `image_layer`."""
-    name = f"{image_layer.name} suspicion"
+    name = companion(image_layer.name, SUSPICION)
     first = results[0][1]
     lead = image_layer.data.shape[:-2]
     shape = (*lead, *first.heatmap.shape)
@@ -217,7 +218,7 @@ def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
     import pandas as pd
     from napari.utils.colormaps import DirectLabelColormap
 
-    name = f"{image_layer.name} CNNI-BCC patches"
+    name = companion(image_layer.name, PATCHES)
     layer = layer_named(viewer, name, "cnni-bcc")
     data = np.array(layer.data) if layer is not None and layer.data.shape == image_layer.data.shape else \
         np.zeros(image_layer.data.shape, np.uint8)

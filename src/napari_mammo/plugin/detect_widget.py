@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
+from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 from napari_mammo.plugin.classify_widget import NOTICE
+from napari_mammo.plugin.layer_names import DETECTIONS, companion
 from napari_mammo.plugin.layers import box_corners, shape_box
 from napari_mammo.plugin.slices import (
     describe_skipped,
@@ -79,7 +81,7 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, thres
     `results` is a list of (slice index, detections); on a stack the boxes carry their slice,
     and only the slices detected now are replaced (the researcher's drawn boxes stay).
     """
-    name = f"{image_layer.name} IDBLL detections"
+    name = companion(image_layer.name, DETECTIONS)
     layer = layer_named(viewer, name, "idbll")
     redone = {tuple(index) for index, _ in results}
     kept = [d for d in layer.metadata.get("detections", []) if tuple(d.get("slice", ())) not in redone] \
@@ -121,7 +123,7 @@ class DetectWidget(ModelWidget):
         super().__init__()
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
-        self.threshold = FloatSlider(label="score threshold", value=0.3, min=KEEP_FROM, max=1.0, step=0.01)
+        self.threshold = FloatSlider(label="score threshold", value=BOX_THRESHOLD, min=KEEP_FROM, max=1.0, step=0.01)
         self.slices = slices_box()
         self.roi = ComboBox(label="region", choices=self._roi_choices)
         self.status = Label(label="status", value="")
@@ -158,7 +160,7 @@ class DetectWidget(ModelWidget):
 
     def output_layer(self):
         """This widget's Shapes layer for the chosen image, if any."""
-        name = f"{self.image.value} IDBLL detections"
+        name = companion(self.image.value, DETECTIONS)
         return layer_named(self.viewer, name)
 
     def _on_threshold(self, value: float) -> None:

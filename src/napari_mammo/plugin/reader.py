@@ -11,6 +11,7 @@ import numpy as np
 from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.images import DICOM_SUFFIXES, PGM_SUFFIXES, RASTER_SUFFIXES, read_image
 from napari_mammo.io.mias import INFO_NAME, find_info, read_folder, record_for_image
+from napari_mammo.plugin.layer_names import LESIONS, companion
 from napari_mammo.plugin.layers import image_layer, lesion_shapes
 
 LayerData = list[tuple]
@@ -53,7 +54,7 @@ def read_image_layers(path: Path) -> LayerData:
         if record is not None:
             record_meta = {"ref": record.ref, "label": record.label, "tissue": record.tissue}
             layers[0][1]["metadata"].update(record_meta)
-            shapes = lesion_shapes([record], image.spacing_mm, f"{path.stem} lesions",
+            shapes = lesion_shapes([record], image.spacing_mm, companion(path.stem, LESIONS),
                                    heights={record.ref: int(image.pixels.shape[0])})
             if shapes is not None:
                 layers.append(shapes)
@@ -85,7 +86,7 @@ def read_folder_layers(path: Path) -> LayerData:
                                  "sizes": {r.ref: list(i.pixels.shape) for r, i in zip(records, images, strict=True)}})
     layers = [first]
     heights = {r.ref: int(i.pixels.shape[0]) for r, i in zip(records, images, strict=True)}
-    shapes = lesion_shapes(records, spacing, f"{folder.name} lesions", stacked=True, heights=heights)
+    shapes = lesion_shapes(records, spacing, companion(folder.name, LESIONS), stacked=True, heights=heights)
     if shapes is not None:
         layers.append(shapes)
     return layers

@@ -11,8 +11,9 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton,
 from napari_mammo.evaluation.detector import hits
 from napari_mammo.evaluation.plots import draw_review
 from napari_mammo.evaluation.review import Prediction, iter_predict_folder, review_predictions
-from napari_mammo.models.idbll.predict import Detection
+from napari_mammo.models.idbll.predict import BOX_THRESHOLD, Detection
 from napari_mammo.plugin.classify_widget import verdict_on
+from napari_mammo.plugin.layer_names import DETECTIONS, LESIONS, MISSED, PATCHES, companion
 from napari_mammo.plugin.layers import shape_box
 from napari_mammo.plugin.slices import image_layers, layer_named, on_slice, shown_index
 from napari_mammo.plugin.weights_registry import REGISTRY, SHIPPED, follow_registry
@@ -34,8 +35,8 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     """
     from napari.utils.colormaps.standardize_color import transform_color
 
-    truth_layer = layer_named(viewer, f"{image_name} lesions")
-    boxes_layer = layer_named(viewer, f"{image_name} IDBLL detections")
+    truth_layer = layer_named(viewer, companion(image_name, LESIONS))
+    boxes_layer = layer_named(viewer, companion(image_name, DETECTIONS))
     image = layer_named(viewer, image_name)
     if image is None or boxes_layer is None:
         raise ValueError(f"run Detect on {image_name!r} first")
@@ -54,7 +55,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     located = [les for les in record.lesions if les.located]
     missed = np.array([[*index, les.row, les.col] for les, f in zip(located, found, strict=True) if not f])
     missed = missed.reshape(-1, image.ndim)
-    name = f"{image_name} missed lesions"
+    name = companion(image_name, MISSED)
     points = layer_named(viewer, name)
     if points is not None and points.ndim == image.ndim:
         others = [p for p in np.asarray(points.data) if not on_slice(p[None], index)]
@@ -65,7 +66,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
         points = viewer.add_points(missed, ndim=image.ndim, name=name, symbol="x", size=40,
                                    border_color=FALSE_POSITIVE, face_color=FALSE_POSITIVE, scale=image.scale,
                                    translate=image.translate, units=image.units)
-    labels = layer_named(viewer, f"{image_name} CNNI-BCC patches")
+    labels = layer_named(viewer, companion(image_name, PATCHES))
     verdict = verdict_on(labels, index) if labels is not None else None
     return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
             "lesions": len(located), "verdict": verdict["label"] if verdict else None,
@@ -108,7 +109,7 @@ class ReviewWidget(WorkerWidget):
         self.folder = FileEdit(label="folder", mode="d")
         self.classifier_weights = ComboBox(label="CNNI-BCC weights", choices=lambda _: REGISTRY.choices("cnni-bcc"))
         self.detector_weights = ComboBox(label="IDBLL weights", choices=lambda _: REGISTRY.choices("idbll"))
-        self.threshold = FloatSlider(label="box threshold", value=0.3, min=0.01, max=1.0, step=0.01)
+        self.threshold = FloatSlider(label="box threshold", value=BOX_THRESHOLD, min=0.01, max=1.0, step=0.01)
         self.table = Table(value={"data": [], "index": [], "columns": list(COLUMNS)})
         self.table.native.setSortingEnabled(True)
         self.table.native.setMinimumHeight(260)  # about ten rows

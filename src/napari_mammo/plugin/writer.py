@@ -8,6 +8,7 @@ import numpy as np
 
 from napari_mammo.io.atomic import atomic_write_bytes
 from napari_mammo.io.mias import MIAS_SIZE, format_csv, format_info
+from napari_mammo.plugin.layer_names import image_of
 from napari_mammo.plugin.layers import feature_text, shape_lesion
 from napari_mammo.records import Mammogram
 
@@ -17,7 +18,7 @@ def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[s
     features = attributes.get("features")
     metadata = attributes.get("metadata") or {}
     refs = metadata.get("refs") or []
-    default_ref = str(attributes.get("name", "img001")).removesuffix(" lesions").split()[0]
+    default_ref = image_of(str(attributes.get("name", "img001"))).split()[0]
     records: dict[str, Mammogram] = {}
     tissues: dict[str, str] = {}
     for index, vertices in enumerate(data):

@@ -25,9 +25,6 @@ from napari_mammo.models.cnni_bcc.depthwise import (
 )
 
 PATCH_SIZE = 128
-CLASSES = ("normal", "benign", "malignant")
-LAYER_NAMES = ("conv2d_1", "depthwise_conv2d_1", "conv2d_2", "depthwise_conv2d_2", "average_pooling2d_1",
-               "flatten_1", "dense_1")
 
 
 class CNNIBCC(nn.Module):

@@ -13,6 +13,8 @@ from napari_mammo.errors import MammoInputError
 from napari_mammo.limits import MIN_SIDE
 
 MODEL_NAME = "idbll"
+BOX_THRESHOLD = 0.3
+"""The box score shown by default, in the widgets and on the command line."""
 
 
 LABELS = ("lesion",)
