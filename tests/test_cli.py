@@ -62,6 +62,11 @@ def test_bench_report_structure():
     assert "inference_speedup" in format_report(report)
     detector = bench_detector(threads=1, repeats=1)
     assert detector["seconds"] > 0 and "IDBLL" in format_detector_report(detector)
+    from napari_mammo.bench.models import bench_screening, format_screening_report
+
+    screening = bench_screening(threads=1, repeats=1)
+    assert 0 < screening["one_film"] and 0 < screening["both_films"]
+    assert "Screening" in format_screening_report(screening)
 
 
 def test_review_prints_the_folder_by_suspicion_with_plots(synthetic_folder, detector_file, tmp_path, capsys):

@@ -417,7 +417,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the speed benchmark and print the ratios."""
-    from napari_mammo.bench.models import bench_classifier, bench_detector, format_detector_report, format_report
+    from napari_mammo.bench.models import (
+        bench_classifier,
+        bench_detector,
+        bench_screening,
+        format_detector_report,
+        format_report,
+        format_screening_report,
+    )
 
     def show(step: int, steps: int, key: str, value: dict) -> None:
         print(f"[{step}/{steps}] {key}: {value['seconds'] * 1000:.1f} ms", file=sys.stderr, flush=True)
@@ -427,6 +434,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report["classifier"] = bench_classifier(threads=args.threads, repeats=args.repeats, progress=show)
     if args.model in ("detector", "all"):
         report["detector"] = bench_detector(threads=args.threads, repeats=max(args.repeats, 5))
+    if args.model in ("screening", "all"):
+        report["screening"] = bench_screening(threads=args.threads, repeats=args.repeats)
     if args.model == "napari" and not has_display():
         raise ValueError("bench napari needs a display (napari draws with OpenGL); run it as "
                          "`xvfb-run -a napari-mammo bench napari`")
@@ -441,6 +450,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(format_report(report["classifier"]))
         if "detector" in report:
             print(format_detector_report(report["detector"]))
+        if "screening" in report:
+            print(format_screening_report(report["screening"]))
         if "napari" in report:
             from napari_mammo.plugin.memory_bench import format_memory_report
 
@@ -633,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "NCHW, and one whole 1024x1024 image, each in a fresh process; prints the "
                                        "ratios. IDBLL: median detection time per 1024x1024 image. napari: peak RSS "
                                        "of the whole workflow in a shown viewer.")
-    bench.add_argument("model", nargs="?", default="all", choices=["all", "classifier", "detector", "napari"],
+    bench.add_argument("model", nargs="?", default="all",
+                       choices=["all", "classifier", "detector", "screening", "napari"],
                        help="what to measure; 'napari' is the peak RSS of a shown viewer classifying and "
                             "detecting one 1024x1024 image (needs a display: use xvfb-run -a on a server)")
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")

@@ -152,7 +152,9 @@ class CellHead:
         """Abnormality probability of each cell of a (C, rows, cols) feature map."""
         flat = features.reshape(features.shape[0], -1).T.astype(np.float32)
         logits = ((flat - self.mean) / self.std) @ self.weight + self.bias
-        return (1.0 / (1.0 + np.exp(-logits))).reshape(features.shape[1:])
+        from scipy.special import expit  # the logistic function without overflow
+
+        return expit(logits).reshape(features.shape[1:])
 
 
 def fit_cell_head(features: np.ndarray, labels: np.ndarray, weight_decay: float = 1e-2, steps: int = 300,
