@@ -85,8 +85,9 @@ def test_screenshot_shows_circle_on_the_lesion(make_napari_viewer, synthetic_fol
     # the drawn ring's centre, in canvas pixels, maps back to the lesion centre in data pixels
     world = np.array([ys.mean(), xs.mean()])
     canvas_centre = np.array(shot.shape[:2]) / 2
-    zoom = viewer.camera.zoom
-    data = (np.array(viewer.camera.center[-2:]) + (world - canvas_centre) / zoom) / np.array(image.scale)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari 0.9 moved it
+    zoom = camera.zoom
+    data = (np.array(camera.center[-2:]) + (world - canvas_centre) / zoom) / np.array(image.scale)
     lesion = shapes.data[0].mean(axis=0)
     assert np.abs(data - lesion).max() < 4
 

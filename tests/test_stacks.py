@@ -38,8 +38,11 @@ def test_classify_every_slice_then_redo_one(open_widget, make_napari_viewer, qtb
     before = labels.data.copy()
     # redo the shown slice only: the others keep their results
     viewer.dims.set_current_step(0, 2)
+    shown = stack.metadata["refs"][2]
+    assert f": {shown}" in viewer.text_overlay.text and viewer.text_overlay.visible  # the canvas names it
     widget.slices.value = SHOWN
     _run(qtbot, widget)
+    assert widget.verdict.value.startswith(f"{shown}: ")  # and so does the verdict
     np.testing.assert_array_equal(labels.data[[0, 1, 3, 4, 5]], before[[0, 1, 3, 4, 5]])
     assert len(labels.features) == 6 * 4 and labels.metadata["slice"] == [2]
     assert list(labels.features["index"]) == list(range(1000, 1000 + 24))

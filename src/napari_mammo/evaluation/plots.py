@@ -63,8 +63,9 @@ def plot_report(report: dict, path: str | Path) -> Path:
                  f"ROC, {level} level (n={r['count']})")
     matrix = np.array(report["image"]["confusion_matrix"])
     axes[2].imshow(matrix, cmap="Blues")
-    for (i, j), value in np.ndenumerate(matrix):
-        axes[2].text(j, i, str(value), ha="center", va="center")
+    for (i, j), value in np.ndenumerate(matrix):  # white numbers on the dark cells
+        dark = value > matrix.max() / 2
+        axes[2].text(j, i, str(value), ha="center", va="center", color="white" if dark else "black")
     axes[2].set(title=f"image confusion matrix (accuracy {report['image']['accuracy']:.3f})",
                 xticks=range(3), yticks=range(3), xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
                 xlabel="predicted", ylabel="true")

@@ -13,6 +13,7 @@ from napari_mammo.plugin.slices import (
     describe_skipped,
     image_layers,
     layer_named,
+    name_shown_slice,
     pixel_spacing,
     plane_indices,
     run_on_planes,
@@ -58,6 +59,7 @@ class ClassifyWidget(ModelWidget):
         self.extend([self.notice, self.image, self.slices, self.model, self.other, self.weights, self.weights_file,
                      self.device, self.patches, self.run_button, self.progress, self.verdict])
         show_for_stacks(viewer, self.image, self.slices)
+        name_shown_slice(viewer)
         for widget, tip in ((self.image, "the image layer to classify"),
                             (self.slices, "on a stack: the shown slice, or every slice in turn"),
                             (self.model, "the screening model on the pretrained backbone (cross-validated AUC 0.69), "
@@ -160,7 +162,10 @@ class ClassifyWidget(ModelWidget):
         if hasattr(results[0][1], "heatmap"):
             add_heatmap_layer(self.viewer, layer, results)
         if len(results) == 1:
-            self.verdict.value = verdict_text(results[0][1]) + describe_skipped(skipped)
+            index, result = results[0]
+            refs = layer.metadata.get("refs") or []
+            where = f"{refs[index[0]]}: " if len(index) == 1 and index[0] < len(refs) else ""
+            self.verdict.value = where + verdict_text(result) + describe_skipped(skipped)
         else:
             counts = Counter(result.label for _, result in results)
             self.verdict.value = (f"{len(results)} slices: " + ", ".join(f"{n} {label}" for label, n in

@@ -22,6 +22,7 @@ from napari_mammo.plugin.slices import (
     describe_skipped,
     image_layers,
     layer_named,
+    name_shown_slice,
     pixel_spacing,
     plane_indices,
     run_on_planes,
@@ -133,6 +134,7 @@ class DetectWidget(ModelWidget):
         self.extend([self.notice, self.image, self.slices, self.weights, self.weights_file, self.threshold, self.roi,
                      self.device, self.run_button, self.progress, self.status, self.save_folder, self.save_button])
         show_for_stacks(viewer, self.image, self.slices)
+        name_shown_slice(viewer)
         for widget, tip in ((self.image, "the image layer to search for lesions"),
                             (self.threshold, "show boxes scoring at least this (the model is not run again)"),
                             (self.roi, "a Shapes layer whose last rectangle limits the search"),

@@ -121,3 +121,27 @@ def show_for_stacks(viewer: napari.Viewer, image_box, box) -> None:
 
     image_box.changed.connect(update)
     update()
+
+
+def shown_ref(layer, viewer: napari.Viewer) -> str | None:
+    """The mammogram (mdbNNN) a stack shows on its current slice, when the reader named its slices."""
+    refs = layer.metadata.get("refs") or []
+    index = shown_index(layer, viewer)
+    if not refs or len(index) != 1 or not 0 <= index[0] < len(refs):
+        return None
+    return str(refs[index[0]])
+
+
+def name_shown_slice(viewer: napari.Viewer) -> None:
+    """Show the shown slice's mammogram name (mdbNNN) in the canvas whenever a named stack is open."""
+
+    def update(_=None) -> None:
+        stacks = [layer for layer in image_layers(viewer) if layer.data.ndim == 3 and layer.metadata.get("refs")]
+        names = [f"{layer.name}: {shown_ref(layer, viewer)}" for layer in stacks if shown_ref(layer, viewer)]
+        viewer.text_overlay.text = "\n".join(names)
+        viewer.text_overlay.visible = bool(names)
+
+    viewer.dims.events.current_step.connect(update)
+    viewer.layers.events.inserted.connect(update)
+    viewer.layers.events.removed.connect(update)
+    update()
