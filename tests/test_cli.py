@@ -132,3 +132,15 @@ def test_an_empty_png_is_one_line(tmp_path, capsys):
     assert main(["info", str(tmp_path / "empty.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "empty.png" in err
+
+
+def test_evaluate_on_another_labelled_folder_takes_every_image_and_says_so(synthetic_folder, capsys):
+    from napari_mammo.cli import main
+
+    # the shipped weights' test images (mdb015, …) are not in this folder: every image is evaluated
+    assert main(["evaluate", "detector", "--data", str(synthetic_folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"] == len(list(synthetic_folder.glob("*.pgm")))
+    assert "evaluating all" in captured.err and "--split test" in captured.err
+    assert main(["evaluate", "detector", "--data", str(synthetic_folder), "--split", "test"]) == 2
+    assert "use --split all" in capsys.readouterr().err

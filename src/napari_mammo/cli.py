@@ -284,20 +284,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def _evaluation_records(data: str, split: str, *metadata: dict) -> list:
     """The records to evaluate: a split named in every given weights' metadata, or all of them.
 
-    With several models' weights, the split's images are those all of them hold out.
+    With several models' weights, the split's images are those all of them hold out. 'auto'
+    (the default) takes the test split when the folder holds any of its images, and every
+    image otherwise (another labelled folder, as the Review widget does), saying so.
     """
     records = _records_for_training(data)
     if split == "all":
         return records
+    wanted = "test" if split == "auto" else split
     refs = None
     for meta in metadata:
-        named = set(meta.get("split", {}).get(split, []))
+        named = set(meta.get("split", {}).get(wanted, [])) if isinstance(meta.get("split"), dict) else set()
         if not named:
-            raise MammoInputError(Path(data), f"the weights name no {split!r} split; use --split all")
+            if split == "auto":
+                return records
+            raise MammoInputError(Path(data), f"the weights name no {wanted!r} split; use --split all")
         refs = named if refs is None else refs & named
     chosen = [r for r in records if r.ref in refs]
+    if not chosen and split == "auto":
+        print(f"napari-mammo: none of the weights' test images is in {data}; evaluating all {len(records)} "
+              "images (use --split test to insist on the held-out images)", file=sys.stderr)
+        return records
     if not chosen:
-        raise MammoInputError(Path(data), f"none of the weights' {split!r} images are in this folder")
+        raise MammoInputError(Path(data), f"none of the weights' {wanted!r} images are in this folder; "
+                                          "use --split all to evaluate every image in it")
     return chosen
 
 
@@ -605,8 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", choices=["classifier", "detector"])
     evaluate.add_argument("--data", required=True, metavar="DIR")
     evaluate.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
-    evaluate.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
-                          help="which part of the weights' recorded split to evaluate (default: test)")
+    evaluate.add_argument("--split", default="auto", choices=["auto", "test", "val", "train", "all"],
+                          help="which part of the weights' recorded split to evaluate (default auto: the test "
+                               "split when the folder holds it, else every image)")
     evaluate.add_argument("--patches", default="breast", choices=["breast", "all", "middle"])
     evaluate.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     evaluate.add_argument("--plot", metavar="FILE.png", help="write the ROC / FROC curves here")
@@ -618,8 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "by suspicion with verdict, lesions found and false positives, then lesion "
                                         "sensitivity, FP/image, verdict accuracy, FROC points and ROC AUC.")
     review.add_argument("--data", required=True, metavar="DIR")
-    review.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
-                        help="the weights' recorded split to review (default: test, held out from both models)")
+    review.add_argument("--split", default="auto", choices=["auto", "test", "val", "train", "all"],
+                        help="the weights' recorded split to review (default auto: the test split, held out from "
+                             "both models, when the folder holds it; else every image, as the Review widget)")
     review.add_argument("--threshold", type=probability, default=BOX_THRESHOLD,
                         help=f"box score threshold (default {BOX_THRESHOLD})")
     review.add_argument("--classifier-weights", metavar="FILE", help="CNNI-BCC weights (default: shipped)")
