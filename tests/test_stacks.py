@@ -45,7 +45,8 @@ def test_classify_every_slice_then_redo_one(open_widget, make_napari_viewer, qtb
     assert widget.verdict.value.startswith(f"{shown}: ")  # and so does the verdict
     np.testing.assert_array_equal(labels.data[[0, 1, 3, 4, 5]], before[[0, 1, 3, 4, 5]])
     assert len(labels.features) == 6 * 4 and labels.metadata["slice"] == [2]
-    assert list(labels.features["index"]) == list(range(1000, 1000 + 24))
+    # every patch keeps one id, and every labelled pixel names a patch in the table
+    assert labels.features["index"].is_unique and set(np.unique(labels.data)) - {0} == set(labels.features["index"])
 
 
 def test_every_slice_skips_a_constant_slice(open_widget, make_napari_viewer, qtbot, classifier_file):

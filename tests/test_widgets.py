@@ -53,12 +53,17 @@ def test_classify_writes_aligned_labels_and_replaces_its_layer(open_widget, make
     assert layer.data.shape == image.data.shape
     np.testing.assert_allclose(layer.scale, image.scale)
     np.testing.assert_allclose(layer.translate, image.translate)
-    assert set(np.unique(layer.data)) <= {1, 2, 3}
     assert len(layer.features) == 4
+    assert set(np.unique(layer.data)) == set(layer.features["index"])  # every pixel names its patch
     assert {"normal", "benign", "malignant", "row", "col"} <= set(layer.features.columns)
     first = layer.features.iloc[0]
-    assert layer.data[int(first["row"]), int(first["col"])] == ["normal", "benign", "malignant"].index(
-        first["label"]) + 1
+    assert layer.data[int(first["row"]), int(first["col"])] == first["index"]
+    # the patch is drawn in its class colour, and hovering it shows its class and probabilities
+    colour = {"normal": "#2ca02c", "benign": "#ffbf00", "malignant": "#d62728"}[first["label"]]
+    np.testing.assert_allclose(layer.colormap.map(np.array([first["index"]]))[0][:3],
+                               [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)], atol=0.01)
+    status = layer.get_status(tuple(np.array([first["row"], first["col"]]) * layer.scale + layer.translate))
+    assert first["label"] in str(status) and "normal" in str(status)
     assert layer.metadata["verdict"] in widget.verdict.value
     assert widget.run_button.text == "Classify"
 

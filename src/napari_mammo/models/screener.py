@@ -72,6 +72,7 @@ class Screening:
     probabilities: dict
     patches: list[dict]
     label_image: np.ndarray
+    patch_image: np.ndarray
     heatmap: np.ndarray
     heatmap_stride: np.ndarray
     boxes: list[tuple[tuple[float, float, float, float], float]]
@@ -173,22 +174,23 @@ class Screener:
         probabilities = {"normal": 1 - p_abnormal, "benign": p_abnormal * (1 - p_malignant),
                          "malignant": p_abnormal * p_malignant}
         label = "normal" if p_abnormal < self.threshold(both) else ("malignant" if p_malignant >= 0.5 else "benign")
-        patches, label_image = self._patches(np.asarray(pixels).shape, smooth_scores(scores), severity, cells,
-                                             (scale_r, scale_c))
+        patches, label_image, patch_image = self._patches(np.asarray(pixels).shape, smooth_scores(scores), severity,
+                                                          cells, (scale_r, scale_c))
         boxes = [((b[0] / scale_r, b[1] / scale_c, b[2] / scale_r, b[3] / scale_c), s)
                  for b, s in cell_boxes(scores, cells.breast, cells.stride)]
         yield {"phase": "screening", "step": steps, "steps": steps}
         heatmap = np.where(cells.breast, scores, 0.0).astype(np.float32)  # nothing glows outside the breast
-        return Screening(label, probabilities, patches, label_image, heatmap,
+        return Screening(label, probabilities, patches, label_image, patch_image, heatmap,
                          np.array([cells.stride / scale_r, cells.stride / scale_c]), boxes, p_abnormal,
                          self.threshold(both), both)
 
     def _patches(self, shape: tuple[int, int], scores: np.ndarray, severity: np.ndarray, cells: CellFeatures,
-                 scale: np.ndarray) -> tuple[list[dict], np.ndarray]:
+                 scale: np.ndarray) -> tuple[list[dict], np.ndarray, np.ndarray]:
         """128×128 patches (0.2 mm pixels) of the breast, each classed by its most suspicious cell."""
         per = max(1, int(round(128 / cells.stride)))
         threshold_cell = float(self.metadata["cell_threshold"])
         label_image = np.zeros(shape, np.uint8)
+        patch_image = np.zeros(shape, np.int32)
         patches = []
         for r0 in range(0, scores.shape[0], per):
             for c0 in range(0, scores.shape[1], per):
@@ -204,8 +206,9 @@ class Screener:
                 bottom = int(round((r0 + per) * cells.stride / scale[0]))
                 right = int(round((c0 + per) * cells.stride / scale[1]))
                 label_image[top:bottom, left:right] = cls + 1
+                patch_image[top:bottom, left:right] = len(patches) + 1
                 patches.append({"row": top, "col": left, "label": CLASS_NAMES[cls], "probabilities": probs})
-        return patches, label_image
+        return patches, label_image, patch_image
 
     def screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None, other=None,
                progress: Progress | None = None, stop: StopFlag | None = None) -> Screening:

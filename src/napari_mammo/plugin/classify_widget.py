@@ -21,6 +21,7 @@ from napari_mammo.plugin.slices import (
     slices_box,
 )
 from napari_mammo.plugin.worker_widget import ModelWidget
+from napari_mammo.records import CLASS_NAMES
 
 if TYPE_CHECKING:
     import napari
@@ -30,7 +31,8 @@ NO_OTHER = "none: this film only"
 NOTICE = "Research use only, not for diagnosis."
 CLASS_COLOURS = {0: "transparent", 1: "#2ca02c", 2: "#ffbf00", 3: "#d62728"}
 PATCH_ID = 1000
-"""Feature rows are keyed by patch ids from here on, so napari never mistakes one for a class value."""
+"""Patches are labelled by ids from here on (their feature rows' `index`); the colour map gives each its
+class colour, and hovering shows its class and probabilities."""
 
 
 class ClassifyWidget(ModelWidget):
@@ -157,7 +159,7 @@ class ClassifyWidget(ModelWidget):
             self.verdict.value = "nothing classified" + describe_skipped(skipped)
             return
         add_classification_layer(self.viewer, layer, results)
-        colour = CLASS_COLOURS[1 + ("normal", "benign", "malignant").index(results[-1][1].label)]
+        colour = CLASS_COLOURS[1 + CLASS_NAMES.index(results[-1][1].label)]
         self.verdict.native.setStyleSheet(f"font-weight: bold; font-size: 14px; color: {colour}")
         if hasattr(results[0][1], "heatmap"):
             add_heatmap_layer(self.viewer, layer, results)
@@ -225,30 +227,39 @@ def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
 
     name = companion(image_layer.name, PATCHES)
     layer = layer_named(viewer, name, "cnni-bcc")
-    data = np.array(layer.data) if layer is not None and layer.data.shape == image_layer.data.shape else \
-        np.zeros(image_layer.data.shape, np.uint8)
+    data = np.array(layer.data, np.int32) if layer is not None and layer.data.shape == image_layer.data.shape \
+        else np.zeros(image_layer.data.shape, np.int32)
     old = layer.features if layer is not None and "slice" in layer.features.columns else None
-    verdicts = dict(layer.metadata.get("verdicts", {})) if layer is not None else {}
-    rows = []
-    for index, result in results:
-        data[index] = result.label_image
-        verdicts[_slice_key(index)] = {"label": result.label, "probabilities": result.probabilities}
-        rows += [{"slice": _slice_key(index), "row": p["row"], "col": p["col"], "label": p["label"],
-                  **p["probabilities"]} for p in result.patches]
-    features = pd.DataFrame(rows)
     if old is not None and image_layer.data.ndim > 2:
         redone = {_slice_key(index) for index, _ in results}
-        features = pd.concat([old[~old["slice"].isin(redone)].drop(columns="index"), features], ignore_index=True)
-    features.insert(0, "index", PATCH_ID + np.arange(len(features)))
+        old = old[~old["slice"].isin(redone)]
+    else:
+        old = None
+    verdicts = dict(layer.metadata.get("verdicts", {})) if layer is not None else {}
+    next_id = int(old["index"].max()) + 1 if old is not None and len(old) else PATCH_ID
+    rows = []
+    for index, result in results:
+        # each pixel holds its patch's feature id, so napari shows that patch's class and probabilities
+        data[index] = np.where(result.patch_image > 0, next_id + result.patch_image - 1, 0)
+        verdicts[_slice_key(index)] = {"label": result.label, "probabilities": result.probabilities}
+        rows += [{"index": next_id + k, "slice": _slice_key(index), "row": p["row"], "col": p["col"],
+                  "label": p["label"], **p["probabilities"]} for k, p in enumerate(result.patches)]
+        next_id += len(result.patches)
+    features = pd.DataFrame(rows)
+    if old is not None:
+        features = pd.concat([old, features], ignore_index=True)
+    colours = {int(i): CLASS_COLOURS[1 + CLASS_NAMES.index(label)]
+               for i, label in zip(features["index"], features["label"], strict=True)}
+    colormap = DirectLabelColormap(color_dict={**colours, 0: "transparent", None: "transparent"})
     last_index, last = results[-1]
     metadata = {"kind": "cnni-bcc", "source": image_layer.name, "verdict": last.label,
                 "probabilities": last.probabilities, "slice": list(last_index), "verdicts": verdicts}
     if layer is not None:
         layer.data = data
         layer.features = features
+        layer.colormap = colormap
         layer.metadata = metadata
         return layer
-    colormap = DirectLabelColormap(color_dict={**CLASS_COLOURS, None: "transparent"})
     return viewer.add_labels(data, name=name, scale=image_layer.scale, translate=image_layer.translate,
                              rotate=image_layer.rotate, affine=image_layer.affine, units=image_layer.units,
                              opacity=0.4, colormap=colormap, features=features, metadata=metadata)

@@ -94,6 +94,8 @@ class Classification:
     probabilities: dict[str, float]
     patches: list[dict]
     label_image: np.ndarray
+    patch_image: np.ndarray | None = None
+    """k + 1 on the pixels of patch k (0 outside every patch): which patch a pixel belongs to."""
 
     def to_json(self, path: str) -> dict:
         """The command line's JSON object for this image."""
@@ -147,17 +149,19 @@ class PatchClassifier:
         classes = probs.argmax(1)
         verdict, image_probs = image_verdict(probs, self.threshold)
         label_image = np.zeros(pixels.shape, np.uint8)
+        patch_image = np.zeros(pixels.shape, np.int32)
         patches = []
-        for patch, cls, p in zip(chosen, classes, probs, strict=True):
+        for number, (patch, cls, p) in enumerate(zip(chosen, classes, probs, strict=True)):
             top, left = int(round(patch.row / scale_r)), int(round(patch.col / scale_c))
             bottom = int(round((patch.row + PATCH) / scale_r))
             right = int(round((patch.col + PATCH) / scale_c))
             label_image[top:bottom, left:right] = cls + 1
+            patch_image[top:bottom, left:right] = number + 1
             patches.append({"row": top, "col": left, "label": CLASS_NAMES[cls],
                             "probabilities": {name: float(v) for name, v in zip(CLASS_NAMES, p, strict=True)}})
         return Classification(CLASS_NAMES[verdict],
                               {name: float(v) for name, v in zip(CLASS_NAMES, image_probs, strict=True)},
-                              patches, label_image)
+                              patches, label_image, patch_image)
 
     def classify(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                  selection: str = "breast", progress: Progress | None = None,
