@@ -12,7 +12,7 @@ from napari_mammo.records import MIAS_PIXEL_MM
 
 def synthetic_sample() -> list[tuple]:
     """A synthetic malignant mammogram (not patient data) and its ground-truth circles."""
-    pixels, record = synthetic_mammogram(seed=7, label="malignant", ref="synthetic")
+    pixels, record = synthetic_mammogram(seed=7, label="malignant", ref="synthetic", kinds=("SPIC", "CALC"))
     spacing = (MIAS_PIXEL_MM, MIAS_PIXEL_MM)
     image = ImageData(pixels, spacing, Path("synthetic"), {"format": "synthetic", "label": record.label})
     layers = [image_layer(image, name="synthetic mammogram")]
