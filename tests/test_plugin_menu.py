@@ -99,3 +99,13 @@ def test_all_four_widgets_docked_fit_a_laptop_screen(open_widget, make_napari_vi
     widgets = [open_widget(viewer, key) for key in sorted(WIDGETS)]
     # each scrolls inside its dock instead of asking for its full height
     assert sum(w.native.minimumSizeHint().height() for w in widgets) < 768 - 150
+
+
+@pytest.mark.parametrize("key", sorted(WIDGETS))
+def test_every_control_explains_itself(open_widget, make_napari_viewer, key):
+    from magicgui.widgets import Label, ProgressBar
+
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, key)
+    controls = [w for w in widget if not isinstance(w, Label | ProgressBar) and w.widget_type != "Table"]
+    assert controls and all(w.tooltip for w in controls), [type(w).__name__ for w in controls if not w.tooltip]

@@ -58,8 +58,10 @@ class ClassifyWidget(ModelWidget):
         self.verdict = Label(label="verdict", value="")
         self.verdict.native.setWordWrap(True)
         self.notice = Label(value=NOTICE)
-        self.extend([self.notice, self.image, self.slices, self.model, self.other, self.weights, self.weights_file,
-                     self.device, self.patches, self.run_button, self.progress, self.verdict])
+        self.key = Label(label="colours", value=colour_key(
+            [(CLASS_COLOURS[1], "normal"), (CLASS_COLOURS[2], "benign"), (CLASS_COLOURS[3], "malignant")]))
+        self.extend([self.notice, self.key, self.image, self.slices, self.model, self.other, self.weights,
+                     self.weights_file, self.device, self.patches, self.run_button, self.progress, self.verdict])
         show_for_stacks(viewer, self.image, self.slices)
         name_shown_slice(viewer)
         for widget, tip in ((self.image, "the image layer to classify"),
@@ -68,6 +70,7 @@ class ClassifyWidget(ModelWidget):
                                          "or the poster's CNNI-BCC"),
                             (self.other, "the same woman's other breast, same view: compared with this one"),
                             (self.weights, "the shipped weights, weights trained in this session, or a file"),
+                            (self.weights_file, "a .safetensors weights file of the chosen model"),
                             (self.device, "where torch runs"),
                             (self.patches, "CNNI-BCC: which 128x128 patches to classify"),
                             (self.run_button, "run the model in the background; press again to cancel")):
@@ -173,6 +176,11 @@ class ClassifyWidget(ModelWidget):
             self.verdict.value = (f"{len(results)} slices: " + ", ".join(f"{n} {label}" for label, n in
                                                                            counts.most_common())
                                   + describe_skipped(skipped))
+
+
+def colour_key(entries: list[tuple[str, str]]) -> str:
+    """Rich text: a coloured square before each name (a Label shows it as a legend)."""
+    return " ".join(f'<span style="color:{colour}">■</span> {name}' for colour, name in entries)
 
 
 def verdict_text(result) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD
-from napari_mammo.plugin.classify_widget import NOTICE
+from napari_mammo.plugin.classify_widget import NOTICE, colour_key
 from napari_mammo.plugin.layer_names import DETECTIONS, companion
 from napari_mammo.plugin.layers import box_corners, shape_box
 from napari_mammo.plugin.slices import (
@@ -129,16 +129,21 @@ class DetectWidget(ModelWidget):
         self.roi = ComboBox(label="region", choices=self._roi_choices)
         self.status = Label(label="status", value="")
         self.notice = Label(value=NOTICE)
+        self.key = Label(label="colours", value=colour_key([(MODEL_BOX, "model's boxes"), (USER_BOX_COLOUR, "yours")]))
         self.save_folder = FileEdit(label="annotations", mode="d")
         self.save_button = PushButton(text="Save annotations")
-        self.extend([self.notice, self.image, self.slices, self.weights, self.weights_file, self.threshold, self.roi,
-                     self.device, self.run_button, self.progress, self.status, self.save_folder, self.save_button])
+        self.extend([self.notice, self.key, self.image, self.slices, self.weights, self.weights_file, self.threshold,
+                     self.roi, self.device, self.run_button, self.progress, self.status, self.save_folder,
+                     self.save_button])
         show_for_stacks(viewer, self.image, self.slices)
         name_shown_slice(viewer)
         for widget, tip in ((self.image, "the image layer to search for lesions"),
                             (self.threshold, "show boxes scoring at least this (the model is not run again)"),
                             (self.roi, "a Shapes layer whose last rectangle limits the search"),
                             (self.weights, "the shipped IDBLL weights, weights trained in this session, or a file"),
+                            (self.weights_file, "an IDBLL .safetensors weights file"),
+                            (self.slices, "on a stack: the shown slice, or every slice in turn"),
+                            (self.device, "where torch runs"),
                             (self.run_button, "run the detector in the background; press again to cancel"),
                             (self.save_folder, "a MIAS-style folder (PGM + Info.txt) for your corrected boxes"),
                             (self.save_button, "write the image and the shown boxes as lesion circles")):

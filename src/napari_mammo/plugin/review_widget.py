@@ -123,6 +123,16 @@ class ReviewWidget(WorkerWidget):
                      self.detector_weights, self.threshold, self.run_button, self.progress, self.summary])
         add_qt_widget(self, self.canvas)
         self.append(self.table)
+        for widget, tip in ((self.image, "the open image whose boxes to compare with its ground truth"),
+                            (self.compare_button, "colour the boxes as hits (green) or false positives (red) and "
+                                                  "mark the missed lesions"),
+                            (self.folder, "a labelled MIAS-style folder to review as a whole"),
+                            (self.classifier_weights, "CNNI-BCC weights for the verdicts"),
+                            (self.detector_weights, "IDBLL weights for the boxes"),
+                            (self.threshold, "box score threshold: moving it re-reviews without running the models"),
+                            (self.run_button, "run both models on every image of the folder; press again to "
+                                              "cancel")):
+            widget.tooltip = tip
         self.compare_button.changed.connect(self.compare)
         self.threshold.changed.connect(lambda _: self._show())
         self.table.native.cellDoubleClicked.connect(self._open_row)

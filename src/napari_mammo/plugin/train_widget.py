@@ -125,6 +125,17 @@ class TrainWidget(ScrollingContainer):
                      self.train_button,
                      self.progress, self.status])
         add_qt_widget(self, self.plot.canvas)
+        for widget, tip in ((self.model, "CNNI-BCC (the poster's patch classifier) or the IDBLL detector"),
+                            (self.source, "a MIAS-style folder (PGM + Info.txt), or the open image and its "
+                                          "'<image> lesions' shapes"),
+                            (self.data, "the folder holding Info.txt and the images"),
+                            (self.epochs, "passes over the training images"),
+                            (self.recipe, "the shipped weights' recipe, or the poster's middle four columns"),
+                            (self.device, "where torch runs"),
+                            (self.out, "the weights file to write (the best epoch on validation)"),
+                            (self.train_button, "train in a separate process; press again to stop and keep "
+                                                "the best weights so far")):
+            widget.tooltip = tip
         if model != "classifier":
             self.recipe.hide()
         self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))
