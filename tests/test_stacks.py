@@ -3,6 +3,7 @@
 import numpy as np
 
 from conftest import use_weights_file
+from napari_mammo import read_folder
 from napari_mammo.plugin.slices import EVERY, SHOWN
 
 
@@ -96,21 +97,25 @@ def test_review_compares_the_shown_slice_of_a_stack(open_widget, make_napari_vie
     viewer = make_napari_viewer()
     stack, truth = viewer.open(str(synthetic_folder), plugin="napari-mammo")
     name = stack.name
-    viewer.dims.set_current_step(0, 4)  # mdb005: malignant, lesions at (155, 222) r5 and (179, 242) r8
+    viewer.dims.set_current_step(0, 4)  # mdb005, malignant in the synthetic folder
+    (record,) = [r for r in read_folder(synthetic_folder) if r.ref == "mdb005"]
+    first, *others = [les for les in record.lesions if les.located]
 
     def box(k, row, col):
         return np.array([[k, row - 4, col - 4], [k, row - 4, col + 4], [k, row + 4, col + 4], [k, row + 4, col - 4]],
                         float)
 
-    boxes = viewer.add_shapes([box(4, 155, 222), box(3, 50, 50), box(4, 20, 20)], shape_type="rectangle",
+    far = (5.0, 5.0)  # the image's corner: no lesion there
+    boxes = viewer.add_shapes([box(4, first.row, first.col), box(3, 50, 50), box(4, *far)], shape_type="rectangle",
                               name=f"{name} IDBLL detections", scale=stack.scale)
     widget = open_widget(viewer, "review")
     widget.image.value = name
     counts = widget.compare()
-    assert (counts["hits"], counts["false_positives"], counts["missed"], counts["lesions"]) == (1, 1, 1, 2)
+    assert (counts["hits"], counts["false_positives"], counts["missed"], counts["lesions"]) == (
+        1, 1, len(others), 1 + len(others))
     assert counts["truth"] == "malignant"
     missed = viewer.layers[f"{name} missed lesions"]
-    np.testing.assert_allclose(missed.data, [[4, 179, 242]])
+    np.testing.assert_allclose(missed.data, [[4, les.row, les.col] for les in others] or np.zeros((0, 3)))
     colours = boxes.edge_color
     np.testing.assert_allclose(colours[0][:3], [0x30 / 255, 1, 0x30 / 255], atol=0.01)
     np.testing.assert_allclose(colours[2][:3], [1, 0x30 / 255, 0x30 / 255], atol=0.01)
