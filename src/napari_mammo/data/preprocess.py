@@ -20,6 +20,19 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
+def model_pixels(pixels: np.ndarray, task: str) -> np.ndarray:
+    """A 2-D image as [0, 1] float32 for a model; ValueError for one that is not 2-D, empty or constant."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D greyscale image, got shape {pixels.shape}")
+    if pixels.size == 0:
+        raise ValueError("the image is empty")
+    norm = normalise(pixels)
+    if pixels.min() == pixels.max():
+        raise ValueError(f"the image is constant (every pixel is {pixels.flat[0]}); there is nothing to {task}")
+    return norm
+
+
 def to_mias_scale(pixels: np.ndarray, spacing_mm: tuple[float, float] | None,
                   min_side: int = MIN_SIDE) -> tuple[np.ndarray, np.ndarray]:
     """Resample to mini-MIAS' 0.2 mm pixels when the pixel size is known.

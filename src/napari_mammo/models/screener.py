@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mammo.data.preprocess import normalise, to_mias_scale
+from napari_mammo.data.preprocess import model_pixels, to_mias_scale
 from napari_mammo.engine.progress import Progress, StopFlag, drive
 from napari_mammo.errors import MammoInputError
 from napari_mammo.models.screening import (
@@ -31,8 +31,6 @@ from napari_mammo.records import CLASS_NAMES
 
 MODEL_NAME = "screening"
 HEADS = ("cells", "severity", "contralateral")
-MIN_SIDE = 128
-"""Images (at 0.2 mm) with a shorter side than this are refused: the model never saw anything so small."""
 
 
 def head_tensors(name: str, head: CellHead) -> dict:
@@ -130,18 +128,7 @@ class Screener:
 
     def _cells(self, pixels: np.ndarray, spacing_mm) -> tuple[CellFeatures, np.ndarray]:
         """Backbone cells of an image at 0.2 mm, and its (row, column) resampling scale."""
-        pixels = np.asarray(pixels)
-        if pixels.ndim != 2:
-            raise ValueError(f"expected a 2-D greyscale image, got shape {pixels.shape}")
-        if pixels.size == 0:
-            raise ValueError("the image is empty")
-        norm = normalise(pixels)
-        if pixels.min() == pixels.max():
-            raise ValueError(f"the image is constant (every pixel is {pixels.flat[0]}); there is nothing to screen")
-        scaled, scale = to_mias_scale(norm, spacing_mm)
-        if min(scaled.shape) < MIN_SIDE:
-            raise ValueError(f"the image is {scaled.shape[0]}x{scaled.shape[1]} pixels at 0.2 mm; the screening "
-                             f"model needs at least {MIN_SIDE} on each side")
+        scaled, scale = to_mias_scale(model_pixels(pixels, "screen"), spacing_mm)
         return cell_features(self.backbone, scaled, None, self.config.features), scale
 
     def iter_screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mammo.data.patches import PATCH, extract, select_patches
-from napari_mammo.data.preprocess import normalise, to_mias_scale
+from napari_mammo.data.preprocess import model_pixels, normalise, to_mias_scale
 from napari_mammo.engine.progress import Progress, StopFlag, drive
 from napari_mammo.errors import MammoInputError
 from napari_mammo.io.image_data import ImageData
@@ -136,14 +136,7 @@ class PatchClassifier:
         when no breast is found.
         """
         pixels = np.asarray(pixels)
-        if pixels.ndim != 2:
-            raise ValueError(f"expected a 2-D greyscale image, got shape {pixels.shape}")
-        if pixels.size == 0:
-            raise ValueError("the image is empty")
-        norm = normalise(pixels)
-        if pixels.min() == pixels.max():
-            raise ValueError(f"the image is constant (every pixel is {pixels.flat[0]}); there is nothing to classify")
-        scaled, (scale_r, scale_c) = to_mias_scale(norm, spacing_mm)
+        scaled, (scale_r, scale_c) = to_mias_scale(model_pixels(pixels, "classify"), spacing_mm)
         chosen = select_patches(scaled, selection) or select_patches(scaled, "all")
         probs = yield from iter_predict_patches(self.model, extract(scaled, chosen), self.device)
         classes = probs.argmax(1)
