@@ -87,3 +87,26 @@ def test_a_loss_that_goes_non_finite_stops_training():
     with pytest.raises(ValueError, match="became nan"):
         optimise(weight.sum() * float("nan"), optimiser, scheduler)
     assert weight.item() == 0.0  # the step was not taken
+
+
+def test_a_batch_goes_on_past_a_bad_file_and_streams_json_lines(synthetic_folder, tmp_path, capsys):
+    import json
+
+    from napari_mammo.cli import main
+
+    bad = tmp_path / "bad.pgm"
+    bad.write_bytes(b"P5\n10 10\n255\n")  # truncated
+    good = str(synthetic_folder / "mdb001.pgm")
+    assert main(["classify", "--model", "cnni-bcc", good, str(bad), good, "--jsonl"]) == 2
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [entry["path"] for entry in lines] == [good, good]
+    assert err.count("error") == 1 and "bad.pgm" in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from napari_mammo.cli import main
+
+    with pytest.raises(Exception, match="missing.pgm"):
+        main(["--debug", "info", str(tmp_path / "missing.pgm")])
+    assert main(["info", str(tmp_path / "missing.pgm")]) == 2

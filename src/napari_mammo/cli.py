@@ -213,15 +213,24 @@ def image_paths(paths: list[str]) -> list[str]:
     return out
 
 
-def _each_image(paths: list[str], work) -> tuple[list[dict], int]:
-    """Apply `work` to each path (a folder: to its images); a bad file is one line on stderr and the others go on."""
+def _each_image(paths: list[str], work, lines: bool = False) -> tuple[list[dict], int]:
+    """Apply `work` to each path (a folder: to its images); a bad file is one line on stderr and the others go on.
+
+    With `lines`, each result is printed as one JSON line as soon as it is known, so an
+    interrupted batch keeps what was done.
+    """
     results, failed = [], 0
     for path in image_paths(paths):
         try:
-            results.append(work(path))
-        except MammoInputError as err:
-            print(f"napari-mammo: error: {err}", file=sys.stderr)
+            result = work(path)
+        except (MammoInputError, ValueError, OSError) as err:
+            print(f"napari-mammo: error: {err if isinstance(err, MammoInputError) else f'{path}: {err}'}",
+                  file=sys.stderr)
             failed += 1
+            continue
+        results.append(result)
+        if lines:
+            print(json.dumps(json_safe(result), allow_nan=False), flush=True)
     return results, failed
 
 
@@ -232,7 +241,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
         classifier = PatchClassifier.load(args.weights, device=args.device)
         results, failed = _each_image(
-            args.images, lambda path: classifier.classify_file(path, selection=args.patches).to_json(path))
+            args.images, lambda path: classifier.classify_file(path, selection=args.patches).to_json(path),
+            args.jsonl)
     else:
         from napari_mammo.models.screener import Screener, partner_file
 
@@ -243,10 +253,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
             other = None if other == "none" else other
             return screener.screen_file(path, other).to_json(path)
 
-        results, failed = _each_image(args.images, screen)
-    if args.json:
+        results, failed = _each_image(args.images, screen, args.jsonl)
+    if args.json and not args.jsonl:  # with --jsonl each result was printed as it came
         print(json.dumps(json_safe(results), indent=2, allow_nan=False))
-    else:
+    elif not args.jsonl:
         print(f"{'image':<40} {'verdict':<10} {'normal':>7} {'benign':>7} {'malignant':>9}  patches N/B/M  films")
         for entry in results:
             p = entry["probabilities"]
@@ -267,10 +277,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         detections = detector.detect_file(path, score_threshold=args.score_threshold)
         return {"path": path, "detections": [d.to_json() for d in detections]}
 
-    results, failed = _each_image(args.images, detect)
-    if args.json:
+    results, failed = _each_image(args.images, detect, args.jsonl)
+    if args.json and not args.jsonl:  # with --jsonl each result was printed as it came
         print(json.dumps(json_safe(results), indent=2, allow_nan=False))
-    else:
+    elif not args.jsonl:
         for entry in results:
             print(f"{entry['path']}: {len(entry['detections'])} detection(s) with score >= {args.score_threshold}")
             for det in entry["detections"][:10]:
@@ -521,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mammogram readers, CNNI-BCC patch classifier and IDBLL lesion locator.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="print what the readers see in images or a MIAS folder",
                           description="Print size, pixel size, label and lesions of mammograms "
@@ -595,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--patches", default="breast", choices=["breast", "all", "middle"],
                           help="which patches to classify (default: those in the breast)")
     classify.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    classify.add_argument("--jsonl", action="store_true",
+                          help="print one JSON object per line as each image is done (kept if interrupted)")
     classify.set_defaults(func=cmd_classify)
 
     detect = sub.add_parser("detect", help="find lesions with the IDBLL detector",
@@ -607,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the widget; 0.05 for a FROC curve)")
     detect.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     detect.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    detect.add_argument("--jsonl", action="store_true",
+                        help="print one JSON object per line as each image is done (kept if interrupted)")
     detect.set_defaults(func=cmd_detect)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a model on a labelled MIAS-style folder",
@@ -682,15 +697,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warnings.simplefilter("ignore", category)
             warnings.showwarning = _show_warning
             return args.func(args)
-    except (MammoInputError, ValueError) as err:
+    except BrokenPipeError:  # the reader went away (`napari-mammo info DIR | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (MammoInputError, ValueError, OSError) as err:
+        if args.debug:
+            raise
         print(f"napari-mammo: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("napari-mammo: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (`napari-mammo info DIR | head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":
