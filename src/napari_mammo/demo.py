@@ -42,9 +42,9 @@ def demo_image() -> tuple[ImageData, Mammogram, str]:
             print(f"napari-mammo: none of the detector's test images with a lesion is in {folder}; showing "
                   f"{chosen.ref} ({chosen.label}), which the models may have been trained on", file=sys.stderr)
         return read_image(chosen.path), chosen, f"mini-MIAS {chosen.ref}"
-    from napari_mammo.io.synthetic import synthetic_mammogram
+    from napari_mammo.io.synthetic import sample_mammogram
 
-    pixels, record = synthetic_mammogram(seed=7, label="malignant", ref="synthetic")
+    pixels, record = sample_mammogram()
     spacing = (MIAS_PIXEL_MM, MIAS_PIXEL_MM)
     return ImageData(pixels, spacing, Path("synthetic"), {"format": "synthetic"}), record, "synthetic sample"
 

@@ -135,6 +135,12 @@ def synthetic_mammogram(seed: int = 0, size: int = 1024, label: str | None = Non
     return pixels, Mammogram(ref, tissue, tuple(lesions))
 
 
+def sample_mammogram() -> tuple[np.ndarray, Mammogram]:
+    """The bundled sample (napari's File ▸ Open Sample and the demo): a malignant film with a
+    spiculated mass and a microcalcification cluster."""
+    return synthetic_mammogram(seed=7, label="malignant", ref="synthetic", kinds=("SPIC", "CALC"))
+
+
 def write_synthetic_dataset(folder: str | Path, women: int = 4, size: int = 1024,
                             seed: int = 0) -> list[Mammogram]:
     """Write `women`×2 synthetic mammograms (mdb001.pgm …) and their Info.txt into a folder.
