@@ -109,8 +109,10 @@ class Screener:
             raise MammoInputError(path, "the calibration or threshold in its metadata is missing or not finite")
         if not all(0 <= t <= 1 for t in thresholds):
             raise MammoInputError(path, f"a threshold of {thresholds} is outside [0, 1]")
-        if not isinstance(metadata.get("config"), dict):
-            raise MammoInputError(path, "no screening config in its metadata")
+        try:
+            ScreeningConfig(**metadata["config"])
+        except (KeyError, TypeError):
+            raise MammoInputError(path, "no readable screening config in its metadata") from None
         return cls(heads, metadata, path)
 
     @property
@@ -135,8 +137,9 @@ class Screener:
                     other: tuple[np.ndarray, tuple[float, float] | None] | None = None):
         """Generator of progress events that returns the image's Screening.
 
-        `other` is the woman's other film (same view, pixels and pixel size) when known; it
-        is mirrored by nothing more than its mean embedding, so only its size must be sane.
+        `other` is the woman's other film (same view: pixels and pixel size) when known. Only
+        the mean features of the two breasts are compared, so the films need no alignment;
+        `check_partner` refuses one of another size.
         """
         steps = 3 if other is not None else 2
         cells, (scale_r, scale_c) = self._cells(pixels, spacing_mm)
