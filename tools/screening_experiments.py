@@ -34,7 +34,8 @@ def row(variant: str, report: dict) -> str:
     def cell(key: str) -> str:
         return f"{s[key]['mean']:.3f} ± {s[key]['sd']:.3f}"
 
-    keys = ("auc_cells", "auc_contralateral", "auc_fused", "auc_benign_vs_malignant", "sensitivity_at_1_fp")
+    keys = ("auc_cells", "auc_contralateral", "auc_asymmetry", "auc_fused", "auc_benign_vs_malignant",
+            "sensitivity_at_1_fp")
     return f"| `{variant}` | " + " | ".join(cell(k) for k in keys) + " |"
 
 
@@ -48,9 +49,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for the JSON reports")
     args = parser.parse_args()
     records = read_folder(args.data)
-    print("| variant (layer:zoom:weight decay:top cells) | AUC cells | AUC left−right | AUC fused "
+    print("| variant (layer:zoom:weight decay:top cells) | AUC cells | AUC left−right | AUC asymmetry | AUC fused "
           "| AUC benign vs malignant | sensitivity at 1 FP/image |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for variant in args.variants:
         config = parse(variant)
         cells = load_cells(records, spec=config.features)

@@ -29,8 +29,9 @@ from napari_mammo.models.screening import (
 )
 from napari_mammo.records import CLASS_NAMES, Mammogram
 
-VARIANTS = ("cells", "contralateral", "fused")
-"""Image scores compared: most suspicious cell, left-minus-right embedding, and their standardised sum."""
+VARIANTS = ("cells", "contralateral", "asymmetry", "fused")
+"""Image scores compared: the most suspicious cell; the left-minus-right head on the breasts' mean
+features; the cell score minus the other film's; and the standardised sum of those three."""
 
 
 def woman_folds(records: Sequence[Mammogram], folds: int, seed: int) -> list[list[Mammogram]]:
@@ -124,16 +125,35 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
         detections.append([Detection(box, "lesion", score) for box, score in boxes])
     contra_scores = contra.scores(contralateral_inputs(test, embeddings, by_ref).T[:, :, None])[:, 0]
     cell_scores = np.array(cell_scores)
-    # the two scores are summed after standardising each by its spread on the training images
-    train_cells = np.array([image_score(head.scores(cells[r.ref].features), cells[r.ref].breast, config.top_cells)
-                            for r in train])
+
+    def cell_score(ref: str) -> float:
+        return image_score(head.scores(cells[ref].features), cells[ref].breast, config.top_cells)
+
+    train_cells = np.array([cell_score(r.ref) for r in train])
     train_contra = contra.scores(contralateral_inputs(train, embeddings, by_ref).T[:, :, None])[:, 0]
-    standardise = {"cells": (float(train_cells.mean()), float(train_cells.std() + 1e-9)),
-                   "contralateral": (float(train_contra.mean()), float(train_contra.std() + 1e-9))}
-    fused = ((cell_scores - standardise["cells"][0]) / standardise["cells"][1]
-             + (contra_scores - standardise["contralateral"][0]) / standardise["contralateral"][1])
-    return FoldResult(list(test), {"cells": cell_scores, "contralateral": contra_scores, "fused": fused},
-                      np.array(malignancy), detections)
+    asymmetry = np.array([asymmetry_score(r, cell_scores[i], by_ref, cell_score) for i, r in enumerate(test)])
+    train_asymmetry = np.array([asymmetry_score(r, train_cells[i], by_ref, cell_score) for i, r in enumerate(train)])
+    standardise = {"cells": spread(train_cells), "contralateral": spread(train_contra),
+                   "asymmetry": spread(train_asymmetry)}
+    fused = fuse({"cells": cell_scores, "contralateral": contra_scores, "asymmetry": asymmetry}, standardise)
+    return FoldResult(list(test), {"cells": cell_scores, "contralateral": contra_scores, "asymmetry": asymmetry,
+                                   "fused": fused}, np.array(malignancy), detections)
+
+
+def asymmetry_score(record: Mammogram, own: float, by_ref: dict[str, Mammogram], cell_score) -> float:
+    """The film's cell score minus its partner's (0 without a partner): a lesion is one-sided."""
+    partner = other_film(record, by_ref)
+    return own - cell_score(partner.ref) if partner is not None else 0.0
+
+
+def spread(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of scores on the training images, for standardising."""
+    return float(np.mean(values)), float(np.std(values) + 1e-9)
+
+
+def fuse(scores: dict[str, np.ndarray], standardise: dict[str, tuple[float, float]]):
+    """The sum of the scores, each standardised by its spread on the training images."""
+    return sum((scores[key] - mean) / sd for key, (mean, sd) in standardise.items())
 
 
 def _bootstrap_auc(truth: np.ndarray, scores: np.ndarray, women: np.ndarray, rng: np.random.Generator,

@@ -3,8 +3,8 @@
 Its image verdict is calibrated on cross-validated (held-out) scores, and its operating
 point was chosen on them for a stated sensitivity; both travel in the weights' metadata
 with the cross-validated figures. When the woman's other film is given, the
-left-minus-right head joins the cell score; without it the single-film path runs and the
-result says so.
+left-minus-right head and the difference of the two films' cell scores join the cell score;
+without it the single-film path runs and the result says so.
 """
 
 from __future__ import annotations
@@ -153,8 +153,11 @@ class Screener:
             yield {"phase": "screening", "step": 2, "steps": steps}
             difference = breast_embedding(cells) - breast_embedding(partner)
             contra = float(self.heads["contralateral"].scores(difference[:, None, None])[0, 0])
-            z = self.metadata["standardise"]
-            combined = (cell - z["cells"][0]) / z["cells"][1] + (contra - z["contralateral"][0]) / z["contralateral"][1]
+            partner_cell = image_score(self.heads["cells"].scores(partner.features), partner.breast,
+                                       self.config.top_cells)
+            scores_by_kind = {"cells": cell, "contralateral": contra, "asymmetry": cell - partner_cell}
+            standardise = self.metadata["standardise"]
+            combined = sum((scores_by_kind[key] - mean) / sd for key, (mean, sd) in standardise.items())
             p_abnormal = logistic(combined, *calibration["both"])
         else:
             p_abnormal = logistic(cell, *calibration["single"])

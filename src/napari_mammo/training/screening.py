@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_mammo.evaluation.crossval import (
+    asymmetry_score,
     contralateral_inputs,
     cross_validate,
     out_of_fold,
+    spread,
     training_cells,
 )
 from napari_mammo.models.screener import MODEL_NAME, head_tensors
@@ -77,11 +79,14 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     all_truth = np.array([r.label != "normal" for r in records], float)
     differences = contralateral_inputs(records, embeddings, by_ref)
     heads["contralateral"] = fit_cell_head(differences, all_truth, weight_decay=config.contralateral_weight_decay)
-    cell_scores = np.array([image_score(heads["cells"].scores(cells[r.ref].features), cells[r.ref].breast,
-                                        config.top_cells) for r in records])
+    def cell_score(ref: str) -> float:
+        return image_score(heads["cells"].scores(cells[ref].features), cells[ref].breast, config.top_cells)
+
+    cell_scores = np.array([cell_score(r.ref) for r in records])
     contra_scores = heads["contralateral"].scores(differences.T[:, :, None])[:, 0]
-    standardise = {"cells": (float(cell_scores.mean()), float(cell_scores.std() + 1e-9)),
-                   "contralateral": (float(contra_scores.mean()), float(contra_scores.std() + 1e-9))}
+    asymmetry = np.array([asymmetry_score(r, cell_scores[i], by_ref, cell_score) for i, r in enumerate(records)])
+    standardise = {"cells": spread(cell_scores), "contralateral": spread(contra_scores),
+                   "asymmetry": spread(asymmetry)}
     a, b = calibration["single"]
     cell_threshold = float((np.log(single_point["threshold"] / (1 - single_point["threshold"])) - b) / a)
     metadata = {"config": asdict(config), "calibration": calibration, "threshold": point["threshold"],
