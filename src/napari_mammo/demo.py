@@ -49,13 +49,16 @@ def demo_image() -> tuple[ImageData, Mammogram, str]:
     return ImageData(pixels, spacing, Path("synthetic"), {"format": "synthetic"}), record, "synthetic sample"
 
 
-def other_film(image: ImageData) -> tuple[np.ndarray, tuple[float, float] | None] | None:
-    """The woman's other film beside a mini-MIAS image, if it is there."""
+def partner_path(image: ImageData) -> Path | None:
+    """The woman's other film beside a mini-MIAS image file, if it is there."""
     from napari_mammo.models.screener import partner_file
 
-    if not Path(image.source).is_file():
-        return None
-    partner = partner_file(image.source)
+    return partner_file(image.source) if Path(image.source).is_file() else None
+
+
+def other_film(image: ImageData) -> tuple[np.ndarray, tuple[float, float] | None] | None:
+    """The pixels and pixel size of the woman's other film, if it is beside the image."""
+    partner = partner_path(image)
     if partner is None:
         return None
     other = read_image(partner)
@@ -129,8 +132,16 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     truth = lesion_shapes([record], image.spacing_mm, companion(title, LESIONS))
     if truth is not None:
         viewer.add_shapes(truth[0], **truth[1])
+    partner = partner_path(image)
+    if getattr(classification, "both_breasts", False) and partner is not None:
+        # the other film the screening used, hidden, so the widget shows what the verdict says
+        other = read_image(partner)
+        other_data, other_kwargs, _ = image_layer(other, name=f"{partner.stem} (other film)")
+        viewer.add_image(other_data, **{**other_kwargs, "visible": False})
     _, classify = viewer.window.add_plugin_dock_widget("napari-mammo", "Classify (screening, CNNI-BCC)")
     classify.image.value = layer.name
+    if partner is not None and f"{partner.stem} (other film)" in classify.other.choices:
+        classify.other.value = f"{partner.stem} (other film)"
     classify.verdict.value = verdict_text(classification)
     _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL)")
     detect.image.value = layer.name
