@@ -4,7 +4,7 @@ import numpy as np
 
 from conftest import use_weights_file
 from napari_mammo import read_folder
-from napari_mammo.plugin.slices import EVERY, SHOWN
+from napari_mammo.plugin.slices import EVERY, SHOWN, text_overlay
 
 
 def _run(qtbot, widget) -> list[dict]:
@@ -40,7 +40,8 @@ def test_classify_every_slice_then_redo_one(open_widget, make_napari_viewer, qtb
     # redo the shown slice only: the others keep their results
     viewer.dims.set_current_step(0, 2)
     shown = stack.metadata["refs"][2]
-    assert f": {shown}" in viewer.text_overlay.text and viewer.text_overlay.visible  # the canvas names it
+    overlay = text_overlay(viewer)
+    assert f": {shown}" in overlay.text and overlay.visible  # the canvas names it
     widget.slices.value = SHOWN
     _run(qtbot, widget)
     assert widget.verdict.value.startswith(f"{shown}: ")  # and so does the verdict

@@ -132,14 +132,21 @@ def shown_ref(layer, viewer: napari.Viewer) -> str | None:
     return str(refs[index[0]])
 
 
+def text_overlay(viewer: napari.Viewer):
+    """The canvas' text overlay (napari 0.9 moved it to `viewer.canvas.overlays.text`)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.overlays.text if canvas is not None and hasattr(canvas, "overlays") else viewer.text_overlay
+
+
 def name_shown_slice(viewer: napari.Viewer) -> None:
     """Show the shown slice's mammogram name (mdbNNN) in the canvas whenever a named stack is open."""
 
     def update(_=None) -> None:
         stacks = [layer for layer in image_layers(viewer) if layer.data.ndim == 3 and layer.metadata.get("refs")]
         names = [f"{layer.name}: {shown_ref(layer, viewer)}" for layer in stacks if shown_ref(layer, viewer)]
-        viewer.text_overlay.text = "\n".join(names)
-        viewer.text_overlay.visible = bool(names)
+        overlay = text_overlay(viewer)
+        overlay.text = "\n".join(names)
+        overlay.visible = bool(names)
 
     viewer.dims.events.current_step.connect(update)
     viewer.layers.events.inserted.connect(update)
