@@ -110,3 +110,34 @@ def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="missing.pgm"):
         main(["--debug", "info", str(tmp_path / "missing.pgm")])
     assert main(["info", str(tmp_path / "missing.pgm")]) == 2
+
+
+def _save_many(folder: str, first: int, count: int) -> None:
+    """Write `count` small images with one lesion each into a MIAS folder, one merge at a time."""
+    from pathlib import Path
+
+    from napari_mammo import Lesion, Mammogram
+    from napari_mammo.io.mias import merge_into_info
+    from napari_mammo.io.pgm import write_pgm
+
+    for number in range(first, first + count):
+        ref = f"mdb{number:03d}"
+        path = Path(folder) / f"{ref}.pgm"
+        write_pgm(path, np.full((16, 16), number % 250, np.uint8))
+        merge_into_info(folder, [Mammogram(ref, "F", (Lesion("CIRC", "B", 8.0, 8.0, 3.0),), path)], {ref: 16})
+
+
+def test_two_processes_saving_into_one_folder_keep_every_row(tmp_path):
+    import multiprocessing
+
+    from napari_mammo import read_folder
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_save_many, args=(str(tmp_path), first, 40)) for first in (1, 101)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+    refs = sorted(r.ref for r in read_folder(tmp_path))
+    assert refs == [f"mdb{n:03d}" for n in (*range(1, 41), *range(101, 141))]

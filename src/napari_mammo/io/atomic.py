@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+LOCK_NAME = ".napari-mammo.lock"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -29,3 +33,26 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a folder while a read-modify-write of its files runs.
+
+    Another process (or thread) taking the same lock waits, so two saves into one folder
+    cannot lose each other's rows. Uses `fcntl.flock` where it exists (Linux, macOS); on
+    other systems the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

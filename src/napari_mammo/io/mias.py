@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from napari_mammo.errors import MammoInputError
-from napari_mammo.io.atomic import atomic_write_bytes
+from napari_mammo.io.atomic import atomic_write_bytes, folder_lock
 from napari_mammo.io.pgm import pgm_shape
 from napari_mammo.records import ABNORMALITIES, TISSUES, Lesion, Mammogram
 
@@ -186,6 +186,28 @@ def write_info(path: str | Path, records: Iterable[Mammogram], height: int | dic
     if path.exists() and not overwrite:
         raise MammoInputError(path, "already exists; pass overwrite=True to replace it")
     atomic_write_bytes(path, format_info(records, height, header).encode("latin-1"))
+
+
+def merge_into_info(folder: str | Path, records: list[Mammogram], heights: dict[str, int]) -> Path:
+    """Add or replace these records' rows in the folder's Info.txt, keeping every other row.
+
+    The read, merge and write happen under the folder's lock, so two processes saving into
+    one folder at once keep both their rows. Returns the Info.txt written.
+    """
+    folder = Path(folder)
+    with folder_lock(folder):
+        info = find_info(folder)
+        replaced = {r.ref for r in records}
+        kept = [r for r in read_info(info) if r.ref not in replaced] if info is not None else []
+        all_heights = {}
+        for i, record in enumerate(kept):
+            if record.path is not None and record.path.is_file():  # rows of images present: their own height
+                kept[i] = at_image_height(record)
+                all_heights[record.ref] = pgm_shape(record.path)[0]
+        all_heights.update(heights)
+        target = info or folder / INFO_NAME
+        write_info(target, [*kept, *records], height=all_heights, overwrite=True)
+    return target
 
 
 CSV_COLUMNS = ("ref", "tissue", "class", "severity", "row", "col", "radius", "x", "y")

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_mammo.io.mias import INFO_NAME, at_image_height, find_info, read_info, write_info
-from napari_mammo.io.pgm import pgm_shape, read_pgm, write_pgm
+from napari_mammo.io.mias import INFO_NAME, merge_into_info, write_info
+from napari_mammo.io.pgm import read_pgm, write_pgm
 from napari_mammo.plugin.layer_names import LESIONS, companion
 from napari_mammo.plugin.layers import feature_text, shape_lesion
 from napari_mammo.records import Lesion, Mammogram
@@ -108,21 +108,12 @@ def save_image_annotations(image_layer, shapes_layer, folder: Path) -> Path:
             raise ValueError(f"{path}: a different image of this name is already there; choose another "
                              f"folder or rename the layer")
     folder.mkdir(parents=True, exist_ok=True)
-    info = find_info(folder)
-    saved = {ref for ref, _, _ in planes}
-    records = [r for r in read_info(info) if r.ref not in saved] if info is not None else []
-    heights = {}
-    for i, record in enumerate(records):
-        if record.path is not None and record.path.is_file():  # rows of images present: their own height
-            records[i] = at_image_height(record)
-            heights[record.ref] = pgm_shape(record.path)[0]
     tissue = image_layer.metadata.get("tissue", "F") or "F"
+    records, heights = [], {}
     for ref, pixels, lesions in planes:
         path = folder / f"{ref}.pgm"
         if not path.exists():
             write_pgm(path, pixels)
         records.append(Mammogram(ref, tissue, lesions, path))
         heights[ref] = pixels.shape[0]
-    target = info or folder / INFO_NAME
-    write_info(target, records, height=heights, overwrite=True)
-    return target
+    return merge_into_info(folder, records, heights)
