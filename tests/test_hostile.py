@@ -141,3 +141,19 @@ def test_two_processes_saving_into_one_folder_keep_every_row(tmp_path):
         assert worker.exitcode == 0
     refs = sorted(r.ref for r in read_folder(tmp_path))
     assert refs == [f"mdb{n:03d}" for n in (*range(1, 41), *range(101, 141))]
+
+
+def test_train_checks_its_output_before_any_work(tmp_path, capsys):
+    from napari_mammo.cli import main
+
+    kept = tmp_path / "kept.safetensors"
+    kept.write_bytes(b"the researcher's weights")
+    folder = tmp_path / "no-such-folder"  # never read: the output is refused first
+    assert main(["train", "classifier", "--data", str(folder), "--out", str(kept)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and kept.read_bytes() == b"the researcher's weights"
+    assert main(["train", "detector", "--data", str(folder), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a folder")
+    assert main(["train", "classifier", "--data", str(folder), "--out", str(blocked / "w.safetensors")]) == 2
+    assert "cannot be written" in capsys.readouterr().err

@@ -158,8 +158,22 @@ def train_screening(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_output(path: str, overwrite: bool) -> None:
+    """Refuse, before any work, an output that cannot be written or would replace a file unasked."""
+    out = Path(path)
+    if out.is_dir():
+        raise MammoInputError(out, "is a folder; give a file name ending in .safetensors")
+    if out.exists() and not overwrite:
+        raise MammoInputError(out, "already exists; pass --overwrite to replace it, or choose another name")
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise MammoInputError(out, f"cannot be written ({existing} is not a writable folder)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a MIAS-style folder."""
+    check_output(args.out, args.overwrite)
     if args.model == "screening":
         return train_screening(args)
     _stop_on_signals()
@@ -549,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(fitted on every image, calibrated on held-out folds by woman)")
     train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
+    train.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     train.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
     train.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     train.add_argument("--seed", type=int, default=0)

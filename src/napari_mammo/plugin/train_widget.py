@@ -36,9 +36,10 @@ RECIPES = {
 
 def training_command(model: str, data: Path, out: Path, epochs: int, device: str,
                      extra: tuple[str, ...] = ()) -> list[str]:
-    """The command line that trains `model` with JSON progress on stdout."""
+    """The command line that trains `model` with JSON progress on stdout (the output was chosen in a save
+    dialog, so it may replace that file)."""
     return [sys.executable, "-m", "napari_mammo", "train", model, "--data", str(data), "--out", str(out),
-            "--epochs", str(epochs), "--device", device, "--progress-json", *extra]
+            "--epochs", str(epochs), "--device", device, "--progress-json", "--overwrite", *extra]
 
 
 class TrainingProcess:
