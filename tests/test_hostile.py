@@ -157,3 +157,13 @@ def test_train_checks_its_output_before_any_work(tmp_path, capsys):
     blocked.write_text("a file, not a folder")
     assert main(["train", "classifier", "--data", str(folder), "--out", str(blocked / "w.safetensors")]) == 2
     assert "cannot be written" in capsys.readouterr().err
+
+
+def test_an_ascii_pgm_value_beyond_any_integer_is_one_line(tmp_path, capsys):
+    from napari_mammo.cli import main
+
+    path = tmp_path / "huge-value.pgm"
+    path.write_text("P2\n2 1\n255\n1 " + "9" * 26 + "\n")
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "huge-value.pgm" in err and "maxval" in err

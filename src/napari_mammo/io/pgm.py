@@ -63,6 +63,8 @@ def read_pgm(path: str | Path) -> np.ndarray:
             pixels = np.array([int(v) for v in values[: width * height]], dtype=np.int64)
         except ValueError:
             raise MammoInputError(path, "corrupt ASCII PGM: a pixel value is not a number") from None
+        except OverflowError:
+            raise MammoInputError(path, f"corrupt: a pixel value is far above maxval {maxval}") from None
     else:
         needed = width * height * dtype.itemsize
         body = raw[start : start + needed]
