@@ -1,1 +1,1 @@
-"""Models: the CNNI-BCC patch classifier and the IDBLL SSD detector (torch imported here only)."""
+"""The models: the poster's CNNI-BCC and IDBLL, and screening on a pretrained backbone (network, inference)."""
