@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_mammo import Lesion, Mammogram, read_folder
-from napari_mammo.evaluation.crossval import cross_validate, load_cells, other_film, woman_folds
-from napari_mammo.models.screening import cell_boxes, cell_labels, fit_cell_head, image_score
+from napari_mammo.evaluation.crossval import cross_validate, load_cells, woman_folds
+from napari_mammo.models.screening import cell_boxes, cell_labels, fit_cell_head, image_score, other_film
 
 
 def test_backbone_weights_map_onto_timm_and_see_a_cat():

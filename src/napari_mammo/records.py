@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -72,6 +73,15 @@ class Mammogram:
     def with_lesions(self, lesions: tuple[Lesion, ...]) -> Mammogram:
         """A copy with other findings."""
         return replace(self, lesions=tuple(lesions))
+
+
+def partner_of(ref: str) -> str | None:
+    """The reference of the woman's other film in mini-MIAS numbering (mdb001 <-> mdb002); None for other names."""
+    match = re.fullmatch(r"mdb(\d{3})", ref, flags=re.IGNORECASE)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    return f"mdb{number + 1 if number % 2 else number - 1:03d}"
 
 
 def woman_of(ref: str) -> str:

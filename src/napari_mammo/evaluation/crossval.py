@@ -18,18 +18,18 @@ from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.models.screening import (
+    FUSED,
     CellFeatures,
     FeatureSpec,
     ScreeningConfig,
-    breast_embedding,
     cell_boxes,
-    cell_labels,
-    fit_cell_head,
-    image_score,
+    fit_heads,
+    fuse,
+    other_film,
 )
 from napari_mammo.records import CLASS_NAMES, Mammogram
 
-VARIANTS = ("cells", "contralateral", "asymmetry", "fused")
+VARIANTS = (*FUSED, "fused")
 """Image scores compared: the most suspicious cell; the left-minus-right head on the breasts' mean
 features; the cell score minus the other film's; and the standardised sum of those three."""
 
@@ -54,44 +54,6 @@ def woman_folds(records: Sequence[Mammogram], folds: int, seed: int) -> list[lis
     return [sorted(part, key=lambda r: r.ref) for part in parts]
 
 
-def other_film(record: Mammogram, by_ref: dict[str, Mammogram]) -> Mammogram | None:
-    """The woman's other film in MIAS numbering (odd with the next even number), when present."""
-    number = int(record.ref[3:])
-    partner = f"mdb{number + 1 if number % 2 else number - 1:03d}"
-    return by_ref.get(partner)
-
-
-def training_cells(records: Sequence[Mammogram], cells: dict[str, CellFeatures], rng: np.random.Generator,
-                    negatives_per_image: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, abnormal labels and malignant labels of the training cells (normal cells subsampled)."""
-    xs, abnormal, malignant = [], [], []
-    for record in records:
-        if record.label != "normal" and not any(lesion.located for lesion in record.lesions):
-            continue  # an unlocated finding: its cells cannot be labelled
-        found = cells[record.ref]
-        labels = cell_labels(record, found.breast.shape, found.stride)
-        flat = found.features.reshape(found.features.shape[0], -1).T
-        positive = np.flatnonzero(labels.reshape(-1))
-        negative = np.flatnonzero(found.breast.reshape(-1) & (labels.reshape(-1) == 0))
-        negative = rng.choice(negative, min(len(negative), negatives_per_image), replace=False)
-        chosen = np.r_[positive, negative]
-        xs.append(flat[chosen])
-        abnormal.append(np.r_[np.ones(len(positive)), np.zeros(len(negative))])
-        malignant.append(np.full(len(chosen), record.label == "malignant"))
-    return np.concatenate(xs), np.concatenate(abnormal), np.concatenate(malignant)
-
-
-def contralateral_inputs(records: Sequence[Mammogram], embeddings: dict[str, np.ndarray],
-                          by_ref: dict[str, Mammogram]) -> np.ndarray:
-    """Each film's embedding minus its partner's (zeros where the partner is missing)."""
-    rows = []
-    for record in records:
-        partner = other_film(record, by_ref)
-        own = embeddings[record.ref]
-        rows.append(own - embeddings[partner.ref] if partner is not None else np.zeros_like(own))
-    return np.array(rows)
-
-
 @dataclass
 class FoldResult:
     """The held-out images of one fold: their scores per variant and their boxes."""
@@ -105,55 +67,19 @@ class FoldResult:
 def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[str, CellFeatures],
              by_ref: dict[str, Mammogram], seed: int, config: ScreeningConfig) -> FoldResult:
     """Fit on `train`, score `test`: cell scores, image scores per variant, malignancy, boxes."""
-    rng = np.random.default_rng(seed)
-    x, abnormal, malignant = training_cells(train, cells, rng, config.negatives_per_image)
-    head = fit_cell_head(x, abnormal, weight_decay=config.weight_decay, seed=seed)
-    lesion_cells = abnormal > 0
-    severity = fit_cell_head(x[lesion_cells], malignant[lesion_cells], weight_decay=config.weight_decay, seed=seed)
-    embeddings = {ref: breast_embedding(found) for ref, found in cells.items()}
-    train_truth = np.array([r.label != "normal" for r in train], float)
-    contra = fit_cell_head(contralateral_inputs(train, embeddings, by_ref), train_truth,
-                           weight_decay=config.contralateral_weight_decay, seed=seed)
-    cell_scores, malignancy, detections = [], [], []
+    heads = fit_heads(train, cells, by_ref, config, seed)
+    per_film, malignancy, detections = [], [], []
     for record in test:
         found = cells[record.ref]
-        scores = head.scores(found.features)
-        cell_scores.append(image_score(scores, found.breast, config.top_cells))
-        top = np.argsort(np.where(found.breast, scores, -1).reshape(-1))[-5:]
-        malignancy.append(float(severity.scores(found.features).reshape(-1)[top].mean()))
+        partner = other_film(record, by_ref)
+        values, scores = heads.film_scores(found, cells[partner.ref] if partner is not None else None)
+        values["fused"] = fuse(values, heads.standardise)
+        per_film.append(values)
+        malignancy.append(heads.malignancy(found, scores))
         boxes = cell_boxes(scores, found.breast, found.stride)
         detections.append([Detection(box, "lesion", score) for box, score in boxes])
-    contra_scores = contra.scores(contralateral_inputs(test, embeddings, by_ref).T[:, :, None])[:, 0]
-    cell_scores = np.array(cell_scores)
-
-    def cell_score(ref: str) -> float:
-        return image_score(head.scores(cells[ref].features), cells[ref].breast, config.top_cells)
-
-    train_cells = np.array([cell_score(r.ref) for r in train])
-    train_contra = contra.scores(contralateral_inputs(train, embeddings, by_ref).T[:, :, None])[:, 0]
-    asymmetry = np.array([asymmetry_score(r, cell_scores[i], by_ref, cell_score) for i, r in enumerate(test)])
-    train_asymmetry = np.array([asymmetry_score(r, train_cells[i], by_ref, cell_score) for i, r in enumerate(train)])
-    standardise = {"cells": spread(train_cells), "contralateral": spread(train_contra),
-                   "asymmetry": spread(train_asymmetry)}
-    fused = fuse({"cells": cell_scores, "contralateral": contra_scores, "asymmetry": asymmetry}, standardise)
-    return FoldResult(list(test), {"cells": cell_scores, "contralateral": contra_scores, "asymmetry": asymmetry,
-                                   "fused": fused}, np.array(malignancy), detections)
-
-
-def asymmetry_score(record: Mammogram, own: float, by_ref: dict[str, Mammogram], cell_score) -> float:
-    """The film's cell score minus its partner's (0 without a partner): a lesion is one-sided."""
-    partner = other_film(record, by_ref)
-    return own - cell_score(partner.ref) if partner is not None else 0.0
-
-
-def spread(values: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of scores on the training images, for standardising."""
-    return float(np.mean(values)), float(np.std(values) + 1e-9)
-
-
-def fuse(scores: dict[str, np.ndarray], standardise: dict[str, tuple[float, float]]):
-    """The sum of the scores, each standardised by its spread on the training images."""
-    return sum((scores[key] - mean) / sd for key, (mean, sd) in standardise.items())
+    return FoldResult(list(test), {v: np.array([values[v] for values in per_film]) for v in VARIANTS},
+                      np.array(malignancy), detections)
 
 
 def _bootstrap_auc(truth: np.ndarray, scores: np.ndarray, women: np.ndarray, rng: np.random.Generator,
@@ -195,30 +121,40 @@ def out_of_fold(records: Sequence[Mammogram], cells: dict[str, CellFeatures], fo
     return results
 
 
+def fold_results(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int, seeds: Sequence[int],
+                 config: ScreeningConfig, progress: Callable[[int, int], None] | None = None) -> list[list[FoldResult]]:
+    """Each seed's held-out fold results (`out_of_fold`), reporting progress fold by fold."""
+    total, done = folds * len(seeds), 0
+
+    def counted(_k: int) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    return [out_of_fold(records, cells, folds, seed, config, counted) for seed in seeds]
+
+
+def summarise(records: Sequence[Mammogram], by_seed: list[list[FoldResult]], seeds: Sequence[int],
+              config: ScreeningConfig) -> dict:
+    """Per-fold figures, mean ± sd over all folds, and each seed's pooled AUC with a 95 % interval."""
+    per_fold = [{"seed": seed, "fold": k, "images": len(result.records), **_fold_metrics(result)}
+                for seed, results in zip(seeds, by_seed, strict=True) for k, result in enumerate(results)]
+    pooled = [_pooled(results, np.random.default_rng(seed)) for seed, results in zip(seeds, by_seed, strict=True)]
+    keys = [key for key in per_fold[0] if key not in ("seed", "fold", "images")]
+    summary = {key: {"mean": float(np.nanmean([f[key] for f in per_fold])),
+                     "sd": float(np.nanstd([f[key] for f in per_fold], ddof=1))} for key in keys}
+    return {"config": asdict(config), "images": len(records), "women": len({r.woman for r in records}),
+            "folds": len(by_seed[0]),
+            "seeds": list(seeds), "summary": summary, "pooled": pooled, "per_fold": per_fold}
+
+
 def cross_validate(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int = 5,
                    seeds: Sequence[int] = (0,), config: ScreeningConfig | None = None,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Cross-validate by woman over each seed; per-fold figures, mean ± sd, pooled AUC with a 95 % interval."""
     config = config or ScreeningConfig()
-    per_fold, pooled = [], []
-    total, done = folds * len(seeds), 0
-    for seed in seeds:
-        def counted(_k: int) -> None:
-            nonlocal done
-            done += 1
-            if progress:
-                progress(done, total)
-
-        results = out_of_fold(records, cells, folds, seed, config, counted)
-        per_fold += [{"seed": seed, "fold": k, "images": len(result.records), **_fold_metrics(result)}
-                     for k, result in enumerate(results)]
-        pooled.append(_pooled(results, np.random.default_rng(seed)))
-    keys = [key for key in per_fold[0] if key not in ("seed", "fold", "images")]
-    summary = {key: {"mean": float(np.nanmean([f[key] for f in per_fold])),
-                     "sd": float(np.nanstd([f[key] for f in per_fold], ddof=1))} for key in keys}
-    return {"config": asdict(config), "images": len(records), "women": len({r.woman for r in records}),
-            "folds": folds,
-            "seeds": list(seeds), "summary": summary, "pooled": pooled, "per_fold": per_fold}
+    return summarise(records, fold_results(records, cells, folds, seeds, config, progress), seeds, config)
 
 
 def _pooled(results: list[FoldResult], rng: np.random.Generator) -> dict:

@@ -18,16 +18,17 @@ from napari_mammo.data.preprocess import model_pixels, to_mias_scale
 from napari_mammo.engine.progress import Progress, StopFlag, drive
 from napari_mammo.errors import MammoInputError
 from napari_mammo.models.screening import (
+    FUSED,
     CellFeatures,
     CellHead,
     ScreeningConfig,
-    breast_embedding,
+    ScreeningHeads,
     cell_boxes,
     cell_features,
-    image_score,
+    fuse,
     smooth_scores,
 )
-from napari_mammo.records import CLASS_NAMES
+from napari_mammo.records import CLASS_NAMES, partner_of
 
 MODEL_NAME = "screening"
 HEADS = ("cells", "severity", "contralateral")
@@ -88,7 +89,7 @@ class Screening:
 class Screener:
     """Loaded screening heads with the backbone, ready to screen whole images."""
 
-    def __init__(self, heads: dict[str, CellHead], metadata: dict, source: Path) -> None:
+    def __init__(self, heads: ScreeningHeads, metadata: dict, source: Path) -> None:
         self.heads, self.metadata, self.source = heads, metadata, source
         self.config = ScreeningConfig(**metadata["config"])
         self._backbone = None
@@ -100,7 +101,7 @@ class Screener:
 
         path = Path(path) if path is not None else shipped_weights(MODEL_NAME)
         state, metadata = load_weights(path, MODEL_NAME)
-        heads = {name: head_from(state, name, path) for name in HEADS}
+        fitted = {name: head_from(state, name, path) for name in HEADS}
         calibration = metadata.get("calibration", {})
         thresholds = [metadata.get("threshold"), metadata.get("single_film_threshold")]
         numbers = [v for pair in calibration.values() for v in pair] + thresholds
@@ -110,10 +111,11 @@ class Screener:
         if not all(0 <= t <= 1 for t in thresholds):
             raise MammoInputError(path, f"a threshold of {thresholds} is outside [0, 1]")
         try:
-            ScreeningConfig(**metadata["config"])
+            config = ScreeningConfig(**metadata["config"])
+            standardise = {key: tuple(metadata["standardise"][key]) for key in FUSED}
         except (KeyError, TypeError):
-            raise MammoInputError(path, "no readable screening config in its metadata") from None
-        return cls(heads, metadata, path)
+            raise MammoInputError(path, "no readable screening config or score spreads in its metadata") from None
+        return cls(ScreeningHeads(**fitted, standardise=standardise, top_cells=config.top_cells), metadata, path)
 
     @property
     def backbone(self):
@@ -144,26 +146,19 @@ class Screener:
         steps = 3 if other is not None else 2
         cells, (scale_r, scale_c) = self._cells(pixels, spacing_mm)
         yield {"phase": "screening", "step": 1, "steps": steps}
-        scores = self.heads["cells"].scores(cells.features)
-        cell = image_score(scores, cells.breast, self.config.top_cells)
-        calibration = self.metadata["calibration"]
         both = other is not None
+        partner = None
         if both:
             partner, _ = self._cells(*other)
             yield {"phase": "screening", "step": 2, "steps": steps}
-            difference = breast_embedding(cells) - breast_embedding(partner)
-            contra = float(self.heads["contralateral"].scores(difference[:, None, None])[0, 0])
-            partner_cell = image_score(self.heads["cells"].scores(partner.features), partner.breast,
-                                       self.config.top_cells)
-            scores_by_kind = {"cells": cell, "contralateral": contra, "asymmetry": cell - partner_cell}
-            standardise = self.metadata["standardise"]
-            combined = sum((scores_by_kind[key] - mean) / sd for key, (mean, sd) in standardise.items())
-            p_abnormal = logistic(combined, *calibration["both"])
+        values, scores = self.heads.film_scores(cells, partner)
+        calibration = self.metadata["calibration"]
+        if both:
+            p_abnormal = logistic(fuse(values, self.heads.standardise), *calibration["both"])
         else:
-            p_abnormal = logistic(cell, *calibration["single"])
-        severity = self.heads["severity"].scores(cells.features)
-        top = np.argsort(np.where(cells.breast, scores, -1).reshape(-1))[-5:]
-        p_malignant = float(severity.reshape(-1)[top].mean())
+            p_abnormal = logistic(values["cells"], *calibration["single"])
+        severity = self.heads.severity.scores(cells.features)
+        p_malignant = self.heads.malignancy(cells, scores, severity)
         probabilities = {"normal": 1 - p_abnormal, "benign": p_abnormal * (1 - p_malignant),
                          "malignant": p_abnormal * p_malignant}
         label = "normal" if p_abnormal < self.threshold(both) else ("malignant" if p_malignant >= 0.5 else "benign")
@@ -227,12 +222,9 @@ class Screener:
 def partner_file(path: str | Path) -> Path | None:
     """The woman's other film beside a mini-MIAS file (mdb001 ↔ mdb002, same suffix), if it is there."""
     path = Path(path)
-    stem = path.stem.lower()
-    if len(stem) != 6 or not stem.startswith("mdb") or not stem[3:].isdigit():
-        return None
-    number = int(stem[3:])
-    other = path.with_name(f"mdb{number + 1 if number % 2 else number - 1:03d}{path.suffix}")
-    return other if other.is_file() else None
+    partner = partner_of(path.stem)
+    other = path.with_name(f"{partner}{path.suffix}") if partner else None
+    return other if other is not None and other.is_file() else None
 
 
 def check_partner(shape: tuple, spacing: tuple | None, other_shape: tuple, other_spacing: tuple | None,

