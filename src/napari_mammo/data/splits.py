@@ -15,6 +15,14 @@ def woman_label(records: Sequence[Mammogram]) -> str:
     return max((r.label for r in records), key=CLASS_NAMES.index)
 
 
+def group_by_woman(records: Sequence[Mammogram]) -> dict[str, list[Mammogram]]:
+    """Each woman's films (mdb001 + mdb002, …), in the order given."""
+    women: dict[str, list[Mammogram]] = defaultdict(list)
+    for record in records:
+        women[record.woman].append(record)
+    return women
+
+
 def split_by_woman(records: Sequence[Mammogram], fractions: dict[str, float],
                    seed: int = 0) -> dict[str, list[Mammogram]]:
     """Split records into named parts of about the given fractions of women, stratified by label.
@@ -24,9 +32,7 @@ def split_by_woman(records: Sequence[Mammogram], fractions: dict[str, float],
     """
     if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) > 1 + 1e-9:
         raise ValueError(f"fractions must be non-negative and sum to at most 1, got {fractions}")
-    women: dict[str, list[Mammogram]] = defaultdict(list)
-    for record in records:
-        women[record.woman].append(record)
+    women = group_by_woman(records)
     strata: dict[str, list[str]] = defaultdict(list)
     for woman in sorted(women):
         strata[woman_label(women[woman])].append(woman)

@@ -7,13 +7,12 @@ fitted on the training folds only; nothing is tuned on the held-out fold.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from napari_mammo.data.splits import woman_label
+from napari_mammo.data.splits import group_by_woman, woman_label
 from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.models.idbll.predict import Detection
@@ -40,9 +39,7 @@ def woman_folds(records: Sequence[Mammogram], folds: int, seed: int) -> list[lis
     Within each stratum the women are shuffled and dealt to the folds in turn, the deal
     going on where the previous stratum stopped, so no fold is left empty while women remain.
     """
-    women: dict[str, list[Mammogram]] = defaultdict(list)
-    for record in records:
-        women[record.woman].append(record)
+    women = group_by_woman(records)
     rng = np.random.default_rng(seed)
     parts: list[list[Mammogram]] = [[] for _ in range(folds)]
     turn = 0
