@@ -26,6 +26,14 @@ def feature_cache(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def widget_settings(tmp_path_factory, monkeypatch) -> Path:
+    """Each test starts with no saved widget settings, and never touches the user's own."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("NAPARI_MAMMO_CONFIG", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def mias_folder() -> Path:
     """The real mini-MIAS folder named by NAPARI_MAMMO_MIAS; skips without it."""

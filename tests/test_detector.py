@@ -8,7 +8,7 @@ import pytest
 from napari_mammo import Lesion, Mammogram, MammoInputError, read_folder
 from napari_mammo.cli import main
 from napari_mammo.data.preprocess import to_canvas
-from napari_mammo.evaluation.detector import average_precision, froc, hits, sensitivity_at
+from napari_mammo.evaluation.detector import average_precision, froc, match_lesions, sensitivity_at
 from napari_mammo.models.idbll.predict import Detection, LesionDetector
 from napari_mammo.training.idbll import DetectorConfig, build_samples, train_detector
 
@@ -71,7 +71,7 @@ def test_froc_and_map_on_known_detections():
     dets = [Detection((85, 85, 115, 115), "lesion", 0.9),   # hits lesion 1
             Detection((0, 0, 10, 10), "lesion", 0.8),       # false positive
             Detection((291, 291, 309, 309), "lesion", 0.4)]  # hits lesion 2 (IoU 0.81)
-    hit, found = hits(dets, record)
+    hit, found = match_lesions(dets, record)
     assert list(hit) == [True, False, True] and found.all()
     curve = froc([(dets, record)])
     assert sensitivity_at(curve, 0) == 0.5 and sensitivity_at(curve, 1) == 1.0

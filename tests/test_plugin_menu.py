@@ -34,7 +34,7 @@ def test_every_widget_opens_from_the_plugins_menu(make_napari_viewer, key):
     # the widget got the viewer it is docked in: it sees the layers opened after it
     viewer.add_image(np.zeros((256, 256), np.uint8), name="opened later")
     if key in ("classify", "detect", "review"):
-        assert "opened later" in docked[0].image.choices
+        assert "opened later" in [layer.name for layer in docked[0].image.choices]
 
 
 def test_sample_and_mammogram_open_the_users_way(make_napari_viewer, synthetic_folder):
@@ -55,17 +55,17 @@ def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napar
     viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     classify, detect, review = (open_widget(viewer, key) for key in ("classify", "detect", "review"))
     for widget, weights in ((classify, classifier_file), (detect, detector_file)):
-        widget.image.value = "mdb005"
+        widget.image.value = viewer.layers["mdb005"]
         use_weights_file(widget, weights)
         widget.start()
-        qtbot.waitUntil(lambda w=widget: w._worker is None, timeout=60_000)
+        qtbot.waitUntil(lambda w=widget: not w.busy, timeout=60_000)
     labels = viewer.layers["mdb005 CNNI-BCC patches"]
     assert labels.data.shape == viewer.layers["mdb005"].data.shape
     assert labels.metadata["verdict"] in classify.verdict.value
     detect.threshold.value = 0.01
     boxes = viewer.layers["mdb005 IDBLL detections"]
     assert len(boxes.data) > 0
-    review.image.value = "mdb005"
+    review.image.value = viewer.layers["mdb005"]
     counts = review.compare()
     assert counts["hits"] + counts["false_positives"] == len(boxes.data)
     assert counts["truth"] == "malignant"
@@ -77,15 +77,15 @@ def test_screening_from_the_menu_uses_the_other_film_and_adds_an_aligned_heatmap
     for ref in ("mdb005", "mdb006"):
         viewer.open(str(synthetic_folder / f"{ref}.pgm"), plugin="napari-mammo")
     classify = open_widget(viewer, "classify")
-    classify.image.value = "mdb005"
-    assert classify.model.value.startswith("screening") and classify.other.value == "mdb006"
-    assert "mdb005 suspicion" not in classify.image.choices
+    classify.image.value = viewer.layers["mdb005"]
+    assert classify.model.value.startswith("screening") and classify.other.value is viewer.layers["mdb006"]
+    assert "mdb005 suspicion" not in [layer.name for layer in classify.image.choices]
     use_weights_file(classify, screening_file)
     classify.start()
-    qtbot.waitUntil(lambda: classify._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not classify.busy, timeout=60_000)
     assert "both films" in classify.verdict.value
     image, heatmap = viewer.layers["mdb005"], viewer.layers["mdb005 suspicion"]
-    assert "mdb005 suspicion" not in classify.image.choices
+    assert "mdb005 suspicion" not in [layer.name for layer in classify.image.choices]
     # the heatmap's cells cover the image: its last cell ends where the image's pixels end (± one cell)
     extent = heatmap.translate + (np.array(heatmap.data.shape) - 0.5) * heatmap.scale
     np.testing.assert_allclose(extent, image.translate + (np.array(image.data.shape) - 0.5) * image.scale,

@@ -27,7 +27,7 @@ def test_compare_open_image_colours_hits_and_marks_missed(open_widget, make_napa
              np.array([[0, 0], [0, 10], [10, 10], [10, 0]], float)]
     viewer.add_shapes(boxes, shape_type="rectangle", name="mdb005 IDBLL detections", scale=image.scale)
     widget = open_widget(viewer, "review")
-    widget.image.value = "mdb005"
+    widget.image.value = viewer.layers["mdb005"]
     counts = widget.compare()
     assert counts["hits"] == 1 and counts["false_positives"] == 1
     assert counts["missed"] == len(truth.data) - 1 and counts["truth"] == "malignant"
@@ -48,7 +48,7 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(open_widget,
     widget.detector_weights.value = str(detector_file)
     widget.threshold.value = 0.01
     widget.start()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     rows = widget.table.data.to_list()
     assert len(rows) == 6
     assert [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
@@ -124,6 +124,6 @@ def test_a_broken_image_is_skipped_not_the_whole_review(open_widget,
     widget = open_widget(viewer, "review")
     widget.folder.value = str(folder)
     widget.start()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert len(widget.table.data.to_list()) == 5 and "1 image(s) skipped" in widget.summary.value
     assert "mdb002.pgm: truncated" in warned[0]

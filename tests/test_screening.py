@@ -88,7 +88,8 @@ def test_folds_keep_women_together_and_partners_are_found(synthetic_folder):
 
 
 def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypatch, capsys):
-    from napari_mammo.cli import json_safe, main
+    from napari_mammo.cli import main
+    from napari_mammo.cli.common import json_safe
 
     monkeypatch.setenv("NAPARI_MAMMO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cv.json"

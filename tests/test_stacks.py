@@ -4,7 +4,8 @@ import numpy as np
 
 from conftest import use_weights_file
 from napari_mammo import read_folder
-from napari_mammo.plugin.slices import EVERY, SHOWN, text_overlay
+from napari_mammo.plugin.slice_caption import text_overlay
+from napari_mammo.plugin.slices import EVERY, SHOWN
 
 
 def _run(qtbot, widget) -> list[dict]:
@@ -12,7 +13,7 @@ def _run(qtbot, widget) -> list[dict]:
     events = []
     worker = widget.start()
     worker.yielded.connect(events.append)
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     return events
 
 
@@ -110,7 +111,7 @@ def test_review_compares_the_shown_slice_of_a_stack(open_widget, make_napari_vie
     boxes = viewer.add_shapes([box(4, first.row, first.col), box(3, 50, 50), box(4, *far)], shape_type="rectangle",
                               name=f"{name} IDBLL detections", scale=stack.scale)
     widget = open_widget(viewer, "review")
-    widget.image.value = name
+    widget.image.value = viewer.layers[name]
     counts = widget.compare()
     assert (counts["hits"], counts["false_positives"], counts["missed"], counts["lesions"]) == (
         1, 1, len(others), 1 + len(others))

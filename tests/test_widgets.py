@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,13 +41,13 @@ def test_classify_writes_aligned_labels_and_replaces_its_layer(open_widget, make
     viewer = make_napari_viewer()
     image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     widget = open_widget(viewer, "classify")
-    assert widget.image.value == image.name
+    assert widget.image.value is image
     assert widget.slices.native.isHidden()  # a 2-D image has no slices to choose
     _use_file(widget, weights)
     widget.patches.value = "all"
     for _ in range(2):
         widget.start()
-        qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+        qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     labels = [layer for layer in viewer.layers if layer.metadata.get("kind") == "cnni-bcc"]
     assert len(labels) == 1
     layer = labels[0]
@@ -76,7 +77,7 @@ def test_cancel_leaves_viewer_as_it_was(open_widget, make_napari_viewer, qtbot, 
     widget.patches.value = "all"
     widget.start()
     widget._toggle()  # the button now reads Cancel
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.verdict.value == "cancelled"
 
@@ -91,7 +92,7 @@ def test_bad_weights_file_is_a_notification_not_a_crash(open_widget, make_napari
     widget = open_widget(viewer, "classify")
     _use_file(widget, bad)
     widget.start()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert len(shown) == 1 and "bad.safetensors" in shown[0] and "not a readable safetensors" in shown[0]
     assert [layer.name for layer in viewer.layers] == ["img"]
 
@@ -104,7 +105,7 @@ def test_train_widget_trains_in_a_shown_viewer_and_offers_the_weights(open_widge
     _set_up_training(widget, synthetic_folder, tmp_path / "trained.safetensors", 1, FAST_TRAINING)
     widget.start()
     assert widget.train_button.text == "Stop"
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=180_000)
     assert (tmp_path / "trained.safetensors").is_file()
     classify.model.value = "CNNI-BCC (poster)"
     assert str((tmp_path / "trained.safetensors").resolve()) in classify.weights.choices
@@ -121,7 +122,7 @@ def test_stop_really_stops_and_keeps_best_weights(open_widget, make_napari_viewe
     worker.yielded.connect(events.append)
     qtbot.waitUntil(lambda: any(e["phase"] == "validated" for e in events), timeout=120_000)
     widget._toggle()  # Stop
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert (tmp_path / "stopped.safetensors").is_file()
     assert widget.status.value.startswith("stopped")
     assert max(e.get("epoch", 0) for e in events) < 500
@@ -176,7 +177,7 @@ def test_progress_json_lines_are_json(synthetic_folder, tmp_path):
 
 def _detect(qtbot, widget):
     widget.start()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     return widget.output_layer()
 
 
@@ -241,7 +242,7 @@ def test_detect_roi_stays_inside(open_widget, make_napari_viewer, qtbot, detecto
     widget = open_widget(viewer, "detect")
     widget.weights.value = "other file…"
     widget.weights_file.value = str(detector_file)
-    widget.roi.value = roi.name
+    widget.roi.value = roi
     widget.threshold.value = 0.01
     layer = _detect(qtbot, widget)
     assert len(layer.data)
@@ -258,7 +259,7 @@ def test_classify_on_a_stack_uses_the_shown_slice(open_widget, make_napari_viewe
     _use_file(widget, weights)
     widget.patches.value = "all"
     widget.start()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     (labels,) = [layer for layer in viewer.layers if layer.metadata.get("kind") == "cnni-bcc"]
     assert labels.data.shape == stack.data.shape and labels.metadata["slice"] == [4]
     assert labels.data[4].any() and not labels.data[3].any()
@@ -275,7 +276,7 @@ def test_train_widget_trains_the_detector_and_detect_offers_it(open_widget, make
     _set_up_training(widget, synthetic_folder, tmp_path / "idbll-trained.safetensors", 1,
                      ("--max-steps-per-epoch", "1", "--batch-size", "2"))
     widget.start()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=180_000)
     assert str((tmp_path / "idbll-trained.safetensors").resolve()) in detect.weights.choices
 
 
@@ -323,7 +324,7 @@ def test_odd_image_is_a_notification_and_leaves_the_layers(open_widget,
         widget = open_widget(viewer, key)
         _use_file(widget, path)
         widget.start()
-        qtbot.waitUntil(lambda w=widget: w._worker is None, timeout=60_000)
+        qtbot.waitUntil(lambda w=widget: not w.busy, timeout=60_000)
     assert [layer.name for layer in viewer.layers] == ["odd"]
     expected = "NaN or infinite" if problem == "nan" else "constant"
     assert len(shown) == 2 and all(expected in message for message in shown), shown
@@ -341,3 +342,21 @@ def test_train_widget_uses_the_shipped_recipe_for_the_classifier(open_widget, ma
     assert "--crops-per-lesion" not in command and command[command.index("--patches") + 1] == "middle"
     widget.model.value = "detector"
     assert widget.recipe.native.isHidden() and "--patches" not in widget.command(tmp_path)
+
+
+def test_choices_are_remembered_for_the_next_session(open_widget, make_napari_viewer, classifier_file, tmp_path,
+                                                    widget_settings):
+    viewer = make_napari_viewer()
+    classify, review = open_widget(viewer, "classify"), open_widget(viewer, "review")
+    use_weights_file(classify, classifier_file)
+    classify.patches.value = "all"
+    review.folder.value = str(tmp_path)
+    assert (widget_settings / "widgets.json").is_file()
+    later = make_napari_viewer()  # a new session: the same choices come back
+    classify2, review2 = open_widget(later, "classify"), open_widget(later, "review")
+    assert classify2.model.value.startswith("CNNI-BCC") and classify2.weights.value == "other file…"
+    assert Path(classify2.weights_file.value) == classifier_file and classify2.patches.value == "all"
+    assert Path(review2.folder.value) == tmp_path
+    # a damaged settings file is ignored, never an error
+    (widget_settings / "widgets.json").write_text("{not json")
+    assert open_widget(make_napari_viewer(), "classify").patches.value == "breast"

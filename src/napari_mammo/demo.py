@@ -16,7 +16,7 @@ import numpy as np
 from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.images import read_image
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD
-from napari_mammo.plugin.layer_names import LESIONS, companion
+from napari_mammo.plugin.companions import LESIONS, companion
 from napari_mammo.records import MIAS_PIXEL_MM, Mammogram
 
 NOTICE = "research use only, not for diagnosis"

@@ -1,4 +1,4 @@
-"""The seed's augmentation (rotation by 90°, 180°, 270° and vertical flip) of images and positions.
+"""The poster's augmentation (rotation by 90°, 180°, 270° and vertical flip) of images and positions.
 
 Positions are pixel-centre coordinates (row, col), row 0 at the top. The same transform
 applied to an image, to points and to boxes keeps them aligned.

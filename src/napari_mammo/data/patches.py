@@ -1,4 +1,4 @@
-"""The seed's patch sampling and patch labels, on images of any size.
+"""The poster's patch sampling and patch labels, on images of any size.
 
 An image is cut into a grid of `size`×`size` patches. An image whose sides are not a
 multiple of `size` is padded with zeros at the bottom and right (never cropped, never
@@ -63,7 +63,7 @@ def breast_mask(image: np.ndarray) -> np.ndarray:
 
 def select_patches(image: np.ndarray, selection: Selection = "middle", size: int = PATCH,
                    min_breast: float = 0.5) -> list[Patch]:
-    """Patches of the grid: the seed's middle half of the columns, all, or those mostly in the breast."""
+    """Patches of the grid: the poster's middle half of the columns, all, or those mostly in the breast."""
     rows, cols = grid_shape(image.shape, size)
     cells = [(r, c) for r in range(rows) for c in range(cols)]
     if selection == "middle":

@@ -1,4 +1,4 @@
-"""Scoring detections against lesion circles: hits, FROC, sensitivity at a false-positive rate, mAP."""
+"""Scoring detections against lesion circles: matching, FROC, sensitivity at a false-positive rate, mAP."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from napari_mammo.models.idbll.predict import Detection, LesionDetector
 from napari_mammo.records import Mammogram, record_boxes
 
 
-def hits(detections: Sequence[Detection], record: Mammogram) -> tuple[np.ndarray, np.ndarray]:
+def match_lesions(detections: Sequence[Detection], record: Mammogram) -> tuple[np.ndarray, np.ndarray]:
     """Which detections hit a lesion (box centre inside its circle) and which lesions were hit."""
     lesions = [lesion for lesion in record.lesions if lesion.located]
     hit = np.zeros(len(detections), bool)
@@ -34,7 +34,7 @@ def froc(per_image: list[tuple[list[Detection], Mammogram]]) -> dict:
     # each detection's score and whether it is a hit; each lesion's best hitting score
     det_scores, det_hits, lesion_best = [], [], []
     for dets, record in per_image:
-        hit, _ = hits(dets, record)
+        hit, _ = match_lesions(dets, record)
         det_scores.extend(d.score for d in dets)
         det_hits.extend(hit)
         for lesion in (les for les in record.lesions if les.located):

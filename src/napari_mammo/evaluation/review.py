@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_mammo.evaluation.detector import hits
+from napari_mammo.evaluation.detector import match_lesions
 from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.records import Mammogram
 
@@ -31,7 +31,7 @@ def review_image(record: Mammogram, verdict: str, abnormality: float, detections
                  threshold: float) -> ImageReview:
     """Compare one image's verdict and boxes (those scoring ≥ threshold) with its record."""
     shown = [d for d in detections if d.score >= threshold]
-    hit, found = hits(shown, record)
+    hit, found = match_lesions(shown, record)
     return ImageReview(record.ref, str(record.path), record.label, verdict, abnormality,
                        max((d.score for d in detections), default=0.0), len(found), int(found.sum()),
                        int((~hit).sum()))

@@ -10,7 +10,7 @@ import numpy as np
 
 from napari_mammo.io.mias import INFO_NAME, merge_into_info, write_info
 from napari_mammo.io.pgm import read_pgm, write_pgm
-from napari_mammo.plugin.layer_names import LESIONS, companion
+from napari_mammo.plugin.companions import LESIONS, Key, companion
 from napari_mammo.plugin.layers import feature_text, shape_lesion
 from napari_mammo.records import Lesion, Mammogram
 
@@ -52,7 +52,7 @@ def export_layers_as_mias(viewer: napari.Viewer, folder: Path) -> list[Mammogram
         for ref, pixels, lesions in annotated_planes(image, shapes.get(companion(image.name, LESIONS)), True, number):
             path = folder / f"{ref}.pgm"
             write_pgm(path, pixels)
-            records.append(Mammogram(ref, image.metadata.get("tissue", "F") or "F", lesions, path))
+            records.append(Mammogram(ref, image.metadata.get(Key.TISSUE, "F") or "F", lesions, path))
             heights[ref] = pixels.shape[0]
     write_info(folder / INFO_NAME, records, height=heights, overwrite=True)
     return records
@@ -74,14 +74,14 @@ def annotated_planes(image_layer, shapes_layer, every_slice: bool = False,
         ref = image_layer.name if _REF.match(image_layer.name) else f"img{number:03d}"
         lesions = tuple(shapes_to_lesions(shapes_layer)) if shapes_layer is not None else ()
         return [(ref, pgm_pixels(image_layer.data), lesions)]
-    refs = image_layer.metadata.get("refs") or []
-    sizes = image_layer.metadata.get("sizes") or {}
+    refs = image_layer.metadata.get(Key.REFS) or []
+    sizes = image_layer.metadata.get(Key.SIZES) or {}
     shapes = [np.asarray(v) for v in shapes_layer.data] if shapes_layer is not None else []
     count = image_layer.data.shape[0]
     if every_slice:
         slices = set(range(count))
     else:
-        slices = {int(k[0]) for k in shapes_layer.metadata.get("slices", []) if k}
+        slices = {int(k[0]) for k in shapes_layer.metadata.get(Key.SLICES, []) if k}
         slices |= {int(round(v[0, 0])) for v in shapes if v.shape[1] == 3}
     planes = []
     for k in sorted(k for k in slices if 0 <= k < count):
@@ -108,7 +108,7 @@ def save_image_annotations(image_layer, shapes_layer, folder: Path) -> Path:
             raise ValueError(f"{path}: a different image of this name is already there; choose another "
                              f"folder or rename the layer")
     folder.mkdir(parents=True, exist_ok=True)
-    tissue = image_layer.metadata.get("tissue", "F") or "F"
+    tissue = image_layer.metadata.get(Key.TISSUE, "F") or "F"
     records, heights = [], {}
     for ref, pixels, lesions in planes:
         path = folder / f"{ref}.pgm"

@@ -1,4 +1,4 @@
-"""The Classify widget: CNNI-BCC on an image layer, off the GUI thread, into a Labels layer."""
+"""The Classify widget: the screening model or CNNI-BCC on an image layer, off the GUI thread, into layers."""
 
 from __future__ import annotations
 
@@ -8,18 +8,28 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Label
 
-from napari_mammo.plugin.layer_names import PATCHES, SUSPICION, companion
+from napari_mammo.plugin.companions import (
+    PATCHES,
+    PATCHES_KIND,
+    SUSPICION,
+    SUSPICION_KIND,
+    Key,
+    companion,
+    companion_layer,
+    image_layers,
+    pixel_spacing,
+    slice_refs,
+)
+from napari_mammo.plugin.slice_caption import caption_stacks
 from napari_mammo.plugin.slices import (
     describe_skipped,
-    image_layers,
-    layer_named,
-    name_shown_slice,
-    pixel_spacing,
-    plane_indices,
-    run_on_planes,
+    image_box,
+    run_on_slices,
     show_for_stacks,
+    slice_indices,
     slices_box,
 )
+from napari_mammo.plugin.widget_settings import remember
 from napari_mammo.plugin.worker_widget import ModelWidget
 from napari_mammo.records import CLASS_NAMES, partner_of
 
@@ -50,7 +60,7 @@ class ClassifyWidget(ModelWidget):
         viewer = napari_viewer  # napari injects the viewer by this parameter's name
         super().__init__()
         self.viewer = viewer
-        self.image = ComboBox(label="image", choices=self._image_choices)
+        self.image = image_box(viewer)
         self.slices = slices_box()
         self.model = ComboBox(label="model", choices=list(MODELS), value=next(iter(MODELS)))
         self.other = ComboBox(label="other film", choices=self._other_choices)
@@ -62,37 +72,33 @@ class ClassifyWidget(ModelWidget):
             [(CLASS_COLOURS[1], "normal"), (CLASS_COLOURS[2], "benign"), (CLASS_COLOURS[3], "malignant")]))
         self.extend([self.notice, self.key, self.image, self.slices, self.model, self.other, self.weights,
                      self.weights_file, self.device, self.patches, self.run_button, self.progress, self.verdict])
-        show_for_stacks(viewer, self.image, self.slices)
-        name_shown_slice(viewer)
-        for widget, tip in ((self.image, "the image layer to classify"),
-                            (self.slices, "on a stack: the shown slice, or every slice in turn"),
-                            (self.model, "the screening model on the pretrained backbone (cross-validated AUC 0.73), "
-                                         "or the poster's CNNI-BCC"),
-                            (self.other, "the same woman's other breast, same view: compared with this one"),
-                            (self.weights, "the shipped weights, weights trained in this session, or a file"),
-                            (self.weights_file, "a .safetensors weights file of the chosen model"),
-                            (self.device, "where torch runs"),
-                            (self.patches, "CNNI-BCC: which 128x128 patches to classify"),
-                            (self.run_button, "run the model in the background; press again to cancel")):
-            widget.tooltip = tip
+        show_for_stacks(self.image, self.slices)
+        caption_stacks(viewer)
+        self.explain((self.image, "the image layer to classify"),
+                     (self.slices, "on a stack: the shown slice, or every slice in turn"),
+                     (self.model, "the screening model on the pretrained backbone (cross-validated AUC 0.73), "
+                                  "or the poster's CNNI-BCC"),
+                     (self.other, "the same woman's other breast, same view: compared with this one"),
+                     (self.weights, "the shipped weights, weights trained in this session, or a file"),
+                     (self.weights_file, "a .safetensors weights file of the chosen model"),
+                     (self.device, "where torch runs"),
+                     (self.patches, "CNNI-BCC: which 128x128 patches to classify"),
+                     (self.run_button, "run the model in the background; press again to cancel"))
         self.model.changed.connect(self._on_model)
         self.image.changed.connect(self._pick_partner)
         self._pick_partner()
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
-
-    def _image_choices(self, _=None) -> list:
-        """Image layer names for the combo box."""
-        return [layer.name for layer in image_layers(self.viewer)]
+        remember("classify", {"model": self.model, "weights": self.weights, "weights_file": self.weights_file,
+                              "device": self.device, "patches": self.patches})
 
     def _other_choices(self, _=None) -> list:
         """The woman's other film: none, or another open 2-D image layer."""
-        return [NO_OTHER] + [layer.name for layer in image_layers(self.viewer)
-                             if layer.name != self.image.value and layer.data.ndim == 2]
+        return [(NO_OTHER, None)] + [(layer.name, layer) for layer in image_layers(self.viewer)
+                                     if layer is not self.image.value and layer.data.ndim == 2]
 
     def _refresh(self, _=None) -> None:
-        """Refresh the image choices when layers come and go."""
-        self.image.reset_choices()
+        """Refresh the partner choices when layers come and go."""
         self.other.reset_choices()
         self._pick_partner()
 
@@ -106,27 +112,28 @@ class ClassifyWidget(ModelWidget):
     def _pick_partner(self, _=None) -> None:
         """Choose the MIAS partner of the chosen image (mdb001 ↔ mdb002) when it is open."""
         self.other.reset_choices()
-        partner = partner_of(str(self.image.value or ""))
-        self.other.value = partner if partner in self.other.choices else NO_OTHER
+        partner = partner_of(self.image.value.name) if self.image.value is not None else None
+        self.other.value = next((layer for layer in self.other.choices if layer is not None
+                                 and layer.name == partner), None)
 
     def start(self):
         """Classify the chosen image layer (the shown slice or every slice) in a worker thread."""
         from napari.utils.notifications import show_error
 
-        if not self.image.value:
+        layer = self.image.value
+        if layer is None:
             show_error("napari-mammo: open an image layer to classify")
             return None
-        layer = self.viewer.layers[self.image.value]
         try:
-            indices = plane_indices(layer, self.viewer, self.slices.value)
+            indices = slice_indices(layer, self.viewer, self.slices.value)
         except ValueError as err:
             show_error(f"napari-mammo: {err}")
             return None
         weights, device, selection = self.weights_path(), self.device.value, self.patches.value
         if self.model_name == "screening":
             other = None
-            if self.other.value != NO_OTHER and layer.data.ndim == 2:
-                other_layer = self.viewer.layers[self.other.value]
+            other_layer = self.other.value
+            if other_layer is not None and layer.data.ndim == 2:
                 other = (np.asarray(other_layer.data), pixel_spacing(other_layer))
 
             def job():
@@ -134,17 +141,17 @@ class ClassifyWidget(ModelWidget):
 
                 screener = Screener.load(weights)
                 if other is not None:
-                    check_partner(layer.data.shape, pixel_spacing(layer), other[0].shape, other[1], self.other.value)
-                results, skipped = yield from run_on_planes(
-                    layer, indices, lambda plane: screener.iter_screen(plane, pixel_spacing(layer), other))
+                    check_partner(layer.data.shape, pixel_spacing(layer), other[0].shape, other[1], other_layer.name)
+                results, skipped = yield from run_on_slices(
+                    layer, indices, lambda pixels: screener.iter_screen(pixels, pixel_spacing(layer), other))
                 return layer, results, skipped
         else:
             def job():
                 from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
                 classifier = PatchClassifier.load(weights, device=device)
-                results, skipped = yield from run_on_planes(
-                    layer, indices, lambda plane: classifier.iter_classify(plane, pixel_spacing(layer), selection))
+                results, skipped = yield from run_on_slices(
+                    layer, indices, lambda pixels: classifier.iter_classify(pixels, pixel_spacing(layer), selection))
                 return layer, results, skipped
 
         return self.launch(job, self._on_result, self.verdict, "classification failed", "classifying…")
@@ -162,7 +169,7 @@ class ClassifyWidget(ModelWidget):
             add_heatmap_layer(self.viewer, layer, results)
         if len(results) == 1:
             index, result = results[0]
-            refs = layer.metadata.get("refs") or []
+            refs = slice_refs(layer)
             where = f"{refs[index[0]]}: " if len(index) == 1 and index[0] < len(refs) else ""
             self.verdict.value = where + verdict_text(result) + describe_skipped(skipped)
         else:
@@ -192,7 +199,7 @@ def add_heatmap_layer(viewer: napari.Viewer, image_layer, results: list):
     first = results[0][1]
     lead = image_layer.data.shape[:-2]
     shape = (*lead, *first.heatmap.shape)
-    layer = layer_named(viewer, name, "suspicion")
+    layer = companion_layer(viewer, image_layer.name, SUSPICION, ours=True)
     data = np.array(layer.data) if layer is not None and layer.data.shape == shape else np.zeros(shape, np.float32)
     for index, result in results:
         if result.heatmap.shape == first.heatmap.shape:
@@ -208,7 +215,7 @@ def add_heatmap_layer(viewer: napari.Viewer, image_layer, results: list):
         return layer
     layer = viewer.add_image(data, name=name, scale=heat_scale, translate=translate, units=image_layer.units,
                              colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.45, blending="additive",
-                             metadata={"kind": "suspicion", "source": image_layer.name})
+                             metadata={Key.KIND: SUSPICION_KIND, Key.SOURCE: image_layer.name})
     layer.colorbar.visible = True
     return layer
 
@@ -228,7 +235,7 @@ def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
     from napari.utils.colormaps import DirectLabelColormap
 
     name = companion(image_layer.name, PATCHES)
-    layer = layer_named(viewer, name, "cnni-bcc")
+    layer = companion_layer(viewer, image_layer.name, PATCHES, ours=True)
     data = np.array(layer.data, np.int32) if layer is not None and layer.data.shape == image_layer.data.shape \
         else np.zeros(image_layer.data.shape, np.int32)
     old = layer.features if layer is not None and "slice" in layer.features.columns else None
@@ -237,7 +244,7 @@ def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
         old = old[~old["slice"].isin(redone)]
     else:
         old = None
-    verdicts = dict(layer.metadata.get("verdicts", {})) if layer is not None else {}
+    verdicts = dict(layer.metadata.get(Key.VERDICTS, {})) if layer is not None else {}
     next_id = int(old["index"].max()) + 1 if old is not None and len(old) else PATCH_ID
     rows = []
     for index, result in results:
@@ -254,8 +261,8 @@ def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
                for i, label in zip(features["index"], features["label"], strict=True)}
     colormap = DirectLabelColormap(color_dict={**colours, 0: "transparent", None: "transparent"})
     last_index, last = results[-1]
-    metadata = {"kind": "cnni-bcc", "source": image_layer.name, "verdict": last.label,
-                "probabilities": last.probabilities, "slice": list(last_index), "verdicts": verdicts}
+    metadata = {Key.KIND: PATCHES_KIND, Key.SOURCE: image_layer.name, Key.VERDICT: last.label,
+                Key.PROBABILITIES: last.probabilities, Key.SLICE: list(last_index), Key.VERDICTS: verdicts}
     if layer is not None:
         layer.data = data
         layer.features = features
@@ -269,5 +276,5 @@ def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
 
 def verdict_on(labels_layer, index: tuple) -> dict | None:
     """The classification verdict ({'label', 'probabilities'}) stored for a slice, if any."""
-    return labels_layer.metadata.get("verdicts", {}).get(_slice_key(index))
+    return labels_layer.metadata.get(Key.VERDICTS, {}).get(_slice_key(index))
 

@@ -16,19 +16,25 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton
 
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 from napari_mammo.plugin.classify_widget import NOTICE, colour_key
-from napari_mammo.plugin.layer_names import DETECTIONS, companion
+from napari_mammo.plugin.companions import (
+    DETECTIONS,
+    DETECTIONS_KIND,
+    Key,
+    companion,
+    companion_layer,
+    pixel_spacing,
+)
 from napari_mammo.plugin.layers import box_corners, shape_box
+from napari_mammo.plugin.slice_caption import caption_stacks
 from napari_mammo.plugin.slices import (
     describe_skipped,
-    image_layers,
-    layer_named,
-    name_shown_slice,
-    pixel_spacing,
-    plane_indices,
-    run_on_planes,
+    image_box,
+    run_on_slices,
     show_for_stacks,
+    slice_indices,
     slices_box,
 )
+from napari_mammo.plugin.widget_settings import remember
 from napari_mammo.plugin.worker_widget import ModelWidget
 
 if TYPE_CHECKING:
@@ -51,10 +57,10 @@ def refilter(layer, threshold: float) -> None:
     meta = layer.metadata
     features = layer.features
     ids = list(features["id"]) if "id" in features else []
-    deleted = set(meta.get("deleted", [])) | (set(meta.get("shown_ids", [])) - set(ids))
+    deleted = set(meta.get(Key.DELETED, [])) | (set(meta.get(Key.SHOWN_IDS, [])) - set(ids))
     user_shapes = [np.asarray(layer.data[i]) for i, k in enumerate(ids) if k < 0]
     user_rows = features[features["id"] < 0] if len(ids) else None
-    shown = [d for d in meta["detections"] if d["score"] >= threshold and d["id"] not in deleted]
+    shown = [d for d in meta[Key.DETECTIONS] if d["score"] >= threshold and d["id"] not in deleted]
     data = user_shapes + [box_corners(d["box"], tuple(d.get("slice", ()))) for d in shown]
     table = pd.DataFrame({  # explicit types: an empty table must still take a drawn box's defaults
         "id": np.array([*([-1] * len(user_shapes)), *(d["id"] for d in shown)], int),
@@ -73,7 +79,7 @@ def refilter(layer, threshold: float) -> None:
         layer.edge_color = [USER_BOX_COLOUR if k < 0 else MODEL_BOX for k in table["id"]]
     layer.current_edge_color = USER_BOX_COLOUR
     layer.refresh_text()
-    meta.update({"deleted": sorted(deleted), "shown_ids": [d["id"] for d in shown], "threshold": threshold})
+    meta.update({Key.DELETED: sorted(deleted), Key.SHOWN_IDS: [d["id"] for d in shown], Key.THRESHOLD: threshold})
 
 
 def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, threshold: float):
@@ -83,9 +89,9 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, thres
     and only the slices detected now are replaced (the researcher's drawn boxes stay).
     """
     name = companion(image_layer.name, DETECTIONS)
-    layer = layer_named(viewer, name, "idbll")
+    layer = companion_layer(viewer, image_layer.name, DETECTIONS, ours=True)
     redone = {tuple(index) for index, _ in results}
-    kept = [d for d in layer.metadata.get("detections", []) if tuple(d.get("slice", ())) not in redone] \
+    kept = [d for d in layer.metadata.get(Key.DETECTIONS, []) if tuple(d.get("slice", ())) not in redone] \
         if layer is not None and layer.ndim == image_layer.ndim else []
     next_id = max((d["id"] for d in kept), default=-1) + 1
     stored = kept + [{"id": next_id + i, "box": list(d.box), "label": d.label, "score": d.score, "slice": list(index)}
@@ -99,8 +105,8 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, thres
             edge_color=MODEL_BOX,
             text={"string": "{label} {score:.2f}", "color": "white", "size": 9, "anchor": "upper_left"},
         )
-        layer.metadata = {"kind": "idbll", "source": image_layer.name, "deleted": [], "shown_ids": []}
-    layer.metadata.update({"detections": stored, "slices": sorted({tuple(d["slice"]) for d in stored})})
+        layer.metadata = {Key.KIND: DETECTIONS_KIND, Key.SOURCE: image_layer.name, Key.DELETED: [], Key.SHOWN_IDS: []}
+    layer.metadata.update({Key.DETECTIONS: stored, Key.SLICES: sorted({tuple(d["slice"]) for d in stored})})
     refilter(layer, threshold)
     return layer
 
@@ -123,7 +129,7 @@ class DetectWidget(ModelWidget):
         viewer = napari_viewer  # napari injects the viewer by this parameter's name
         super().__init__()
         self.viewer = viewer
-        self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
+        self.image = image_box(viewer)
         self.threshold = FloatSlider(label="score threshold", value=BOX_THRESHOLD, min=KEEP_FROM, max=1.0, step=0.01)
         self.slices = slices_box()
         self.roi = ComboBox(label="region", choices=self._roi_choices)
@@ -135,40 +141,37 @@ class DetectWidget(ModelWidget):
         self.extend([self.notice, self.key, self.image, self.slices, self.weights, self.weights_file, self.threshold,
                      self.roi, self.device, self.run_button, self.progress, self.status, self.save_folder,
                      self.save_button])
-        show_for_stacks(viewer, self.image, self.slices)
-        name_shown_slice(viewer)
-        for widget, tip in ((self.image, "the image layer to search for lesions"),
-                            (self.threshold, "show boxes scoring at least this (the model is not run again)"),
-                            (self.roi, "a Shapes layer whose last rectangle limits the search"),
-                            (self.weights, "the shipped IDBLL weights, weights trained in this session, or a file"),
-                            (self.weights_file, "an IDBLL .safetensors weights file"),
-                            (self.slices, "on a stack: the shown slice, or every slice in turn"),
-                            (self.device, "where torch runs"),
-                            (self.run_button, "run the detector in the background; press again to cancel"),
-                            (self.save_folder, "a MIAS-style folder (PGM + Info.txt) for your corrected boxes"),
-                            (self.save_button, "write the image and the shown boxes as lesion circles")):
-            widget.tooltip = tip
+        show_for_stacks(self.image, self.slices)
+        caption_stacks(viewer)
+        self.explain((self.image, "the image layer to search for lesions"),
+                     (self.threshold, "show boxes scoring at least this (the model is not run again)"),
+                     (self.roi, "a Shapes layer whose last rectangle limits the search"),
+                     (self.weights, "the shipped IDBLL weights, weights trained in this session, or a file"),
+                     (self.weights_file, "an IDBLL .safetensors weights file"),
+                     (self.slices, "on a stack: the shown slice, or every slice in turn"),
+                     (self.device, "where torch runs"),
+                     (self.run_button, "run the detector in the background; press again to cancel"),
+                     (self.save_folder, "a MIAS-style folder (PGM + Info.txt) for your corrected boxes"),
+                     (self.save_button, "write the image and the shown boxes as lesion circles"))
         self.threshold.changed.connect(self._on_threshold)
         self.save_button.changed.connect(self.save_annotations)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self._refresh)
+            event.connect(lambda _: self.roi.reset_choices())
+        remember("detect", {"weights": self.weights, "weights_file": self.weights_file, "device": self.device,
+                            "save_folder": self.save_folder})
 
-    def _roi_choices(self, _=None) -> list[str]:
+    def _roi_choices(self, _=None) -> list:
         """'whole image' or any Shapes layer that is not our output."""
         import napari
 
-        return [NO_ROI] + [lay.name for lay in self.viewer.layers
-                           if isinstance(lay, napari.layers.Shapes) and lay.metadata.get("kind") != "idbll"]
-
-    def _refresh(self, _=None) -> None:
-        """Refresh the layer choices."""
-        self.image.reset_choices()
-        self.roi.reset_choices()
+        return [(NO_ROI, None)] + [(lay.name, lay) for lay in self.viewer.layers
+                                   if isinstance(lay, napari.layers.Shapes)
+                                   and lay.metadata.get(Key.KIND) != DETECTIONS_KIND]
 
     def output_layer(self):
         """This widget's Shapes layer for the chosen image, if any."""
-        name = companion(self.image.value, DETECTIONS)
-        return layer_named(self.viewer, name)
+        image = self.image.value
+        return companion_layer(self.viewer, image.name, DETECTIONS) if image is not None else None
 
     def _on_threshold(self, value: float) -> None:
         """Re-filter the shown boxes without running the model, and say how many show."""
@@ -179,9 +182,9 @@ class DetectWidget(ModelWidget):
 
     def region(self, image_layer) -> tuple[float, float, float, float] | None:
         """The last rectangle of the chosen region layer, in the image's data pixels."""
-        if self.roi.value in (None, NO_ROI):
+        shapes = self.roi.value
+        if shapes is None:
             return None
-        shapes = self.viewer.layers[self.roi.value]
         if not len(shapes.data):
             raise ValueError(f"draw a rectangle in {shapes.name!r} to detect inside it")
         world = np.array([shapes.data_to_world(v) for v in np.asarray(shapes.data[-1])])
@@ -191,13 +194,13 @@ class DetectWidget(ModelWidget):
         """Detect in a worker thread; returns the worker."""
         from napari.utils.notifications import show_error
 
-        if not self.image.value:
+        layer = self.image.value
+        if layer is None:
             show_error("napari-mammo: open an image layer to detect lesions in")
             return None
-        layer = self.viewer.layers[self.image.value]
         try:
             roi = self.region(layer)
-            indices = plane_indices(layer, self.viewer, self.slices.value)
+            indices = slice_indices(layer, self.viewer, self.slices.value)
         except ValueError as err:
             show_error(f"napari-mammo: {err}")
             return None
@@ -207,8 +210,8 @@ class DetectWidget(ModelWidget):
             from napari_mammo.models.idbll.predict import LesionDetector
 
             detector = LesionDetector.load(weights, device=device)
-            results, skipped = yield from run_on_planes(
-                layer, indices, lambda plane: detector.iter_detect(plane, pixel_spacing(layer), roi, KEEP_FROM))
+            results, skipped = yield from run_on_slices(
+                layer, indices, lambda pixels: detector.iter_detect(pixels, pixel_spacing(layer), roi, KEEP_FROM))
             return layer, results, skipped
 
         return self.launch(job, self._on_result, self.status, "detection failed", "detecting…")
@@ -236,7 +239,7 @@ class DetectWidget(ModelWidget):
             show_error("napari-mammo: run Detect first (or draw boxes), then save")
             return None
         try:
-            path = save_image_annotations(self.viewer.layers[self.image.value], layer, Path(self.save_folder.value))
+            path = save_image_annotations(self.image.value, layer, Path(self.save_folder.value))
         except (ValueError, OSError) as err:
             show_error(f"napari-mammo: could not save annotations: {err}")
             return None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from napari_mammo.io.image_data import ImageData
+from napari_mammo.plugin.companions import TRUTH_KIND, Key
 from napari_mammo.records import ABNORMALITIES, Lesion, Mammogram
 
 SEVERITY_COLOURS = {"B": "#ffd700", "M": "#ff3030", "": "#00c0ff"}
@@ -56,7 +57,7 @@ def image_layer(image: ImageData, name: str | None = None) -> tuple:
     kwargs: dict = {
         "name": name or image.source.stem,
         "colormap": "gray",
-        "metadata": {"source": str(image.source), "unit": "mm" if spacing else "pixel", **image.metadata},
+        "metadata": {Key.SOURCE: str(image.source), Key.UNIT: "mm" if spacing else "pixel", **image.metadata},
     }
     if spacing:
         kwargs["scale"] = (1.0,) * (pixels.ndim - 2) + tuple(spacing)
@@ -90,7 +91,7 @@ def lesion_shapes(records: Sequence[Mammogram], scale: tuple[float, float] | Non
         "face_color": "transparent",
         "edge_width": 3,
         "text": {"string": "{class} {severity}", "color": "white", "size": 10, "anchor": "upper_left"},
-        "metadata": {"kind": "ground truth", "refs": [r.ref for r in records], "heights": heights or {}},
+        "metadata": {Key.KIND: TRUTH_KIND, Key.REFS: [r.ref for r in records], Key.HEIGHTS: heights or {}},
     }
     if scale:
         kwargs["scale"] = ((1.0,) if stacked else ()) + tuple(scale)

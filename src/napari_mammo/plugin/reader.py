@@ -11,7 +11,7 @@ import numpy as np
 from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.images import DICOM_SUFFIXES, PGM_SUFFIXES, RASTER_SUFFIXES, read_image
 from napari_mammo.io.mias import INFO_NAME, find_info, read_folder, record_for_image
-from napari_mammo.plugin.layer_names import LESIONS, companion
+from napari_mammo.plugin.companions import LESIONS, Key, companion
 from napari_mammo.plugin.layers import image_layer, lesion_shapes
 
 LayerData = list[tuple]
@@ -52,7 +52,7 @@ def read_image_layers(path: Path) -> LayerData:
     if path.suffix.lower() in PGM_SUFFIXES:
         record = record_for_image(path)
         if record is not None:
-            record_meta = {"ref": record.ref, "label": record.label, "tissue": record.tissue}
+            record_meta = {Key.REF: record.ref, Key.LABEL: record.label, Key.TISSUE: record.tissue}
             layers[0][1]["metadata"].update(record_meta)
             shapes = lesion_shapes([record], image.spacing_mm, companion(path.stem, LESIONS),
                                    heights={record.ref: int(image.pixels.shape[0])})
@@ -82,8 +82,9 @@ def read_folder_layers(path: Path) -> LayerData:
     spacing = images[0].spacing_mm
     stacked = ImageData(stack, spacing, folder, {"format": "MIAS folder"})
     first = image_layer(stacked, name=folder.name)
-    first[1]["metadata"].update({"refs": [r.ref for r in records], "labels": [r.label for r in records],
-                                 "sizes": {r.ref: list(i.pixels.shape) for r, i in zip(records, images, strict=True)}})
+    sizes = {r.ref: list(i.pixels.shape) for r, i in zip(records, images, strict=True)}
+    first[1]["metadata"].update({Key.REFS: [r.ref for r in records], Key.LABELS: [r.label for r in records],
+                                 Key.SIZES: sizes})
     layers = [first]
     heights = {r.ref: int(i.pixels.shape[0]) for r, i in zip(records, images, strict=True)}
     shapes = lesion_shapes(records, spacing, companion(folder.name, LESIONS), stacked=True, heights=heights)

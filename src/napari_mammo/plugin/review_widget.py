@@ -8,15 +8,25 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton, Table
 
-from napari_mammo.evaluation.detector import hits
+from napari_mammo.evaluation.detector import match_lesions
 from napari_mammo.evaluation.plots import draw_review
 from napari_mammo.evaluation.review import Prediction, iter_predict_folder, review_predictions
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD, Detection
 from napari_mammo.plugin.classify_widget import verdict_on
-from napari_mammo.plugin.layer_names import DETECTIONS, LESIONS, MISSED, PATCHES, companion
+from napari_mammo.plugin.companions import (
+    DETECTIONS,
+    LESIONS,
+    MISSED,
+    PATCHES,
+    Key,
+    companion,
+    companion_layer,
+    layer_named,
+)
 from napari_mammo.plugin.layers import shape_box
-from napari_mammo.plugin.slices import image_layers, layer_named, on_slice, shown_index
+from napari_mammo.plugin.slices import image_box, on_slice, shown_index
 from napari_mammo.plugin.weights_registry import REGISTRY, SHIPPED, follow_registry
+from napari_mammo.plugin.widget_settings import remember
 from napari_mammo.plugin.worker_widget import WorkerWidget, add_qt_widget
 
 if TYPE_CHECKING:
@@ -35,19 +45,19 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     """
     from napari.utils.colormaps.standardize_color import transform_color
 
-    truth_layer = layer_named(viewer, companion(image_name, LESIONS))
-    boxes_layer = layer_named(viewer, companion(image_name, DETECTIONS))
+    truth_layer = companion_layer(viewer, image_name, LESIONS)
+    boxes_layer = companion_layer(viewer, image_name, DETECTIONS)
     image = layer_named(viewer, image_name)
     if image is None or boxes_layer is None:
         raise ValueError(f"run Detect on {image_name!r} first")
-    if truth_layer is None and not (image.metadata.get("label") or image.metadata.get("labels")):
+    if truth_layer is None and not (image.metadata.get(Key.LABEL) or image.metadata.get(Key.LABELS)):
         raise ValueError(f"{image_name!r} has no ground truth: open it from a folder with its Info.txt")
     index = shown_index(image, viewer)
     truth = [i for i, v in enumerate(truth_layer.data) if on_slice(v, index)] if truth_layer is not None else []
     boxes = [i for i, v in enumerate(boxes_layer.data) if on_slice(v, index)]
     record = truth_record(truth_layer, image_name, truth)
     detections = [Detection(shape_box(boxes_layer.data[i]), "lesion", 1.0) for i in boxes]
-    hit, found = hits(detections, record)
+    hit, found = match_lesions(detections, record)
     if boxes:
         colours = np.array(boxes_layer.edge_color)
         colours[boxes] = [transform_color(HIT if h else FALSE_POSITIVE)[0] for h in hit]
@@ -56,7 +66,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     missed = np.array([[*index, les.row, les.col] for les, f in zip(located, found, strict=True) if not f])
     missed = missed.reshape(-1, image.ndim)
     name = companion(image_name, MISSED)
-    points = layer_named(viewer, name)
+    points = companion_layer(viewer, image_name, MISSED)
     if points is not None and points.ndim == image.ndim:
         others = [p for p in np.asarray(points.data) if not on_slice(p[None], index)]
         points.data = np.vstack([*others, missed]) if others else missed
@@ -66,7 +76,7 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
         points = viewer.add_points(missed, ndim=image.ndim, name=name, symbol="x", size=40,
                                    border_color=FALSE_POSITIVE, face_color=FALSE_POSITIVE, scale=image.scale,
                                    translate=image.translate, units=image.units)
-    labels = layer_named(viewer, companion(image_name, PATCHES))
+    labels = companion_layer(viewer, image_name, PATCHES)
     verdict = verdict_on(labels, index) if labels is not None else None
     return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
             "lesions": len(located), "verdict": verdict["label"] if verdict else None,
@@ -75,10 +85,10 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
 
 def _truth_label(image, record, index: tuple) -> str:
     """The image's true label: from the reader's metadata (per slice on a stack), else from its lesions."""
-    labels = image.metadata.get("labels")
+    labels = image.metadata.get(Key.LABELS)
     if index and labels:
         return labels[index[-1]]
-    return image.metadata.get("label") or record.label
+    return image.metadata.get(Key.LABEL) or record.label
 
 
 def truth_record(truth_layer, ref: str, shape_indices: list[int] | None = None):
@@ -103,7 +113,7 @@ class ReviewWidget(WorkerWidget):
         from matplotlib.figure import Figure
 
         self.viewer = viewer
-        self.image = ComboBox(label="image", choices=lambda _: [lay.name for lay in image_layers(viewer)])
+        self.image = image_box(viewer)
         self.compare_button = PushButton(text="Compare open image with truth")
         self.image_summary = Label(label="this image", value="")
         self.folder = FileEdit(label="folder", mode="d")
@@ -123,22 +133,21 @@ class ReviewWidget(WorkerWidget):
                      self.detector_weights, self.threshold, self.run_button, self.progress, self.summary])
         add_qt_widget(self, self.canvas)
         self.append(self.table)
-        for widget, tip in ((self.image, "the open image whose boxes to compare with its ground truth"),
-                            (self.compare_button, "colour the boxes as hits (green) or false positives (red) and "
-                                                  "mark the missed lesions"),
-                            (self.folder, "a labelled MIAS-style folder to review as a whole"),
-                            (self.classifier_weights, "CNNI-BCC weights for the verdicts"),
-                            (self.detector_weights, "IDBLL weights for the boxes"),
-                            (self.threshold, "box score threshold: moving it re-reviews without running the models"),
-                            (self.run_button, "run both models on every image of the folder; press again to "
-                                              "cancel")):
-            widget.tooltip = tip
+        self.explain((self.image, "the open image whose boxes to compare with its ground truth"),
+                     (self.compare_button, "colour the boxes as hits (green) or false positives (red) and "
+                                           "mark the missed lesions"),
+                     (self.folder, "a labelled MIAS-style folder to review as a whole"),
+                     (self.classifier_weights, "CNNI-BCC weights for the verdicts"),
+                     (self.detector_weights, "IDBLL weights for the boxes"),
+                     (self.threshold, "box score threshold: moving it re-reviews without running the models"),
+                     (self.run_button, "run both models on every image of the folder; press again to "
+                                       "cancel"))
         self.compare_button.changed.connect(self.compare)
         self.threshold.changed.connect(lambda _: self._show())
         self.table.native.cellDoubleClicked.connect(self._open_row)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(lambda _: self.image.reset_choices())
         follow_registry(self, [self.classifier_weights, self.detector_weights])
+        remember("review", {"folder": self.folder, "classifier_weights": self.classifier_weights,
+                            "detector_weights": self.detector_weights})
         self.paths: dict[str, str] = {}
         self.predictions: list[Prediction] = []
         self.skipped: list[str] = []
@@ -150,8 +159,11 @@ class ReviewWidget(WorkerWidget):
         """Compare the chosen image's predictions with its truth."""
         from napari.utils.notifications import show_error
 
+        if self.image.value is None:
+            show_error("napari-mammo: open an image, run Detect on it, then compare")
+            return None
         try:
-            counts = compare_open_image(self.viewer, self.image.value)
+            counts = compare_open_image(self.viewer, self.image.value.name)
         except (ValueError, KeyError) as err:
             show_error(f"napari-mammo: {err}")
             return None
@@ -234,7 +246,7 @@ class ReviewWidget(WorkerWidget):
             return
         add_detection_layer(self.viewer, layers[0], [((), prediction.detections)], self.threshold.value)
         self.image.reset_choices()
-        self.image.value = layers[0].name
+        self.image.value = layers[0]
         counts = self.compare()
         self._opened = [layer for layer in self.viewer.layers if id(layer) not in before]
         if counts is not None:

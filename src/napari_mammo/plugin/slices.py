@@ -1,5 +1,4 @@
-"""What the widgets run on: image layers found by name, their pixel size, and which 2-D planes
-(the shown slice, or every slice of a stack)."""
+"""What the widgets run on: the image layer chosen, and which of its 2-D slices (the shown one, or all)."""
 
 from __future__ import annotations
 
@@ -7,6 +6,8 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from napari_mammo.plugin.companions import image_layers, slice_refs
 
 if TYPE_CHECKING:
     import napari
@@ -27,14 +28,14 @@ def shown_index(layer, viewer: napari.Viewer) -> tuple[int, ...]:
     return tuple(min(max(i, 0), n - 1) for i, n in zip(index, layer.data.shape[:-2], strict=False))
 
 
-def plane_indices(layer, viewer: napari.Viewer, which: str) -> list[tuple[int, ...]]:
+def slice_indices(layer, viewer: napari.Viewer, which: str) -> list[tuple[int, ...]]:
     """The slice indices to run on: the shown one, or all of them (`which` is SHOWN or EVERY)."""
     if which == EVERY and not layer.rgb and layer.data.ndim > 2:
         return [tuple(int(i) for i in index) for index in np.ndindex(*layer.data.shape[:-2])]
     return [shown_index(layer, viewer)]
 
 
-def plane(layer, index: tuple[int, ...]) -> np.ndarray:
+def slice_pixels(layer, index: tuple[int, ...]) -> np.ndarray:
     """The 2-D plane of an image layer at a slice index."""
     return np.asarray(layer.data[index] if index else layer.data)
 
@@ -48,8 +49,8 @@ def on_slice(vertices: np.ndarray, index: tuple[int, ...]) -> bool:
     return bool(np.all(np.round(vertices[:, :lead]) == np.asarray(index[-lead:])))
 
 
-def run_on_planes(layer, indices: list[tuple[int, ...]], run: Callable[[np.ndarray], Generator]):
-    """Generator over `run(plane)` for each slice; returns [(index, result)] and [(index, reason)] skipped.
+def run_on_slices(layer, indices: list[tuple[int, ...]], run: Callable[[np.ndarray], Generator]):
+    """Generator over `run(pixels)` for each slice; returns [(index, result)] and [(index, reason)] skipped.
 
     With one slice an error propagates; with several, a slice the model cannot take (a
     constant or empty plane) is skipped and reported instead of ending the whole run.
@@ -57,7 +58,7 @@ def run_on_planes(layer, indices: list[tuple[int, ...]], run: Callable[[np.ndarr
     results, skipped = [], []
     for k, index in enumerate(indices):
         try:
-            generator = run(plane(layer, index))
+            generator = run(slice_pixels(layer, index))
             while True:
                 try:
                     event = next(generator)
@@ -84,25 +85,17 @@ def describe_skipped(skipped: list[tuple[tuple[int, ...], str]]) -> str:
     return f"; {len(skipped)} slice(s) skipped (slice {list(first[0])}: {first[1]})"
 
 
-def layer_named(viewer: napari.Viewer, name: str, kind: str | None = None):
-    """The viewer's layer of that name (and, given `kind`, of that metadata kind), or None."""
-    return next((layer for layer in viewer.layers if layer.name == name
-                 and (kind is None or layer.metadata.get("kind") == kind)), None)
 
 
-def image_layers(viewer: napari.Viewer) -> list:
-    """The viewer's image layers, not counting the suspicion heatmaps this plugin adds."""
-    import napari
+def image_box(viewer: napari.Viewer, label: str = "image"):
+    """A combo box of the viewer's image layers whose value is the layer itself, kept current as layers change."""
+    from magicgui.widgets import ComboBox
 
-    return [layer for layer in viewer.layers
-            if isinstance(layer, napari.layers.Image) and layer.metadata.get("kind") != "suspicion"]
-
-
-def pixel_spacing(layer) -> tuple[float, float] | None:
-    """The layer's pixel size in mm if its metadata says the scale is in mm."""
-    if layer.metadata.get("unit") == "mm":
-        return float(layer.scale[-2]), float(layer.scale[-1])
-    return None
+    box = ComboBox(label=label, choices=lambda _: [(layer.name, layer) for layer in image_layers(viewer)])
+    for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
+        event.connect(lambda _: box.reset_choices())
+    viewer.layers.events.inserted.connect(lambda event: event.value.events.name.connect(lambda _: box.reset_choices()))
+    return box
 
 
 def slices_box():
@@ -112,11 +105,11 @@ def slices_box():
     return ComboBox(label="slices", choices=[SHOWN, EVERY], value=SHOWN, visible=False)
 
 
-def show_for_stacks(viewer: napari.Viewer, image_box, box) -> None:
-    """Keep `box` visible only while `image_box` names a stack (call once `box` is in its container)."""
+def show_for_stacks(image_box, box) -> None:
+    """Keep `box` visible only while `image_box` holds a stack (call once `box` is in its container)."""
 
     def update(_=None) -> None:
-        layer = layer_named(viewer, image_box.value)
+        layer = image_box.value
         box.visible = layer is not None and layer.data.ndim > 2 and not layer.rgb
 
     image_box.changed.connect(update)
@@ -125,30 +118,8 @@ def show_for_stacks(viewer: napari.Viewer, image_box, box) -> None:
 
 def shown_ref(layer, viewer: napari.Viewer) -> str | None:
     """The mammogram (mdbNNN) a stack shows on its current slice, when the reader named its slices."""
-    refs = layer.metadata.get("refs") or []
+    refs = slice_refs(layer)
     index = shown_index(layer, viewer)
     if not refs or len(index) != 1 or not 0 <= index[0] < len(refs):
         return None
-    return str(refs[index[0]])
-
-
-def text_overlay(viewer: napari.Viewer):
-    """The canvas' text overlay (napari 0.9 moved it to `viewer.canvas.overlays.text`)."""
-    canvas = getattr(viewer, "canvas", None)
-    return canvas.overlays.text if canvas is not None and hasattr(canvas, "overlays") else viewer.text_overlay
-
-
-def name_shown_slice(viewer: napari.Viewer) -> None:
-    """Show the shown slice's mammogram name (mdbNNN) in the canvas whenever a named stack is open."""
-
-    def update(_=None) -> None:
-        stacks = [layer for layer in image_layers(viewer) if layer.data.ndim == 3 and layer.metadata.get("refs")]
-        names = [f"{layer.name}: {shown_ref(layer, viewer)}" for layer in stacks if shown_ref(layer, viewer)]
-        overlay = text_overlay(viewer)
-        overlay.text = "\n".join(names)
-        overlay.visible = bool(names)
-
-    viewer.dims.events.current_step.connect(update)
-    viewer.layers.events.inserted.connect(update)
-    viewer.layers.events.removed.connect(update)
-    update()
+    return refs[index[0]]

@@ -19,6 +19,7 @@ from magicgui.widgets import ComboBox, FileEdit, Label, ProgressBar, PushButton,
 
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.plugin.weights_registry import REGISTRY
+from napari_mammo.plugin.widget_settings import remember
 from napari_mammo.plugin.worker_widget import ScrollingContainer, add_qt_widget
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ RECIPES = {
     "shipped: breast patches + lesion crops": ("--patches", "breast", "--crops-per-lesion", "16"),
     "poster: middle 4 columns": ("--patches", "middle"),
 }
-"""Classifier recipes: the one the shipped weights were trained with, and the seed poster's."""
+"""Classifier recipes: the one the shipped weights were trained with, and the poster's."""
 
 
 def training_command(model: str, data: Path, out: Path, epochs: int, device: str,
@@ -126,23 +127,29 @@ class TrainWidget(ScrollingContainer):
                      self.train_button,
                      self.progress, self.status])
         add_qt_widget(self, self.plot.canvas)
-        for widget, tip in ((self.model, "CNNI-BCC (the poster's patch classifier) or the IDBLL detector"),
-                            (self.source, "a MIAS-style folder (PGM + Info.txt), or the open image and its "
-                                          "'<image> lesions' shapes"),
-                            (self.data, "the folder holding Info.txt and the images"),
-                            (self.epochs, "passes over the training images"),
-                            (self.recipe, "the shipped weights' recipe, or the poster's middle four columns"),
-                            (self.device, "where torch runs"),
-                            (self.out, "the weights file to write (the best epoch on validation)"),
-                            (self.train_button, "train in a separate process; press again to stop and keep "
-                                                "the best weights so far")):
-            widget.tooltip = tip
+        self.explain((self.model, "CNNI-BCC (the poster's patch classifier) or the IDBLL detector"),
+                     (self.source, "a MIAS-style folder (PGM + Info.txt), or the open image and its "
+                                   "'<image> lesions' shapes"),
+                     (self.data, "the folder holding Info.txt and the images"),
+                     (self.epochs, "passes over the training images"),
+                     (self.recipe, "the shipped weights' recipe, or the poster's middle four columns"),
+                     (self.device, "where torch runs"),
+                     (self.out, "the weights file to write (the best epoch on validation)"),
+                     (self.train_button, "train in a separate process; press again to stop and keep "
+                                         "the best weights so far"))
         if model != "classifier":
             self.recipe.hide()
         self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))
         self.model.changed.connect(self._default_output)
         self.train_button.changed.connect(self._toggle)
+        remember("train", {"source": self.source, "data": self.data, "epochs": self.epochs, "recipe": self.recipe,
+                           "device": self.device, "out": self.out})
         self.extra_args: tuple[str, ...] = ()
+
+    @property
+    def busy(self) -> bool:
+        """Whether training is running (the button then reads Stop)."""
+        return self._worker is not None
 
     def _default_output(self, model: str) -> None:
         """Suggest an output file named for the model."""

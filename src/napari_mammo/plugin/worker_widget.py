@@ -31,6 +31,11 @@ class ScrollingContainer(Container):
         """The scroll area around the widgets (what napari docks)."""
         return self.root_native_widget
 
+    def explain(self, *tips: tuple) -> None:
+        """Give each (control, text) pair its tooltip."""
+        for widget, tip in tips:
+            widget.tooltip = tip
+
 
 def add_qt_widget(container: Container, widget) -> None:
     """Append a plain Qt widget (a plot canvas) below a container's widgets, inside its scroll area."""
@@ -50,6 +55,11 @@ class WorkerWidget(ScrollingContainer):
         self.run_button = PushButton(text=self.idle_text)
         self.progress = ProgressBar(label="progress", value=0, max=1, visible=False)
         self.run_button.changed.connect(self._toggle)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running (the button then reads Cancel)."""
+        return self._worker is not None
 
     def start(self):
         """Start the job; returns its worker (or None when it cannot start)."""

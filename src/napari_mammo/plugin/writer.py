@@ -8,7 +8,7 @@ import numpy as np
 
 from napari_mammo.io.atomic import atomic_write_bytes
 from napari_mammo.io.mias import MIAS_SIZE, format_csv, format_info
-from napari_mammo.plugin.layer_names import image_of
+from napari_mammo.plugin.companions import Key, image_of
 from napari_mammo.plugin.layers import feature_text, shape_lesion
 from napari_mammo.records import Mammogram
 
@@ -17,7 +17,7 @@ def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[s
     """Group a Shapes layer's circles into records by reference, with each image's height."""
     features = attributes.get("features")
     metadata = attributes.get("metadata") or {}
-    refs = metadata.get("refs") or []
+    refs = metadata.get(Key.REFS) or []
     default_ref = image_of(str(attributes.get("name", "img001"))).split()[0]
     records: dict[str, Mammogram] = {}
     tissues: dict[str, str] = {}
@@ -32,7 +32,7 @@ def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[s
         tissues.setdefault(ref, feature_text(features, "tissue", index, "F"))
         record = records.setdefault(ref, Mammogram(ref, tissues[ref]))
         records[ref] = record.with_lesions((*record.lesions, lesion))
-    heights = {ref: int(h) for ref, h in (metadata.get("heights") or {}).items()}
+    heights = {ref: int(h) for ref, h in (metadata.get(Key.HEIGHTS) or {}).items()}
     return list(records.values()), {ref: heights.get(ref, MIAS_SIZE) for ref in records}
 
 

@@ -88,7 +88,7 @@ def balanced_batches(labels: np.ndarray, batch_size: int, steps: int, rng: np.ra
 
 
 def _augment_batch(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Apply one of the seed's transforms (identity, 90°, 180°, 270°, vertical flip) to each patch."""
+    """Apply one of the poster's transforms (identity, 90°, 180°, 270°, vertical flip) to each patch."""
     choice = rng.integers(len(SEED_TRANSFORMS), size=len(batch))
     out = np.empty_like(batch)
     for k, transform in enumerate(SEED_TRANSFORMS):

@@ -1,6 +1,6 @@
 """Exact large-kernel depthwise convolution with Keras "same" padding.
 
-The seed's depthwise kernels (32×32 and 64×64) are as large as the feature maps. Plain
+The poster's depthwise kernels (32×32 and 64×64) are as large as the feature maps. Plain
 `nn.Conv2d` in NCHW with its own padding falls back to a slow kernel on the CPU (measured by
 `napari-mammo bench`). The fast form computes the same cross-correlation:
 

@@ -1,4 +1,4 @@
-"""CNNI-BCC: the seed poster's patch classifier, layer for layer (309,731 parameters).
+"""CNNI-BCC: the poster's patch classifier, layer for layer (309,731 parameters).
 
 Input: one 128×128 grey patch; output: logits over (normal, benign, malignant).
 

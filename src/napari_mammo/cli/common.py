@@ -1,0 +1,154 @@
+"""What the commands share: JSON that is always valid, number types, the images of a batch, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from napari_mammo.errors import MammoInputError
+
+
+def json_safe(value):
+    """A report with every NaN or infinite number as null, so that the JSON is valid."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number between 0 and 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def has_display() -> bool:
+    """Whether a window (and OpenGL for napari's canvas) can be opened here."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform in ("darwin", "win32"))
+
+
+def progress_printer(as_json: bool):
+    """A progress callback: tqdm bars on stderr, or one JSON object per line on stdout."""
+    if as_json:
+        def emit(event: dict) -> None:
+            print(json.dumps(event), flush=True)
+
+        return emit, lambda: None
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def show(event: dict) -> None:
+        phase = event["phase"]
+        if phase == "validated":
+            score = (f"validation image AUC {event['val_image_auc']:.3f}, balanced patch accuracy "
+                     f"{event['val_balanced_accuracy']:.3f}" if "val_balanced_accuracy" in event else
+                     f"validation sensitivity at 1 FP/image {event['val_sensitivity_at_1fp']:.3f}")
+            tqdm.write(f"epoch {event['epoch']}: train loss {event['train_loss']:.4f}, {score} "
+                       f"(best epoch {event['best_epoch']})", file=sys.stderr)
+            return
+        key = phase if phase != "training" else f"epoch {event['epoch']}/{event['epochs']}"
+        if key not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
+            bars[key] = tqdm(total=event["steps"], desc=key, unit="step", file=sys.stderr, leave=False)
+        bar = bars[key]
+        bar.n = event["step"]
+        if "loss" in event:
+            bar.set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return show, close
+
+
+def training_records(data: str) -> list:
+    """Records of a MIAS-style data folder, refusing one without images."""
+    from napari_mammo.io.mias import read_folder
+
+    records = read_folder(Path(data))
+    if not records:
+        raise MammoInputError(Path(data), "no images to train on")
+    return records
+
+
+def evaluation_records(data: str, split: str, *metadata: dict) -> list:
+    """The records to evaluate: a split named in every given weights' metadata, or all of them.
+
+    With several models' weights, the split's images are those all of them hold out. 'auto'
+    (the default) takes the test split when the folder holds any of its images, and every
+    image otherwise (another labelled folder, as the Review widget does), saying so.
+    """
+    records = training_records(data)
+    if split == "all":
+        return records
+    wanted = "test" if split == "auto" else split
+    refs = None
+    for meta in metadata:
+        named = set(meta.get("split", {}).get(wanted, [])) if isinstance(meta.get("split"), dict) else set()
+        if not named:
+            if split == "auto":
+                return records
+            raise MammoInputError(Path(data), f"the weights name no {wanted!r} split; use --split all")
+        refs = named if refs is None else refs & named
+    chosen = [r for r in records if r.ref in refs]
+    if not chosen and split == "auto":
+        print(f"napari-mammo: none of the weights' test images is in {data}; evaluating all {len(records)} "
+              "images (use --split test to insist on the held-out images)", file=sys.stderr)
+        return records
+    if not chosen:
+        raise MammoInputError(Path(data), f"none of the weights' {wanted!r} images are in this folder; "
+                                          "use --split all to evaluate every image in it")
+    return chosen
+
+
+def image_paths(paths: list[str]) -> list[str]:
+    """The paths, each folder replaced by the images in it (sorted; PGM, DICOM, PNG, TIFF)."""
+    from napari_mammo.io.images import DICOM_SUFFIXES, PGM_SUFFIXES, RASTER_SUFFIXES
+
+    suffixes = PGM_SUFFIXES + DICOM_SUFFIXES + RASTER_SUFFIXES
+    out = []
+    for path in paths:
+        if Path(path).is_dir():
+            found = sorted(str(p) for p in Path(path).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise MammoInputError(path, "is a folder without images (.pgm, .dcm, .png, .tif)")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def each_image(paths: list[str], work, lines: bool = False) -> tuple[list[dict], int]:
+    """Apply `work` to each path (a folder: to its images); a bad file is one line on stderr and the others go on.
+
+    With `lines`, each result is printed as one JSON line as soon as it is known, so an
+    interrupted batch keeps what was done.
+    """
+    results, failed = [], 0
+    for path in image_paths(paths):
+        try:
+            result = work(path)
+        except (MammoInputError, ValueError, OSError) as err:
+            print(f"napari-mammo: error: {err if isinstance(err, MammoInputError) else f'{path}: {err}'}",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        results.append(result)
+        if lines:
+            print(json.dumps(json_safe(result), allow_nan=False), flush=True)
+    return results, failed

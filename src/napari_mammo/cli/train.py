@@ -1,0 +1,131 @@
+"""`napari-mammo train`: fit CNNI-BCC, IDBLL or the screening model on a MIAS-style folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from napari_mammo.cli.common import progress_printer, training_records
+from napari_mammo.engine.runtime import DEVICES
+from napari_mammo.errors import MammoInputError
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM stop training cleanly (KeyboardInterrupt), even where the shell ignored SIGINT."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def check_output(path: str, overwrite: bool) -> None:
+    """Refuse, before any work, an output that cannot be written or would replace a file unasked."""
+    out = Path(path)
+    if out.is_dir():
+        raise MammoInputError(out, "is a folder; give a file name ending in .safetensors")
+    if out.exists() and not overwrite:
+        raise MammoInputError(out, "already exists; pass --overwrite to replace it, or choose another name")
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise MammoInputError(out, f"cannot be written ({existing} is not a writable folder)")
+
+
+def train_screening(args: argparse.Namespace) -> int:
+    """Fit the screening model on every image of a folder, calibrated on held-out folds; write its weights."""
+    from tqdm import tqdm
+
+    from napari_mammo.evaluation.crossval import format_crossval, load_cells
+    from napari_mammo.io.mias import read_folder
+    from napari_mammo.models.screening import ScreeningConfig
+    from napari_mammo.training.screening import fit_screener
+
+    records = read_folder(args.data)
+    config = ScreeningConfig()
+    with tqdm(total=len(records), desc="backbone features", unit="image", file=sys.stderr, leave=False) as bar:
+        cells = load_cells(records, lambda done, total: bar.update(done - bar.n), config.features)
+    with tqdm(desc="folds", unit="fold", file=sys.stderr, leave=False) as bar:
+        metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds,
+                                progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+    print(format_crossval({**metadata["crossval"]}), file=sys.stderr)
+    point = metadata["operating_point"]["both"]
+    print(f"operating point (held-out, both films): p(abnormal) >= {point['threshold']:.3f}, sensitivity "
+          f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train a model on a MIAS-style folder."""
+    check_output(args.out, args.overwrite)
+    if args.model == "screening":
+        return train_screening(args)
+    stop_on_signals()
+    records = training_records(args.data)
+    show, close = progress_printer(args.progress_json)
+    try:
+        if args.model == "classifier":
+            from napari_mammo.training.cnni_bcc import ClassifierConfig, train_classifier
+
+            config = ClassifierConfig(epochs=args.epochs, seed=args.seed, device=args.device,
+                                      patches=args.patches, labelling=args.labelling,
+                                      crops_per_lesion=args.crops_per_lesion, batch_size=args.batch_size or 64,
+                                      learning_rate=args.learning_rate,
+                                      max_steps_per_epoch=args.max_steps_per_epoch)
+            result = train_classifier(records, args.out, config, progress=show)
+        else:
+            from napari_mammo.training.idbll import DetectorConfig, train_detector
+
+            config = DetectorConfig(epochs=args.epochs, seed=args.seed, device=args.device,
+                                    batch_size=args.batch_size or 8, learning_rate=args.learning_rate,
+                                    augment=args.augment,
+                                    max_steps_per_epoch=args.max_steps_per_epoch)
+            result = train_detector(records, args.out, config, progress=show)
+    finally:
+        close()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes and reports
+        return 130 if result.stopped else 0
+    if result.path is None:
+        print("napari-mammo: stopped before any weights were kept", file=sys.stderr)
+        return 1
+    state = "stopped early; kept" if result.stopped else "kept"
+    print(f"{state} the weights of epoch {result.best_epoch} (validation score {result.best_score:.3f}) "
+          f"in {result.path}", file=sys.stderr)
+    return 130 if result.stopped else 0
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """The `train` command's arguments."""
+    train = sub.add_parser("train", help="train CNNI-BCC, IDBLL or the screening model on a MIAS-style folder",
+                           description="Train on the train part of a seeded, pair-aware split of a MIAS-style "
+                                       "folder; 20% of the women are held out as a test split and never used. "
+                                       "Runs under torchrun for several processes (DDP).")
+    train.add_argument("model", choices=["classifier", "detector", "screening"],
+                       help="CNNI-BCC, the IDBLL detector, or the screening model on the pretrained backbone "
+                            "(fitted on every image, calibrated on held-out folds by woman)")
+    train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
+    train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
+    train.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    train.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
+    train.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=None, help="default 64 patches or 8 images")
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--patches", default="middle", choices=["middle", "all", "breast"],
+                       help="patch sampling: the poster's middle 4 columns (default), all 64, or those in the breast")
+    train.add_argument("--crops-per-lesion", type=int, default=0, metavar="K",
+                       help="classifier: add K jittered 128x128 crops around each located lesion of the training "
+                            "images (default 0: the grid's patches only)")
+    train.add_argument("--augment", default="seed", choices=["seed", "strong"],
+                       help="detector: the poster's rotations and flip (default), or also zoom and gamma jitter")
+    train.add_argument("--labelling", default="lesion", choices=["lesion", "image"],
+                       help="patch labels from the lesion circles (default) or the image label")
+    train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
+    train.add_argument("--cv-seeds", type=int, default=3,
+                       help="screening: fold seeds of the cross-validation kept in the model card (default 3)")
+    train.add_argument("--progress-json", action="store_true", help="print progress as JSON lines on stdout")
+    return train
