@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_mammo import read_folder
@@ -146,3 +147,36 @@ def test_evaluate_on_another_labelled_folder_takes_every_image_and_says_so(synth
     assert "evaluating all" in captured.err and "--split test" in captured.err
     assert main(["evaluate", "detector", "--data", str(synthetic_folder), "--split", "test"]) == 2
     assert "use --split all" in capsys.readouterr().err
+
+
+def test_resume_goes_on_from_the_last_finished_epoch_as_if_never_stopped(synthetic_folder, tmp_path, capsys):
+    from napari_mammo import read_folder
+    from napari_mammo.training.cnni_bcc import ClassifierConfig, train_classifier
+    from napari_mammo.training.loop import checkpoint_path
+
+    config = ClassifierConfig(epochs=2, batch_size=4, patches="all", max_steps_per_epoch=2)
+    records = read_folder(synthetic_folder)
+    whole = tmp_path / "whole.safetensors"
+    uninterrupted = train_classifier(records, whole, config)
+    assert not checkpoint_path(whole).exists()  # a finished run leaves no checkpoint
+    calls = []
+    stopped = tmp_path / "stopped.safetensors"
+    result = train_classifier(records, stopped, config, stop=lambda: calls.append(1) or len(calls) > 2)
+    assert result.stopped and checkpoint_path(stopped).is_file() and len(result.history) == 1
+    args = ["train", "classifier", "--data", str(synthetic_folder), "--out", str(stopped), "--epochs", "2",
+            "--batch-size", "4", "--patches", "all", "--max-steps-per-epoch", "2", "--resume"]
+    assert main([*args, "--learning-rate", "0.01"]) == 2
+    assert "resume with the same options" in capsys.readouterr().err
+    resumed = train_classifier(records, stopped, config, resume=True)
+    assert not checkpoint_path(stopped).exists()
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    np.testing.assert_allclose([h["train_loss"] for h in resumed.history],
+                               [h["train_loss"] for h in uninterrupted.history], rtol=1e-5)
+    assert resumed.best_epoch == uninterrupted.best_epoch
+
+
+def test_resume_without_a_checkpoint_is_one_line(synthetic_folder, tmp_path, capsys):
+    out = tmp_path / "never.safetensors"
+    assert main(["train", "classifier", "--data", str(synthetic_folder), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint beside it" in err

@@ -167,3 +167,90 @@ def test_an_ascii_pgm_value_beyond_any_integer_is_one_line(tmp_path, capsys):
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "huge-value.pgm" in err and "maxval" in err
+
+
+def _dicom(path, rows: int, columns: int, pixel_data: bytes, deflated: bool = False) -> None:
+    """A 16-bit greyscale DICOM whose header declares rows x columns, whatever its pixel data holds."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflated else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "MG", rows, columns, 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PhotometricInterpretation, ds.PixelData = "MONOCHROME2", pixel_data
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_declared_sizes_of_dicom_tiff_and_png_are_checked_before_decoding(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    import tifffile
+
+    _dicom(tmp_path / "huge.dcm", 60000, 60000, bytes(512))
+    _one_clean_line(_run_limited("info", str(tmp_path / "huge.dcm")), "huge.dcm", "60000x60000", "limit")
+    # a PNG header declaring 60000 x 60000 over a few bytes of data
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(bytes(1000)))
+                                        + chunk(b"IEND", b""))
+    _one_clean_line(_run_limited("info", str(tmp_path / "huge.png")), "huge.png", "60000x60000", "limit")
+    # a tiled TIFF above a lowered budget (a 60000² one is 3.4 GB even empty; refused the same way)
+    tifffile.imwrite(tmp_path / "tiled.tif", np.zeros((512, 512), np.uint8), tile=(256, 256))
+    monkeypatch.setenv("NAPARI_MAMMO_MAX_PIXELS", "100000")
+    _one_clean_line(_run_limited("classify", str(tmp_path / "tiled.tif")), "tiled.tif", "512x512", "limit")
+
+
+def test_a_deflated_dicom_is_not_inflated_past_the_budget(tmp_path, monkeypatch):
+    # 80 MB of pixel data deflates to about 80 kB; its header claims an innocent 256 x 256
+    _dicom(tmp_path / "bomb.dcm", 256, 256, bytes(80 << 20), deflated=True)
+    assert (tmp_path / "bomb.dcm").stat().st_size < 200_000
+    monkeypatch.setenv("NAPARI_MAMMO_MAX_PIXELS", "100000")
+    _one_clean_line(_run_limited("info", str(tmp_path / "bomb.dcm")), "bomb.dcm", "deflated", "inflates")
+
+
+def test_layer_text_cannot_break_or_inject_info_rows_and_csv_keeps_any_text(tmp_path):
+    from napari_mammo.io.mias import read_csv
+    from napari_mammo.plugin.writer import write_lesions
+
+    box = np.array([[10.0, 10.0], [10.0, 30.0], [30.0, 30.0], [30.0, 10.0]])
+    injected = {"ref": ["mdb001\r\nmdb999 F NORM"], "class": ["CIRC"], "severity": ["B"], "tissue": ["F"]}
+    foreign = {"ref": ["mdb001"], "class": ["CIRC"], "severity": ["B"], "tissue": ["脂肪"]}
+    for features, word in ((injected, "reference"), (foreign, "tissue")):
+        with pytest.raises(ValueError, match=f"the {word} .* cannot be written into Info.txt"):
+            write_lesions(str(tmp_path / "Info.txt"), [box], {"name": "x lesions", "features": features})
+        assert not (tmp_path / "Info.txt").exists()  # nothing half-written
+        write_lesions(str(tmp_path / "l.csv"), [box], {"name": "x lesions", "features": features})
+        (record,) = read_csv(tmp_path / "l.csv")
+        assert (record.ref, record.tissue) == (features["ref"][0], features["tissue"][0])
+    # a layer named " lesions" (no image name) or with a non-Latin name falls back to img001
+    for name in (" lesions", "乳房 lesions"):
+        write_lesions(str(tmp_path / "Info.txt"), [box], {"name": name})
+        assert (tmp_path / "Info.txt").read_text(encoding="latin-1").splitlines()[1].startswith("img001 ")
+
+
+def test_an_unreadable_pgm_is_one_line_naming_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from napari_mammo import MammoInputError
+    from napari_mammo.io.pgm import pgm_shape, read_pgm, write_pgm
+
+    path = tmp_path / "mdb001.pgm"
+    write_pgm(path, np.zeros((4, 4), np.uint8))
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", denied)
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    for read in (pgm_shape, read_pgm):
+        with pytest.raises(MammoInputError, match="mdb001.pgm.*Permission denied"):
+            read(path)

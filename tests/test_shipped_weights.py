@@ -79,3 +79,25 @@ def test_non_square_pixels_map_back_along_each_axis():
     detections = LesionDetector.load(device="cpu").detect(pixels, (0.1, 0.4), score_threshold=0.0)
     assert detections and all(0 <= d.box[0] < d.box[2] <= 512 and 0 <= d.box[1] < d.box[3] <= 256
                               for d in detections)
+
+
+def test_a_loaded_model_is_kept_until_its_file_changes(classifier_file, tmp_path):
+    import os
+    import shutil
+
+    from napari_mammo.engine.weights import cached_load
+    from napari_mammo.models.cnni_bcc.predict import PatchClassifier
+
+    path = tmp_path / "w.safetensors"
+    shutil.copy(classifier_file, path)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return PatchClassifier.load(path, "cpu")
+
+    first = cached_load(path, "cnni-bcc", "cpu", load)
+    assert cached_load(path, "cnni-bcc", "cpu", load) is first and len(loads) == 1
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was replaced: load it again
+    assert cached_load(path, "cnni-bcc", "cpu", load) is not first and len(loads) == 2

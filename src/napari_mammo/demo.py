@@ -132,19 +132,19 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     truth = lesion_shapes([record], image.spacing_mm, companion(title, LESIONS))
     if truth is not None:
         viewer.add_shapes(truth[0], **truth[1])
-    partner = partner_path(image)
+    partner, other_layer = partner_path(image), None
     if getattr(classification, "both_breasts", False) and partner is not None:
         # the other film the screening used, hidden, so the widget shows what the verdict says
         other = read_image(partner)
         other_data, other_kwargs, _ = image_layer(other, name=f"{partner.stem} (other film)")
-        viewer.add_image(other_data, **{**other_kwargs, "visible": False})
+        other_layer = viewer.add_image(other_data, **{**other_kwargs, "visible": False})
     _, classify = viewer.window.add_plugin_dock_widget("napari-mammo", "Classify (screening, CNNI-BCC)")
-    classify.image.value = layer.name
-    if partner is not None and f"{partner.stem} (other film)" in classify.other.choices:
-        classify.other.value = f"{partner.stem} (other film)"
+    classify.image.value = layer
+    if partner is not None and other_layer in classify.other.choices:
+        classify.other.value = other_layer
     classify.verdict.value = verdict_text(classification)
     _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL)")
-    detect.image.value = layer.name
+    detect.image.value = layer
     detect.status.value = box_count_text(boxes, BOX_THRESHOLD)
     viewer.layers.selection.active = layer
     if screenshot is None:

@@ -18,6 +18,28 @@ MIAS_PIXEL_MM = 0.2
 """Pixel edge of mini-MIAS images in millimetres (200 µm)."""
 
 
+def is_mias_ref(text: str) -> bool:
+    """Whether a name is a MIAS-style image reference: ASCII letters then digits ('mdb001')."""
+    return re.fullmatch(r"[A-Za-z]+[0-9]+", text) is not None
+
+
+def info_word(value: str, what: str, ref: str) -> str:
+    """A field of an Info.txt row, refused (ValueError) unless it is one word of printable Latin-1 characters.
+
+    Info.txt rows are space-separated Latin-1 text; a space, a line break or a character
+    outside Latin-1 would split the row, add rows, or fail to encode.
+    """
+    ok = bool(value) and value.isprintable() and not any(c.isspace() for c in value)
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"the {what} {value!r} of image {ref!r} cannot be written into Info.txt: it must be one "
+                         "word of printable Latin-1 characters (save as .csv to keep other text)")
+    return value
+
+
 @dataclass(frozen=True)
 class Lesion:
     """One finding: a circle in pixel coordinates (row 0 at the top), or unlocated."""

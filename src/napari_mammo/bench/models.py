@@ -11,6 +11,8 @@ import resource
 import statistics
 import time
 
+from napari_mammo.engine.progress import Progress, progress_event
+
 
 def _median_time(fn, repeats: int) -> float:
     """Median wall time of `fn` over `repeats` calls after one warm-up call."""
@@ -139,7 +141,7 @@ def _in_fresh_process(kind: str, fast: bool, threads: int, repeats: int, batch: 
 
 
 def bench_classifier(threads: int = 2, repeats: int = 5, batch: int = 64,
-                     progress=None) -> dict:
+                     progress: Progress | None = None) -> dict:
     """Fast vs plain CNNI-BCC: inference and a training step of `batch` patches, one whole image."""
     plan = [("infer", False, max(1, repeats // 2)), ("infer", True, repeats), ("train", False, 1),
             ("train", True, repeats), ("image", True, repeats)]
@@ -148,7 +150,7 @@ def bench_classifier(threads: int = 2, repeats: int = 5, batch: int = 64,
         key = f"{kind}_{'fast' if fast else 'plain'}"
         results[key] = _in_fresh_process(kind, fast, threads, count, batch)
         if progress:
-            progress(step + 1, len(plan), key, results[key])
+            progress(progress_event("measuring", step + 1, len(plan), key=key, seconds=results[key]["seconds"]))
     plain_infer = results["infer_plain"]["seconds"]
     return {
         "threads": threads,

@@ -52,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"napari-mammo: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print("napari-mammo: error: not enough memory for this input (NAPARI_MAMMO_MAX_PIXELS sets the largest "
+              "image read; lower it, or free memory)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("napari-mammo: interrupted", file=sys.stderr)
         return 130

@@ -20,8 +20,9 @@ def run(args: argparse.Namespace) -> int:
         format_screening_report,
     )
 
-    def show(step: int, steps: int, key: str, value: dict) -> None:
-        print(f"[{step}/{steps}] {key}: {value['seconds'] * 1000:.1f} ms", file=sys.stderr, flush=True)
+    def show(event: dict) -> None:
+        print(f"[{event['step']}/{event['steps']}] {event['key']}: {event['seconds'] * 1000:.1f} ms", file=sys.stderr,
+              flush=True)
 
     report = {}
     if args.model in ("classifier", "all"):

@@ -6,10 +6,13 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from napari_mammo.engine.progress import Progress
 from napari_mammo.errors import MammoInputError
 
 
@@ -152,3 +155,16 @@ def each_image(paths: list[str], work, lines: bool = False) -> tuple[list[dict],
         if lines:
             print(json.dumps(json_safe(result), allow_nan=False), flush=True)
     return results, failed
+
+
+@contextmanager
+def progress_bar(description: str, unit: str) -> Iterator[Progress]:
+    """A tqdm bar on stderr that follows progress events (its total from each event's `steps`)."""
+    from tqdm import tqdm
+
+    with tqdm(desc=description, unit=unit, file=sys.stderr, leave=False) as bar:
+        def show(event: dict) -> None:
+            bar.total, bar.n = event["steps"], event["step"]
+            bar.refresh()
+
+        yield show

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from napari_mammo.cli.common import json_safe
+from napari_mammo.cli.common import json_safe, progress_bar
 
 
 def run(args: argparse.Namespace) -> int:
     """Cross-validate the screening model by woman on a labelled folder; print and write the figures."""
-    from tqdm import tqdm
-
     from napari_mammo.evaluation.crossval import cross_validate, format_crossval, load_cells
     from napari_mammo.io.atomic import atomic_write_bytes
     from napari_mammo.io.mias import read_folder
@@ -23,11 +20,11 @@ def run(args: argparse.Namespace) -> int:
                              contralateral_weight_decay=args.contralateral_weight_decay, top_cells=args.top_cells)
     if args.folds < 2 or args.folds > len({r.woman for r in records}):
         raise ValueError(f"--folds must be between 2 and the number of women in {args.data}")
-    with tqdm(total=len(records), desc="backbone features", unit="image", file=sys.stderr, leave=False) as bar:
-        cells = load_cells(records, lambda done, total: bar.update(done - bar.n), config.features)
-    with tqdm(total=args.folds * args.seeds, desc="folds", unit="fold", file=sys.stderr, leave=False) as bar:
+    with progress_bar("backbone features", "image") as show:
+        cells = load_cells(records, show, config.features)
+    with progress_bar("folds", "fold") as show:
         report = cross_validate(records, cells, args.folds, range(args.seeds), config,
-                                lambda d, t: bar.update(d - bar.n))
+                                show)
     text = json.dumps(json_safe(report), indent=2, allow_nan=False)
     if args.out:
         atomic_write_bytes(args.out, (text + "\n").encode())

@@ -4,66 +4,57 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from napari_mammo.cli.common import evaluation_records, json_safe
+from napari_mammo.cli.common import evaluation_records, json_safe, progress_bar
 from napari_mammo.engine.runtime import DEVICES
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate a model on a labelled folder."""
-    if args.model == "detector":
-        return evaluate_detector(args)
+    """Evaluate a model on a labelled folder: its figures as text or JSON, the curves as a PNG."""
+    model, measure, plot, describe = (detector_parts if args.model == "detector" else classifier_parts)(args)
+    records = evaluation_records(args.data, args.split, model.metadata)
+    with progress_bar("evaluating", "image") as show:
+        report = measure(model, records, show)
+    report["weights"], report["split"] = str(model.source), args.split
+    if args.plot:
+        report["plot"] = str(plot(report, args.plot))
+    if args.json:
+        print(json.dumps(json_safe(report), allow_nan=False))
+    else:
+        print(describe(report))
+        if args.plot:
+            print(f"plot: {report['plot']}")
+    return 0
+
+
+def classifier_parts(args: argparse.Namespace) -> tuple:
+    """CNNI-BCC, and how it is measured, plotted and described."""
     from napari_mammo.evaluation.classifier import evaluate_classifier, format_evaluation
     from napari_mammo.evaluation.plots import plot_report
     from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
     classifier = PatchClassifier.load(args.weights, device=args.device)
-    records = evaluation_records(args.data, args.split, classifier.metadata)
-    from tqdm import tqdm
 
-    with tqdm(total=len(records), desc="evaluating", unit="image", file=sys.stderr, leave=False) as bar:
-        report = evaluate_classifier(classifier, records, selection=args.patches,
-                                     progress=lambda i, n: bar.update(1))
-    report["weights"] = str(classifier.source)
-    report["split"] = args.split
-    if args.plot:
-        report["plot"] = str(plot_report(report, args.plot))
-    if args.json:
-        print(json.dumps(json_safe(report), allow_nan=False))
-    else:
-        print(format_evaluation(report))
-        if args.plot:
-            print(f"plot: {report['plot']}")
-    return 0
+    def measure(model, records, show) -> dict:
+        return evaluate_classifier(model, records, selection=args.patches, progress=show)
+
+    return classifier, measure, plot_report, format_evaluation
 
 
-def evaluate_detector(args: argparse.Namespace) -> int:
-    """FROC evaluation of IDBLL."""
-    from tqdm import tqdm
-
+def detector_parts(args: argparse.Namespace) -> tuple:
+    """IDBLL, and how it is measured (FROC), plotted and described."""
     from napari_mammo.evaluation.detector import evaluate_detector
     from napari_mammo.evaluation.plots import plot_froc
     from napari_mammo.models.idbll.predict import LesionDetector
 
-    detector = LesionDetector.load(args.weights, device=args.device)
-    records = evaluation_records(args.data, args.split, detector.metadata)
-    with tqdm(total=len(records), desc="evaluating", unit="image", file=sys.stderr, leave=False) as bar:
-        report = evaluate_detector(detector, records, progress=lambda i, n: bar.update(1))
-    report["weights"] = str(detector.source)
-    report["split"] = args.split
-    if args.plot:
-        report["plot"] = str(plot_froc(report, args.plot))
-    if args.json:
-        print(json.dumps(json_safe(report), allow_nan=False))
-    else:
+    def describe(report: dict) -> str:
         sens = report["sensitivity_at_fp"]
-        print(f"{report['images']} images, {report['lesions']} located lesions ({args.split} split)")
-        print(f"lesion sensitivity at 0.5 / 1 / 2 FP per image: {sens['0.5']:.3f} / {sens['1']:.3f} / {sens['2']:.3f}")
-        print(f"mAP@0.5 IoU: {report['map_50']:.3f}")
-        if args.plot:
-            print(f"plot: {report['plot']}")
-    return 0
+        return (f"{report['images']} images, {report['lesions']} located lesions ({report['split']} split)\n"
+                f"lesion sensitivity at 0.5 / 1 / 2 FP per image: {sens['0.5']:.3f} / {sens['1']:.3f} / "
+                f"{sens['2']:.3f}\nmAP@0.5 IoU: {report['map_50']:.3f}")
+
+    detector = LesionDetector.load(args.weights, device=args.device)
+    return detector, lambda model, records, show: evaluate_detector(model, records, progress=show), plot_froc, describe
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_mammo.cli.common import evaluation_records, json_safe, probability
+from napari_mammo.cli.common import evaluation_records, json_safe, probability, progress_bar
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD
@@ -15,9 +15,7 @@ from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 
 def run(args: argparse.Namespace) -> int:
     """Both models on a labelled folder against its truth: a table by suspicion, the summary, FROC and ROC."""
-    from tqdm import tqdm
-
-    from napari_mammo.engine.progress import drive
+    from napari_mammo.engine.progress import run_to_end
     from napari_mammo.evaluation.plots import plot_review
     from napari_mammo.evaluation.review import format_review, iter_predict_folder, review_predictions
     from napari_mammo.models.cnni_bcc.predict import PatchClassifier
@@ -26,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     classifier = PatchClassifier.load(args.classifier_weights, device=args.device)
     detector = LesionDetector.load(args.detector_weights, device=args.device)
     records = evaluation_records(args.data, args.split, classifier.metadata, detector.metadata)
-    with tqdm(total=len(records), desc="reviewing", unit="image", file=sys.stderr, leave=False) as bar:
-        predictions, skipped = drive(iter_predict_folder(records, classifier, detector), lambda _: bar.update(1))
+    with progress_bar("reviewing", "image") as show:
+        predictions, skipped = run_to_end(iter_predict_folder(records, classifier, detector), show)
     for message in skipped:
         print(f"napari-mammo: warning: skipped {message}", file=sys.stderr)
     if not predictions:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from napari_mammo.cli.common import progress_printer, training_records
+from napari_mammo.cli.common import progress_bar, progress_printer, training_records
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
 
@@ -38,8 +38,6 @@ def check_output(path: str, overwrite: bool) -> None:
 
 def train_screening(args: argparse.Namespace) -> int:
     """Fit the screening model on every image of a folder, calibrated on held-out folds; write its weights."""
-    from tqdm import tqdm
-
     from napari_mammo.evaluation.crossval import format_crossval, load_cells
     from napari_mammo.io.mias import read_folder
     from napari_mammo.models.screening import ScreeningConfig
@@ -47,11 +45,11 @@ def train_screening(args: argparse.Namespace) -> int:
 
     records = read_folder(args.data)
     config = ScreeningConfig()
-    with tqdm(total=len(records), desc="backbone features", unit="image", file=sys.stderr, leave=False) as bar:
-        cells = load_cells(records, lambda done, total: bar.update(done - bar.n), config.features)
-    with tqdm(desc="folds", unit="fold", file=sys.stderr, leave=False) as bar:
+    with progress_bar("backbone features", "image") as show:
+        cells = load_cells(records, show, config.features)
+    with progress_bar("folds", "fold") as show:
         metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds,
-                                progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+                                progress=show)
     print(format_crossval({**metadata["crossval"]}), file=sys.stderr)
     point = metadata["operating_point"]["both"]
     print(f"operating point (held-out, both films): p(abnormal) >= {point['threshold']:.3f}, sensitivity "
@@ -61,7 +59,15 @@ def train_screening(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Train a model on a MIAS-style folder."""
-    check_output(args.out, args.overwrite)
+    if args.resume:
+        from napari_mammo.training.loop import checkpoint_path
+
+        if args.model == "screening":
+            raise ValueError("--resume continues CNNI-BCC or IDBLL training; the screening model is fitted whole")
+        if not checkpoint_path(args.out).is_file():
+            raise MammoInputError(Path(args.out), f"has no checkpoint beside it ({checkpoint_path(args.out).name}) "
+                                                  "to resume from: that run finished, or never ended an epoch")
+    check_output(args.out, args.overwrite or args.resume)
     if args.model == "screening":
         return train_screening(args)
     stop_on_signals()
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                                       crops_per_lesion=args.crops_per_lesion, batch_size=args.batch_size or 64,
                                       learning_rate=args.learning_rate,
                                       max_steps_per_epoch=args.max_steps_per_epoch)
-            result = train_classifier(records, args.out, config, progress=show)
+            result = train_classifier(records, args.out, config, progress=show, resume=args.resume)
         else:
             from napari_mammo.training.idbll import DetectorConfig, train_detector
 
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                                     batch_size=args.batch_size or 8, learning_rate=args.learning_rate,
                                     augment=args.augment,
                                     max_steps_per_epoch=args.max_steps_per_epoch)
-            result = train_detector(records, args.out, config, progress=show)
+            result = train_detector(records, args.out, config, progress=show, resume=args.resume)
     finally:
         close()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes and reports
@@ -92,9 +98,13 @@ def run(args: argparse.Namespace) -> int:
     if result.path is None:
         print("napari-mammo: stopped before any weights were kept", file=sys.stderr)
         return 1
+    from napari_mammo.training.loop import checkpoint_path
+
     state = "stopped early; kept" if result.stopped else "kept"
     print(f"{state} the weights of epoch {result.best_epoch} (validation score {result.best_score:.3f}) "
           f"in {result.path}", file=sys.stderr)
+    if result.stopped and checkpoint_path(args.out).is_file():
+        print("napari-mammo: the same command with --resume goes on after the last finished epoch", file=sys.stderr)
     return 130 if result.stopped else 0
 
 
@@ -110,6 +120,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    train.add_argument("--resume", action="store_true",
+                       help="go on from the checkpoint beside --out (FILE.safetensors.checkpoint.pt, written after "
+                            "every epoch and kept when training stops early), with the same options")
     train.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
     train.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     train.add_argument("--seed", type=int, default=0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -14,6 +16,10 @@ from napari_mammo.errors import MammoInputError
 from napari_mammo.io.atomic import current_umask
 
 FORMAT_VERSION = "1"
+CACHE_SIZE = 4
+"""Loaded models kept for the next click (a few MB each, the backbone is shared)."""
+_LOADED: OrderedDict[tuple, Any] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
 
 
 def shipped_weights(model: str) -> Path:
@@ -98,3 +104,26 @@ def load_model(path: str | Path | None, model: str, title: str, build: Callable[
         first = str(err).splitlines()[0]
         raise MammoInputError(path, f"tensors do not fit the {title} network ({first})") from None
     return network, metadata, path
+
+
+def cached_load(path: str | Path | None, model: str, device: str, load: Callable[[], Any]) -> Any:
+    """`load()`, or the object it gave last time for the same file (path, size, modification time) and device.
+
+    The widgets load their model on every click; a file replaced on disk is loaded anew.
+    """
+    file = shipped_weights(model) if path is None else Path(path)
+    try:
+        stat = file.stat()
+    except OSError:
+        return load()  # the loader names the missing file
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, model, device)
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+    loaded = load()
+    with _LOADED_LOCK:
+        _LOADED[key] = loaded
+        while len(_LOADED) > CACHE_SIZE:
+            _LOADED.popitem(last=False)
+    return loaded

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from napari_mammo.data.patches import extract, patch_labels, select_patches
 from napari_mammo.data.preprocess import normalise
+from napari_mammo.engine.progress import Progress, progress_event
 from napari_mammo.evaluation.metrics import confusion_matrix, per_class_rates, roc_auc, roc_curve
 from napari_mammo.io.images import read_image
 from napari_mammo.models.cnni_bcc.predict import PatchClassifier
@@ -15,7 +16,7 @@ from napari_mammo.records import CLASS_NAMES, Mammogram
 
 
 def evaluate_classifier(classifier: PatchClassifier, records: Sequence[Mammogram], selection: str = "breast",
-                        labelling: str = "lesion", progress: Callable[[int, int], None] | None = None) -> dict:
+                        labelling: str = "lesion", progress: Progress | None = None) -> dict:
     """Patch-level and image-level metrics of a classifier on labelled images."""
     from napari_mammo.models.cnni_bcc.predict import image_verdict, predict_patches
 
@@ -32,7 +33,7 @@ def evaluate_classifier(classifier: PatchClassifier, records: Sequence[Mammogram
         image_pred.append(verdict)
         refs.append(record.ref)
         if progress:
-            progress(index + 1, len(records))
+            progress(progress_event("evaluating", index + 1, len(records)))
     patch_truth_a = np.concatenate(patch_truth) if patch_truth else np.zeros(0, int)
     patch_probs_a = np.concatenate(patch_probs) if patch_probs else np.zeros((0, 3))
     report = {

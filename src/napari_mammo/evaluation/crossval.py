@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from napari_mammo.data.splits import group_by_woman, woman_label
+from napari_mammo.engine.progress import Progress, progress_event
 from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.models.idbll.predict import Detection
@@ -119,7 +120,7 @@ def out_of_fold(records: Sequence[Mammogram], cells: dict[str, CellFeatures], fo
 
 
 def fold_results(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int, seeds: Sequence[int],
-                 config: ScreeningConfig, progress: Callable[[int, int], None] | None = None) -> list[list[FoldResult]]:
+                 config: ScreeningConfig, progress: Progress | None = None) -> list[list[FoldResult]]:
     """Each seed's held-out fold results (`out_of_fold`), reporting progress fold by fold."""
     total, done = folds * len(seeds), 0
 
@@ -127,7 +128,7 @@ def fold_results(records: Sequence[Mammogram], cells: dict[str, CellFeatures], f
         nonlocal done
         done += 1
         if progress:
-            progress(done, total)
+            progress(progress_event("folds", done, total))
 
     return [out_of_fold(records, cells, folds, seed, config, counted) for seed in seeds]
 
@@ -148,7 +149,7 @@ def summarise(records: Sequence[Mammogram], by_seed: list[list[FoldResult]], see
 
 def cross_validate(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int = 5,
                    seeds: Sequence[int] = (0,), config: ScreeningConfig | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+                   progress: Progress | None = None) -> dict:
     """Cross-validate by woman over each seed; per-fold figures, mean ± sd, pooled AUC with a 95 % interval."""
     config = config or ScreeningConfig()
     return summarise(records, fold_results(records, cells, folds, seeds, config, progress), seeds, config)
@@ -182,7 +183,7 @@ def format_crossval(report: dict) -> str:
     return "\n".join(lines)
 
 
-def load_cells(records: Sequence[Mammogram], progress: Callable[[int, int], None] | None = None,
+def load_cells(records: Sequence[Mammogram], progress: Progress | None = None,
                spec: FeatureSpec | None = None) -> dict[str, CellFeatures]:
     """Backbone features of every record's image at 0.2 mm, cached on disk by file hash."""
     spec = spec or FeatureSpec()
@@ -201,5 +202,5 @@ def load_cells(records: Sequence[Mammogram], progress: Callable[[int, int], None
             model = load_backbone()
         cells[record.ref] = cell_features(model, pixels, key, spec)
         if progress:
-            progress(index + 1, len(records))
+            progress(progress_event("backbone features", index + 1, len(records)))
     return cells

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_mammo.engine.progress import Progress, progress_event
 from napari_mammo.io.images import read_image
 from napari_mammo.models.idbll.predict import Detection, LesionDetector
 from napari_mammo.records import Mammogram, record_boxes
@@ -93,14 +94,14 @@ def average_precision(per_image: list[tuple[list[Detection], Mammogram]], iou: f
     return float(ap)
 
 
-def evaluate_detector(detector: LesionDetector, records: Sequence[Mammogram], progress=None) -> dict:
+def evaluate_detector(detector: LesionDetector, records: Sequence[Mammogram], progress: Progress | None = None) -> dict:
     """FROC, sensitivity at 0.5, 1 and 2 FP/image, and mAP@0.5 on labelled images."""
     per_image = []
     for index, record in enumerate(records):
         image = read_image(record.path)
         per_image.append((detector.detect(image.pixels, image.spacing_mm, score_threshold=0.0), record))
         if progress:
-            progress(index + 1, len(records))
+            progress(progress_event("evaluating", index + 1, len(records)))
     curve = froc(per_image)
     return {"images": len(records), "lesions": curve["lesions"], "froc": curve,
             "sensitivity_at_fp": {str(fp): sensitivity_at(curve, fp) for fp in (0.5, 1, 2)},

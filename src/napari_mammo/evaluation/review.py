@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_mammo.engine.progress import progress_event
 from napari_mammo.evaluation.detector import match_lesions
 from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.records import Mammogram
@@ -82,7 +83,7 @@ def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
         else:
             abnormality = 1.0 - result.probabilities[CLASS_NAMES[0]]
             predictions.append(Prediction(record, result.label, abnormality, detections))
-        yield {"phase": "reviewing", "step": index + 1, "steps": len(records)}
+        yield progress_event("reviewing", index + 1, len(records))
     return predictions, skipped
 
 

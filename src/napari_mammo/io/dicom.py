@@ -19,6 +19,50 @@ def _spacing(dataset) -> tuple[float, float] | None:
     return None
 
 
+DEFLATED = "1.2.840.10008.1.2.1.99"
+"""Deflated Explicit VR Little Endian: the whole data set is zlib-compressed, and inflated on reading."""
+
+
+def _inflated_size(path: Path, data_start: int, limit: int) -> int:
+    """How many bytes a deflated data set inflates to, counted in chunks and stopping past `limit`."""
+    import zlib
+
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with path.open("rb") as handle:
+        handle.seek(data_start)
+        while chunk := handle.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 24))
+                if total > limit:
+                    return total
+                chunk = inflater.unconsumed_tail
+    return total
+
+
+def check_declared_size(path: Path) -> None:
+    """Refuse, before pixels are decoded or a deflated file inflated, a DICOM above the pixel budget."""
+    import pydicom
+
+    from napari_mammo.limits import check_pixels, max_pixels
+
+    meta = pydicom.filereader.read_file_meta_info(path)
+    if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+        with path.open("rb") as handle:  # the data set starts after the preamble and the file meta group
+            pydicom.filereader.read_preamble(handle, False)
+            pydicom.filereader._read_file_meta_info(handle)
+            start = handle.tell()
+        limit = max_pixels() * 8 + (64 << 20)  # 8 bytes a pixel, and room for the other elements
+        if _inflated_size(path, start, limit) > limit:
+            raise MammoInputError(path, f"is deflated and inflates to more than {limit} bytes, above the pixel "
+                                        "budget (set NAPARI_MAMMO_MAX_PIXELS to raise it)")
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    frames = int(header.get("NumberOfFrames", 1) or 1) * int(header.get("SamplesPerPixel", 1) or 1)
+    too_big = check_pixels(rows, columns, frames)
+    if too_big:
+        raise MammoInputError(path, too_big)
+
+
 def read_dicom(path: str | Path) -> ImageData:
     """Read a greyscale DICOM image with its modality LUT applied and MONOCHROME1 inverted."""
     import pydicom
@@ -27,8 +71,11 @@ def read_dicom(path: str | Path) -> ImageData:
 
     path = Path(path)
     try:
+        check_declared_size(path)
         dataset = pydicom.dcmread(path)
         raw = dataset.pixel_array
+    except MammoInputError:
+        raise
     except InvalidDicomError as err:
         raise MammoInputError(path, f"not a valid DICOM file ({err})") from err
     except (AttributeError, KeyError, ValueError, RuntimeError, OSError) as err:

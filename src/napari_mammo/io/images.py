@@ -9,6 +9,7 @@ import numpy as np
 from napari_mammo.errors import MammoInputError
 from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.pgm import read_pgm
+from napari_mammo.limits import check_pixels
 from napari_mammo.records import MIAS_PIXEL_MM
 
 PGM_SUFFIXES = (".pgm",)
@@ -48,9 +49,13 @@ def read_image(path: str | Path) -> ImageData:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    """A PNG's pixels (colour channels last)."""
+    """A PNG's pixels (colour channels last), its declared size checked before it is decoded."""
     import skimage.io
 
+    with path.open("rb") as handle:
+        head = handle.read(24)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":  # width and height lead the IHDR chunk
+        refuse_if_too_large(path, int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big"))
     return np.asarray(skimage.io.imread(path))
 
 
@@ -60,10 +65,20 @@ def _read_tiff(path: Path) -> np.ndarray:
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
+        if len(series.shape) >= 2:
+            refuse_if_too_large(path, int(series.shape[-2]), int(series.shape[-1]),
+                                int(np.prod(series.shape[:-2], dtype=np.int64)))
         pixels = series.asarray()
         if "S" in series.axes:  # colour samples, wherever the file keeps them
             pixels = np.moveaxis(pixels, series.axes.index("S"), -1)
     return pixels
+
+
+def refuse_if_too_large(path: Path, height: int, width: int, frames: int = 1) -> None:
+    """Raise MammoInputError when a file declares more pixels than the budget, before any is decoded."""
+    too_big = check_pixels(height, width, frames)
+    if too_big:
+        raise MammoInputError(path, too_big)
 
 
 def read_raster(path: Path) -> np.ndarray:
@@ -72,6 +87,8 @@ def read_raster(path: Path) -> np.ndarray:
         raise MammoInputError(path, "is an empty file")
     try:
         pixels = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_png(path)
+    except MammoInputError:
+        raise
     except Exception as err:  # the imaging libraries raise many kinds for corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MammoInputError(path, f"cannot be decoded as {path.suffix.lstrip('.').upper()} ({first})") from err

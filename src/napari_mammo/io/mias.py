@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import math
-import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import replace
@@ -12,18 +12,17 @@ from pathlib import Path
 from napari_mammo.errors import MammoInputError
 from napari_mammo.io.atomic import atomic_write_bytes, folder_lock
 from napari_mammo.io.pgm import pgm_shape
-from napari_mammo.records import ABNORMALITIES, TISSUES, Lesion, Mammogram
+from napari_mammo.records import ABNORMALITIES, TISSUES, Lesion, Mammogram, info_word, is_mias_ref
 
 MIAS_SIZE = 1024
 """Edge of a mini-MIAS image in pixels; Info.txt's Y is measured up from the bottom."""
 
 INFO_NAME = "Info.txt"
-_REF = re.compile(r"^[A-Za-z]+\d+$")
 
 
 def _is_record_line(tokens: list[str]) -> bool:
     """Whether a line looks like a finding row (reference, tissue, class …)."""
-    return len(tokens) >= 2 and bool(_REF.match(tokens[0])) and tokens[1] in TISSUES
+    return len(tokens) >= 2 and is_mias_ref(tokens[0]) and tokens[1] in TISSUES
 
 
 def _parse_row(tokens: list[str], where: str, height: int) -> tuple[str, str, Lesion | None]:
@@ -163,10 +162,13 @@ def format_info(records: Iterable[Mammogram], height: int | dict[str, int] = MIA
     lines = [*header.splitlines()]
     for record in records:
         image_height = height.get(record.ref, MIAS_SIZE) if isinstance(height, dict) else height
+        ref = info_word(record.ref, "reference", record.ref)
+        tissue = info_word(record.tissue, "tissue", ref)
         if not record.lesions:
-            lines.append(f"{record.ref} {record.tissue} NORM")
+            lines.append(f"{ref} {tissue} NORM")
         for lesion in record.lesions:
-            row = f"{record.ref} {record.tissue} {lesion.abnormality} {lesion.severity}"
+            kind, severity = info_word(lesion.abnormality, "class", ref), info_word(lesion.severity, "severity", ref)
+            row = f"{ref} {tissue} {kind} {severity}"
             if lesion.located:
                 y = image_height - lesion.row
                 row += f" {_number(lesion.col)} {_number(y)} {_number(lesion.radius)}"
@@ -245,7 +247,7 @@ def read_csv(path: str | Path) -> list[Mammogram]:
 
     path = Path(path)
     try:
-        rows = list(csv.DictReader(path.read_text().splitlines()))
+        rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))
     except (OSError, UnicodeDecodeError) as err:
         raise MammoInputError(path, f"cannot be read ({err})") from err
     missing = [c for c in ("ref", "class", "severity", "row", "col", "radius") if rows and c not in rows[0]]

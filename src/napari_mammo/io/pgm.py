@@ -82,8 +82,11 @@ def read_pgm(path: str | Path) -> np.ndarray:
 def pgm_shape(path: str | Path) -> tuple[int, int]:
     """Height and width from a PGM header, without reading the pixels."""
     path = Path(path)
-    with path.open("rb") as handle:
-        head = handle.read(4096)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError as err:
+        raise MammoInputError(path, f"cannot be read ({err.strerror or err})") from err
     if head[:2] not in (b"P5", b"P2"):
         raise MammoInputError(path, f"not a greyscale PGM file (starts with {head[:2]!r}, expected b'P5' or b'P2')")
     tokens, _ = _header_tokens(head, path, 2)

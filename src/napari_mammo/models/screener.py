@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mammo.data.preprocess import model_pixels, to_mias_scale
-from napari_mammo.engine.progress import Progress, StopFlag, drive
+from napari_mammo.engine.progress import Progress, StopFlag, progress_event, run_to_end
 from napari_mammo.errors import MammoInputError
 from napari_mammo.models.screening import (
     FUSED,
@@ -145,12 +145,12 @@ class Screener:
         """
         steps = 3 if other is not None else 2
         cells, (scale_r, scale_c) = self._cells(pixels, spacing_mm)
-        yield {"phase": "screening", "step": 1, "steps": steps}
+        yield progress_event("screening", 1, steps)
         both = other is not None
         partner = None
         if both:
             partner, _ = self._cells(*other)
-            yield {"phase": "screening", "step": 2, "steps": steps}
+            yield progress_event("screening", 2, steps)
         values, scores = self.heads.film_scores(cells, partner)
         calibration = self.metadata["calibration"]
         if both:
@@ -166,7 +166,7 @@ class Screener:
                                                           cells, (scale_r, scale_c))
         boxes = [((b[0] / scale_r, b[1] / scale_c, b[2] / scale_r, b[3] / scale_c), s)
                  for b, s in cell_boxes(scores, cells.breast, cells.stride)]
-        yield {"phase": "screening", "step": steps, "steps": steps}
+        yield progress_event("screening", steps, steps)
         heatmap = np.where(cells.breast, scores, 0.0).astype(np.float32)  # nothing glows outside the breast
         return Screening(label, probabilities, patches, label_image, patch_image, heatmap,
                          np.array([cells.stride / scale_r, cells.stride / scale_c]), boxes, p_abnormal,
@@ -201,7 +201,7 @@ class Screener:
     def screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None, other=None,
                progress: Progress | None = None, stop: StopFlag | None = None) -> Screening:
         """Screen one image (see `iter_screen`)."""
-        return drive(self.iter_screen(pixels, spacing_mm, other), progress, stop)
+        return run_to_end(self.iter_screen(pixels, spacing_mm, other), progress, stop)
 
     def screen_file(self, path: str | Path, other: str | Path | None = None, **kwargs) -> Screening:
         """Read an image file (and the woman's other film, when given) and screen it."""

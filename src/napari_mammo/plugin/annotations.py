@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,13 +11,10 @@ from napari_mammo.io.mias import INFO_NAME, merge_into_info, write_info
 from napari_mammo.io.pgm import read_pgm, write_pgm
 from napari_mammo.plugin.companions import LESIONS, Key, companion
 from napari_mammo.plugin.layers import feature_text, shape_lesion
-from napari_mammo.records import Lesion, Mammogram
+from napari_mammo.records import Lesion, Mammogram, is_mias_ref
 
 if TYPE_CHECKING:
     import napari
-
-_REF = re.compile(r"^[A-Za-z]+\d+$")
-
 
 def pgm_pixels(pixels) -> np.ndarray:
     """Pixels as PGM can hold them: 8 and 16-bit integers kept, other types scaled to uint8."""
@@ -71,7 +67,7 @@ def annotated_planes(image_layer, shapes_layer, every_slice: bool = False,
     if image_layer.rgb or image_layer.ndim not in (2, 3):
         raise ValueError(f"{image_layer.name!r} is not a 2-D greyscale image or a stack of them")
     if image_layer.ndim == 2:
-        ref = image_layer.name if _REF.match(image_layer.name) else f"img{number:03d}"
+        ref = image_layer.name if is_mias_ref(image_layer.name) else f"img{number:03d}"
         lesions = tuple(shapes_to_lesions(shapes_layer)) if shapes_layer is not None else ()
         return [(ref, pgm_pixels(image_layer.data), lesions)]
     refs = image_layer.metadata.get(Key.REFS) or []
@@ -85,7 +81,7 @@ def annotated_planes(image_layer, shapes_layer, every_slice: bool = False,
         slices |= {int(round(v[0, 0])) for v in shapes if v.shape[1] == 3}
     planes = []
     for k in sorted(k for k in slices if 0 <= k < count):
-        ref = refs[k] if k < len(refs) and _REF.match(refs[k]) else f"img{number:02d}{k + 1:03d}"
+        ref = refs[k] if k < len(refs) and is_mias_ref(refs[k]) else f"img{number:02d}{k + 1:03d}"
         height, width = sizes.get(ref, image_layer.data.shape[1:])
         on_k = [i for i, v in enumerate(shapes) if v.shape[1] == 3 and on_slice(v, (k,))]
         lesions = tuple(shapes_to_lesions(shapes_layer, on_k)) if on_k else ()

@@ -137,9 +137,10 @@ class ClassifyWidget(ModelWidget):
                 other = (np.asarray(other_layer.data), pixel_spacing(other_layer))
 
             def job():
+                from napari_mammo.engine.weights import cached_load
                 from napari_mammo.models.screener import Screener, check_partner
 
-                screener = Screener.load(weights)
+                screener = cached_load(weights, "screening", "cpu", lambda: Screener.load(weights))
                 if other is not None:
                     check_partner(layer.data.shape, pixel_spacing(layer), other[0].shape, other[1], other_layer.name)
                 results, skipped = yield from run_on_slices(
@@ -147,9 +148,10 @@ class ClassifyWidget(ModelWidget):
                 return layer, results, skipped
         else:
             def job():
+                from napari_mammo.engine.weights import cached_load
                 from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
-                classifier = PatchClassifier.load(weights, device=device)
+                classifier = cached_load(weights, "cnni-bcc", device, lambda: PatchClassifier.load(weights, device))
                 results, skipped = yield from run_on_slices(
                     layer, indices, lambda pixels: classifier.iter_classify(pixels, pixel_spacing(layer), selection))
                 return layer, results, skipped

@@ -207,9 +207,10 @@ class DetectWidget(ModelWidget):
         weights, device = self.weights_path(), self.device.value
 
         def job():
+            from napari_mammo.engine.weights import cached_load
             from napari_mammo.models.idbll.predict import LesionDetector
 
-            detector = LesionDetector.load(weights, device=device)
+            detector = cached_load(weights, "idbll", device, lambda: LesionDetector.load(weights, device))
             results, skipped = yield from run_on_slices(
                 layer, indices, lambda pixels: detector.iter_detect(pixels, pixel_spacing(layer), roi, KEEP_FROM))
             return layer, results, skipped

@@ -195,7 +195,10 @@ class ReviewWidget(WorkerWidget):
         weights = [None if w == SHIPPED else w for w in (self.classifier_weights.value, self.detector_weights.value)]
 
         def job():
-            classifier, detector = PatchClassifier.load(weights[0]), LesionDetector.load(weights[1])
+            from napari_mammo.engine.weights import cached_load
+
+            classifier = cached_load(weights[0], "cnni-bcc", "auto", lambda: PatchClassifier.load(weights[0]))
+            detector = cached_load(weights[1], "idbll", "auto", lambda: LesionDetector.load(weights[1]))
             return (yield from iter_predict_folder(records, classifier, detector))
 
         return self.launch(job, self._on_predictions, self.summary, "review failed", "reviewing…")

@@ -10,7 +10,7 @@ from napari_mammo.io.atomic import atomic_write_bytes
 from napari_mammo.io.mias import MIAS_SIZE, format_csv, format_info
 from napari_mammo.plugin.companions import Key, image_of
 from napari_mammo.plugin.layers import feature_text, shape_lesion
-from napari_mammo.records import Mammogram
+from napari_mammo.records import Mammogram, is_mias_ref
 
 
 def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[str, int]]:
@@ -18,7 +18,8 @@ def layer_records(data: list, attributes: dict) -> tuple[list[Mammogram], dict[s
     features = attributes.get("features")
     metadata = attributes.get("metadata") or {}
     refs = metadata.get(Key.REFS) or []
-    default_ref = image_of(str(attributes.get("name", "img001"))).split()[0]
+    image_name = image_of(str(attributes.get("name", "")))
+    default_ref = image_name if is_mias_ref(image_name) else "img001"
     records: dict[str, Mammogram] = {}
     tissues: dict[str, str] = {}
     for index, vertices in enumerate(data):
@@ -40,9 +41,10 @@ def write_lesions(path: str, data: list, attributes: dict) -> list[str]:
     """Write the layer's lesions as Info.txt (a .txt path) or CSV (a .csv path), atomically."""
     target = Path(path)
     records, heights = layer_records(data, attributes)
-    if target.suffix.lower() == ".csv":
-        text = format_csv(records, heights)
-    else:
-        text = format_info(records, heights, header="Lesions saved by napari-mammo (origin at the bottom-left).")
-    atomic_write_bytes(target, text.encode("latin-1"))
+    if target.suffix.lower() == ".csv":  # any text: the csv module quotes commas and line breaks
+        data = format_csv(records, heights).encode("utf-8")
+    else:  # Info.txt: every field checked to be one Latin-1 word
+        data = format_info(records, heights, header="Lesions saved by napari-mammo (origin at the bottom-left).")
+        data = data.encode("latin-1")
+    atomic_write_bytes(target, data)
     return [str(target)]

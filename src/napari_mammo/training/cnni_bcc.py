@@ -11,7 +11,7 @@ import numpy as np
 from napari_mammo.data.augment import SEED_TRANSFORMS, apply_image
 from napari_mammo.data.patches import PATCH, extract, patch_labels, select_patches
 from napari_mammo.data.preprocess import normalise
-from napari_mammo.engine.progress import Progress, StopFlag
+from napari_mammo.engine.progress import Progress, StopFlag, progress_event
 from napari_mammo.io.images import read_image
 from napari_mammo.models.cnni_bcc.predict import (
     INPUT_MEAN,
@@ -54,7 +54,7 @@ def build_patch_set(records: Sequence[Mammogram], selection: str = "middle", lab
             labels.append(classes)
             owners.extend([record.ref] * len(crops))
         if progress:
-            progress({"phase": "reading", "step": index + 1, "steps": len(records)})
+            progress(progress_event("reading", index + 1, len(records)))
     if not chunks:
         return PatchSet(np.zeros((0, PATCH, PATCH), np.float32), np.zeros(0, np.int64), [])
     return PatchSet(np.concatenate(chunks), np.concatenate(labels), owners)
@@ -111,7 +111,8 @@ def best_threshold(scores: np.ndarray, truth: np.ndarray, lesion_class: np.ndarr
 
 
 def train_classifier(records: Sequence[Mammogram], out: str | Path, config: ClassifierConfig | None = None,
-                     progress: Progress | None = None, stop: StopFlag | None = None) -> TrainResult:
+                     progress: Progress | None = None, stop: StopFlag | None = None,
+                     resume: bool = False) -> TrainResult:
     """Train CNNI-BCC on the train part of a pair-aware split; keep the weights best on validation.
 
     The test part of the split (20% of the women, seeded) is never used here. Batches draw
@@ -125,10 +126,19 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
 
     from napari_mammo.engine.weights import save_weights
     from napari_mammo.models.cnni_bcc.network import CNNIBCC
-    from napari_mammo.training.loop import begin, loop, optimise, record, steps_per_epoch, training_split, wrap
+    from napari_mammo.training.loop import (
+        distribute,
+        keep_if_best,
+        make_checkpoint,
+        optimise,
+        run_epochs,
+        start_training,
+        steps_per_epoch,
+        training_split,
+    )
 
     config = config or ClassifierConfig()
-    run = begin(config.device, config.seed, progress)
+    run = start_training(config.device, config.seed, progress)
     device = run.device
     parts, val_records = training_split(records, config.split_seed)
     train = build_patch_set(parts["train"], config.patches, config.labelling, run.report,
@@ -136,7 +146,7 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     val = build_patch_set(val_records, config.patches, config.labelling)
 
     model = CNNIBCC(fast=True).to(device)
-    net = wrap(model, run)
+    net = distribute(model, run)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed + 1000 * run.dist.rank)
     steps = steps_per_epoch(len(train.labels), config.batch_size, run, config.max_steps_per_epoch)
@@ -173,7 +183,8 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
         meta = {**metadata, "best_epoch": epoch, "val_balanced_patch_accuracy": balanced,
                 "val_image_auc_normal_vs_abnormal": auc,
                 "image_threshold": best_threshold(scores, truth, lesion_class)}
-        record(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
+        keep_if_best(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
                                                        {**meta, "history": run.result.history}))
 
-    return loop(run, config.epochs, steps, start_epoch, step, validate, stop)
+    checkpoint = make_checkpoint(out, run, model, optimiser, scheduler, rng, config, resume)
+    return run_epochs(run, config.epochs, steps, start_epoch, step, validate, stop, checkpoint)

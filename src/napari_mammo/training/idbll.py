@@ -10,7 +10,7 @@ import numpy as np
 
 from napari_mammo.data.augment import SEED_TRANSFORMS, apply_boxes, apply_image
 from napari_mammo.data.preprocess import normalise, to_canvas, to_mias_scale
-from napari_mammo.engine.progress import Progress, StopFlag
+from napari_mammo.engine.progress import Progress, StopFlag, progress_event
 from napari_mammo.io.images import read_image
 from napari_mammo.models.idbll.predict import LABELS, MODEL_NAME, LesionDetector
 from napari_mammo.records import Mammogram, record_boxes
@@ -36,7 +36,7 @@ def build_samples(records: Sequence[Mammogram], size: int, progress: Progress | 
         boxes = record_boxes(record) * np.tile(mias, 2) / factor
         samples.append(DetectionSample(record.ref, canvas, boxes))
         if progress:
-            progress({"phase": "reading", "step": index + 1, "steps": len(records)})
+            progress(progress_event("reading", index + 1, len(records)))
     return samples
 
 
@@ -76,7 +76,8 @@ def jitter(canvas: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, zoom
 
 
 def train_detector(records: Sequence[Mammogram], out: str | Path, config: DetectorConfig | None = None,
-                   progress: Progress | None = None, stop: StopFlag | None = None) -> TrainResult:
+                   progress: Progress | None = None, stop: StopFlag | None = None,
+                   resume: bool = False) -> TrainResult:
     """Train IDBLL on the train part of the pair-aware split; keep the weights best on validation.
 
     Batches draw images with lesions `lesion_fraction` of the time (most images are
@@ -88,15 +89,24 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
 
     from napari_mammo.engine.weights import save_weights
     from napari_mammo.models.idbll.network import INPUT_SIZE, build_idbll
-    from napari_mammo.training.loop import begin, loop, optimise, record, steps_per_epoch, training_split, wrap
+    from napari_mammo.training.loop import (
+        distribute,
+        keep_if_best,
+        make_checkpoint,
+        optimise,
+        run_epochs,
+        start_training,
+        steps_per_epoch,
+        training_split,
+    )
 
     config = config or DetectorConfig()
-    run = begin(config.device, config.seed, progress)
+    run = start_training(config.device, config.seed, progress)
     device = run.device
     parts, val_records = training_split(records, config.split_seed)
     train = build_samples(parts["train"], INPUT_SIZE, run.report)
     model = build_idbll().to(device)
-    net = wrap(model, run)
+    net = distribute(model, run)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = steps_per_epoch(len(train), config.batch_size, run, config.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps * config.epochs)
@@ -129,7 +139,8 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
         score = float(np.mean(list(sens.values())))
         entry = {"epoch": epoch, "train_loss": train_loss, "val_score": score, "val_sensitivity_at_1fp": sens["1"]}
         meta = {**metadata, "best_epoch": epoch, "val_sensitivity_at_1fp": sens["1"], "val_mean_sensitivity": score}
-        record(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
+        keep_if_best(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
                                                        {**meta, "history": run.result.history}))
 
-    return loop(run, config.epochs, steps, lambda epoch: net.train(), step, validate, stop)
+    checkpoint = make_checkpoint(out, run, model, optimiser, scheduler, rng, config, resume)
+    return run_epochs(run, config.epochs, steps, lambda epoch: net.train(), step, validate, stop, checkpoint)

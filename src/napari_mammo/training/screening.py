@@ -8,12 +8,13 @@ The heads themselves are then fitted once more on all the images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from napari_mammo.engine.progress import Progress
 from napari_mammo.evaluation.crossval import fold_results, summarise
 from napari_mammo.models.screener import HEADS, MODEL_NAME, head_tensors
 from napari_mammo.models.screening import CellFeatures, ScreeningConfig, fit_cell_head, fit_heads
@@ -40,7 +41,7 @@ def operating_point(probabilities: np.ndarray, truth: np.ndarray, sensitivity: f
 
 def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], out: str | Path,
                  config: ScreeningConfig | None = None, folds: int = 5, seeds: int = 3, sensitivity: float = 0.85,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+                 progress: Progress | None = None) -> dict:
     """Cross-validate, calibrate on held-out scores, fit the heads on all images and write the weights."""
     from scipy.special import expit
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from napari_mammo.data.patches import PATCH, extract, select_patches
 from napari_mammo.data.preprocess import model_pixels, normalise, to_mias_scale
-from napari_mammo.engine.progress import Progress, StopFlag, drive
+from napari_mammo.engine.progress import Progress, StopFlag, progress_event, run_to_end
 from napari_mammo.errors import MammoInputError
 from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.images import read_image
@@ -40,13 +40,13 @@ def iter_predict_patches(model, patches: np.ndarray, device: str, batch_size: in
         for step, start in enumerate(range(0, len(patches), batch_size)):
             batch = model_input(patches[start : start + batch_size]).to(device)
             out[start : start + len(batch)] = torch.softmax(model(batch), dim=1).float().cpu().numpy()
-            yield {"phase": "classifying", "step": step + 1, "steps": steps}
+            yield progress_event("classifying", step + 1, steps)
     return out
 
 
 def predict_patches(model, patches: np.ndarray, device: str, batch_size: int = 64) -> np.ndarray:
     """Softmax probabilities (N, 3) of patches, in batches."""
-    return drive(iter_predict_patches(model, patches, device, batch_size))
+    return run_to_end(iter_predict_patches(model, patches, device, batch_size))
 
 
 def image_verdict(probabilities: np.ndarray, threshold: float = 0.5) -> tuple[int, np.ndarray]:
@@ -160,7 +160,7 @@ class PatchClassifier:
                  selection: str = "breast", progress: Progress | None = None,
                  stop: StopFlag | None = None) -> Classification:
         """Classify a 2-D image's patches and derive the image verdict (see `iter_classify`)."""
-        return drive(self.iter_classify(pixels, spacing_mm, selection), progress, stop)
+        return run_to_end(self.iter_classify(pixels, spacing_mm, selection), progress, stop)
 
     def classify_file(self, path: str | Path, **kwargs) -> Classification:
         """Read an image file and classify it."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mammo.data.preprocess import normalise, to_canvas, to_mias_scale
-from napari_mammo.engine.progress import Progress, StopFlag, drive
+from napari_mammo.engine.progress import Progress, StopFlag, progress_event, run_to_end
 from napari_mammo.errors import MammoInputError
 from napari_mammo.limits import MIN_SIDE
 
@@ -75,10 +75,10 @@ class LesionDetector:
             if r1 - r0 < 8 or c1 - c0 < 8:
                 raise ValueError(f"the region of interest {roi} is too small or outside the image")
             norm, top, left = norm[r0:r1, c0:c1], r0, c0
-        yield {"phase": "preparing", "step": 1, "steps": 3}
+        yield progress_event("preparing", 1, 3)
         scaled, mias = to_mias_scale(norm, spacing_mm, 8 if roi is not None else MIN_SIDE)
         canvas, factor = to_canvas(scaled, INPUT_SIZE, upscale=roi is None)
-        yield {"phase": "detecting", "step": 2, "steps": 3}
+        yield progress_event("detecting", 2, 3)
         self.model.eval()
         with torch.no_grad():
             out = self.model([torch.from_numpy(canvas)[None].to(self.device)])[0]
@@ -90,14 +90,14 @@ class LesionDetector:
         detections = [Detection(tuple(float(v) for v in boxes[i]), LABELS[0], float(scores[i]))
                       for i in order if scores[i] >= score_threshold
                       and boxes[i, 2] - boxes[i, 0] >= 1 and boxes[i, 3] - boxes[i, 1] >= 1]
-        yield {"phase": "done", "step": 3, "steps": 3}
+        yield progress_event("done", 3, 3)
         return detections
 
     def detect(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                roi: tuple[int, int, int, int] | None = None, score_threshold: float = 0.05,
                progress: Progress | None = None, stop: StopFlag | None = None) -> list[Detection]:
         """Detect lesions in a 2-D image (see `iter_detect`)."""
-        return drive(self.iter_detect(pixels, spacing_mm, roi, score_threshold), progress, stop)
+        return run_to_end(self.iter_detect(pixels, spacing_mm, roi, score_threshold), progress, stop)
 
     def detect_file(self, path: str | Path, **kwargs) -> list[Detection]:
         """Read an image file and detect lesions in it."""
