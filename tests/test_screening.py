@@ -169,3 +169,59 @@ def test_classify_command_defaults_to_screening_and_keeps_the_json_format(screen
     assert {"path", "label", "patches"} <= set(entry) and entry["both_breasts"] is True
     assert main(["classify", path, "--weights", str(screening_file), "--other", "none"]) == 0
     assert "this one" in capsys.readouterr().out
+
+
+def test_evaluate_screening_says_which_images_fitted_it(screening_file, synthetic_folder, tmp_path, capsys):
+    import shutil
+
+    from napari_mammo.cli import main
+    from napari_mammo.io.mias import read_info, write_info
+
+    args = ["evaluate", "screening", "--data", str(synthetic_folder), "--weights", str(screening_file)]
+    assert main([*args, "--json", "--plot", str(tmp_path / "s.png")]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "were used to fit the model" in captured.err  # every synthetic image fitted these weights
+    assert report["images"] == 6 and report["both_films"] == 6 and (tmp_path / "s.png").stat().st_size > 0
+    assert 0 <= report["auc_normal_vs_abnormal"] <= 1 and len(report["per_image"]) == 6
+    assert main([*args, "--split", "test"]) == 2
+    assert "no 'test' split" in capsys.readouterr().err
+    # a woman the model never saw is what --split auto evaluates, one film at a time with --single-film
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for record in read_info(synthetic_folder / "Info.txt")[:2]:
+        shutil.copy(record.path, fresh / f"new{record.ref[3:]}.pgm")
+    write_info(fresh / "Info.txt", [type(r)(f"new{r.ref[3:]}", r.tissue, r.lesions)
+                                    for r in read_info(synthetic_folder / "Info.txt")[:2]], height=256)
+    assert main(["evaluate", "screening", "--data", str(fresh), "--weights", str(screening_file), "--single-film"]) == 0
+    captured = capsys.readouterr()
+    assert "2 images" in captured.out and "0 screened with the woman's other film" in captured.out
+    assert "fit the model" not in captured.err
+
+
+def test_the_other_film_is_never_the_image_itself_or_blank(screening_file, synthetic_folder, tmp_path):
+    from napari_mammo import MammoInputError
+    from napari_mammo.io.pgm import write_pgm
+    from napari_mammo.models.screener import Screener
+
+    screener, path = Screener.load(screening_file), synthetic_folder / "mdb005.pgm"
+    with pytest.raises(MammoInputError, match="same pixels as this one"):
+        screener.screen_file(path, path)
+    blank = tmp_path / "blank.pgm"
+    write_pgm(blank, np.zeros((256, 256), np.uint8))
+    with pytest.raises(MammoInputError, match="the other film: the image is constant"):
+        screener.screen_file(path, blank)
+
+
+def test_a_lesion_outside_its_image_is_refused_and_utf16_info_is_read(tmp_path):
+    from napari_mammo import MammoInputError
+    from napari_mammo.io.mias import read_folder
+    from napari_mammo.io.pgm import write_pgm
+
+    write_pgm(tmp_path / "mdb001.pgm", np.zeros((256, 256), np.uint8))
+    (tmp_path / "Info.txt").write_text("mdb001 F CIRC B 5000 100 10\n")
+    with pytest.raises(MammoInputError, match="mdb001.pgm.*x 5000, y 100, outside this 256x256 image"):
+        read_folder(tmp_path)
+    (tmp_path / "Info.txt").write_bytes("mdb001 F CIRC B 50 100 10\r\n".encode("utf-16"))
+    (record,) = read_folder(tmp_path)
+    assert (record.lesions[0].col, record.lesions[0].row) == (50, 156)

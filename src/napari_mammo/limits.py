@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+import warnings
 
+_WARNED: set[str] = set()
 MIN_SIDE = 128
 """The models need at least this many 0.2 mm pixels on each side (one CNNI-BCC patch)."""
 
 
 def max_pixels() -> int:
     """The largest image, in pixels, that is read or handed to a model: $NAPARI_MAMMO_MAX_PIXELS, else 2**28."""
-    value = os.environ.get("NAPARI_MAMMO_MAX_PIXELS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else 2**28
+    value = os.environ.get("NAPARI_MAMMO_MAX_PIXELS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    if value and value not in _WARNED:
+        _WARNED.add(value)
+        warnings.warn(f"NAPARI_MAMMO_MAX_PIXELS={value!r} is not a positive whole number; using {2**28}",
+                      stacklevel=2)
+    return 2**28
 
 
 def check_pixels(height: int, width: int, frames: int = 1) -> str | None:

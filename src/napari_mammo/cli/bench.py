@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from napari_mammo.cli.common import has_display, json_safe
+from napari_mammo.cli.common import ALIASES, has_display, json_safe, model_name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
 
     report = {}
-    if args.model in ("classifier", "all"):
+    if args.model in ("cnni-bcc", "all"):
         report["classifier"] = bench_classifier(threads=args.threads, repeats=args.repeats, progress=show)
-    if args.model in ("detector", "all"):
+    if args.model in ("idbll", "all"):
         report["detector"] = bench_detector(threads=args.threads, repeats=max(args.repeats, 5))
     if args.model in ("screening", "all"):
         report["screening"] = bench_screening(threads=args.threads, repeats=args.repeats)
@@ -62,7 +62,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                        "ratios. IDBLL: median detection time per 1024x1024 image. napari: peak RSS "
                                        "of the whole workflow in a shown viewer.")
     bench.add_argument("model", nargs="?", default="all",
-                       choices=["all", "classifier", "detector", "screening", "napari"],
+                       choices=["all", "cnni-bcc", "idbll", "screening", "napari", *ALIASES], type=model_name,
                        help="what to measure; 'napari' is the peak RSS of a shown viewer classifying and "
                             "detecting one 1024x1024 image (needs a display: use xvfb-run -a on a server)")
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")

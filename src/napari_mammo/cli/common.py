@@ -27,6 +27,15 @@ def json_safe(value):
     return value
 
 
+ALIASES = {"classifier": "cnni-bcc", "detector": "idbll"}
+"""The older command-line names of the poster's two models."""
+
+
+def model_name(text: str) -> str:
+    """An argparse type: a model's name, its older alias replaced ('classifier' is 'cnni-bcc')."""
+    return ALIASES.get(text, text)
+
+
 def probability(text: str) -> float:
     """An argparse type: a number between 0 and 1."""
     value = float(text)
@@ -168,3 +177,23 @@ def progress_bar(description: str, unit: str) -> Iterator[Progress]:
             bar.refresh()
 
         yield show
+
+
+def untrained_records(records: list, trained: set[str], split: str) -> list:
+    """The images a whole-folder model was not fitted on (--split auto or test); all of them, said to be
+    optimistic, when none is left or with --split all."""
+    fresh = [r for r in records if r.ref not in trained]
+    if split in ("auto", "test") and fresh:
+        if len(fresh) < len(records):
+            print(f"napari-mammo: evaluating the {len(fresh)} images the model was not fitted on "
+                  f"({len(records) - len(fresh)} others here were)", file=sys.stderr)
+        return fresh
+    if split not in ("auto", "all"):
+        raise MammoInputError(Path(records[0].path).parent if records else Path("."),
+                              f"this model was fitted on every image here; it has no {split!r} split (use --split all)")
+    seen = sum(r.ref in trained for r in records)
+    if seen:
+        print(f"napari-mammo: warning: {seen} of these {len(records)} images were used to fit the model, so its "
+              "figures on them are optimistic; `napari-mammo crossval screening` gives held-out figures",
+              file=sys.stderr)
+    return records

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_mammo.cli.common import evaluation_records, json_safe, progress_bar
+from napari_mammo.cli.common import ALIASES, evaluation_records, json_safe, model_name, progress_bar, untrained_records
 from napari_mammo.engine.runtime import DEVICES
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate a model on a labelled folder: its figures as text or JSON, the curves as a PNG."""
-    model, measure, plot, describe = (detector_parts if args.model == "detector" else classifier_parts)(args)
-    records = evaluation_records(args.data, args.split, model.metadata)
+    parts = {"screening": screening_parts, "cnni-bcc": classifier_parts, "idbll": detector_parts}[args.model]
+    model, measure, plot, describe = parts(args)
+    if "trained_on" in model.metadata:  # fitted on whole folders, not on a recorded split
+        records = untrained_records(evaluation_records(args.data, "all"), set(model.metadata["trained_on"]),
+                                    args.split)
+    else:
+        records = evaluation_records(args.data, args.split, model.metadata)
     with progress_bar("evaluating", "image") as show:
         report = measure(model, records, show)
     report["weights"], report["split"] = str(model.source), args.split
@@ -25,6 +30,18 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"plot: {report['plot']}")
     return 0
+
+
+def screening_parts(args: argparse.Namespace) -> tuple:
+    """The screening model, and how it is measured, plotted and described."""
+    from napari_mammo.evaluation.plots import plot_screening
+    from napari_mammo.evaluation.screening import evaluate_screener, format_screening_evaluation
+    from napari_mammo.models.screener import Screener
+
+    def measure(model, records, show) -> dict:
+        return evaluate_screener(model, records, show, other_film=not args.single_film)
+
+    return Screener.load(args.weights), measure, plot_screening, format_screening_evaluation
 
 
 def classifier_parts(args: argparse.Namespace) -> tuple:
@@ -60,15 +77,23 @@ def detector_parts(args: argparse.Namespace) -> tuple:
 def add_parser(sub) -> argparse.ArgumentParser:
     """The `evaluate` command's arguments."""
     evaluate = sub.add_parser("evaluate", help="evaluate a model on a labelled MIAS-style folder",
-                              description="Patch and image accuracy, confusion matrix, per-class sensitivity "
-                                          "and specificity, ROC AUC, and a PNG of the curves.")
-    evaluate.add_argument("model", choices=["classifier", "detector"])
+                              description="screening: image AUC with its 95% interval by woman, sensitivity "
+                                          "and specificity at the verdict's threshold, benign-vs-malignant AUC. "
+                                          "CNNI-BCC: patch and image accuracy, confusion matrix, per-class "
+                                          "sensitivity and specificity, ROC AUC. IDBLL: FROC and mAP. With --plot, "
+                                          "a PNG of the curves.")
+    evaluate.add_argument("model", choices=["screening", "cnni-bcc", "idbll", *ALIASES], type=model_name,
+                          help="the screening model, CNNI-BCC or IDBLL ('classifier' and 'detector' are older "
+                               "names of the last two)")
     evaluate.add_argument("--data", required=True, metavar="DIR")
     evaluate.add_argument("--weights", metavar="FILE", help="weights file (default: shipped)")
     evaluate.add_argument("--split", default="auto", choices=["auto", "test", "val", "train", "all"],
                           help="which part of the weights' recorded split to evaluate (default auto: the test "
                                "split when the folder holds it, else every image)")
-    evaluate.add_argument("--patches", default="breast", choices=["breast", "all", "middle"])
+    evaluate.add_argument("--patches", default="breast", choices=["breast", "all", "middle"],
+                          help="CNNI-BCC: which patches to classify (default: those in the breast)")
+    evaluate.add_argument("--single-film", action="store_true",
+                          help="screening: screen each image alone, without the woman's other film beside it")
     evaluate.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     evaluate.add_argument("--plot", metavar="FILE.png", help="write the ROC / FROC curves here")
     evaluate.add_argument("--json", action="store_true")

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from napari_mammo.cli.common import progress_bar, progress_printer, training_records
+from napari_mammo.cli.common import ALIASES, model_name, progress_bar, progress_printer, training_records
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
 
@@ -74,22 +74,19 @@ def run(args: argparse.Namespace) -> int:
     records = training_records(args.data)
     show, close = progress_printer(args.progress_json)
     try:
-        if args.model == "classifier":
+        given = {key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                               ("learning_rate", args.learning_rate)) if value is not None}
+        common = {"seed": args.seed, "device": args.device, "max_steps_per_epoch": args.max_steps_per_epoch, **given}
+        if args.model == "cnni-bcc":
             from napari_mammo.training.cnni_bcc import ClassifierConfig, train_classifier
 
-            config = ClassifierConfig(epochs=args.epochs, seed=args.seed, device=args.device,
-                                      patches=args.patches, labelling=args.labelling,
-                                      crops_per_lesion=args.crops_per_lesion, batch_size=args.batch_size or 64,
-                                      learning_rate=args.learning_rate,
-                                      max_steps_per_epoch=args.max_steps_per_epoch)
+            config = ClassifierConfig(patches=args.patches, labelling=args.labelling,
+                                      crops_per_lesion=args.crops_per_lesion, **common)
             result = train_classifier(records, args.out, config, progress=show, resume=args.resume)
         else:
             from napari_mammo.training.idbll import DetectorConfig, train_detector
 
-            config = DetectorConfig(epochs=args.epochs, seed=args.seed, device=args.device,
-                                    batch_size=args.batch_size or 8, learning_rate=args.learning_rate,
-                                    augment=args.augment,
-                                    max_steps_per_epoch=args.max_steps_per_epoch)
+            config = DetectorConfig(augment=args.augment, **common)
             result = train_detector(records, args.out, config, progress=show, resume=args.resume)
     finally:
         close()
@@ -114,20 +111,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
                            description="Train on the train part of a seeded, pair-aware split of a MIAS-style "
                                        "folder; 20% of the women are held out as a test split and never used. "
                                        "Runs under torchrun for several processes (DDP).")
-    train.add_argument("model", choices=["classifier", "detector", "screening"],
+    train.add_argument("model", choices=["cnni-bcc", "idbll", "screening", *ALIASES], type=model_name,
                        help="CNNI-BCC, the IDBLL detector, or the screening model on the pretrained backbone "
-                            "(fitted on every image, calibrated on held-out folds by woman)")
+                            "(fitted on every image, calibrated on held-out folds by woman); 'classifier' and "
+                            "'detector' are older names of the first two")
     train.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     train.add_argument("--out", required=True, metavar="FILE.safetensors", help="where the best weights go")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     train.add_argument("--resume", action="store_true",
                        help="go on from the checkpoint beside --out (FILE.safetensors.checkpoint.pt, written after "
                             "every epoch and kept when training stops early), with the same options")
-    train.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="passes over the training data (default: 30 for CNNI-BCC, 40 for IDBLL)")
     train.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--batch-size", type=int, default=None, help="default 64 patches or 8 images")
-    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--learning-rate", type=float, default=None, help="peak of the one-cycle schedule "
+                                                                          "(default 0.001)")
     train.add_argument("--patches", default="middle", choices=["middle", "all", "breast"],
                        help="patch sampling: the poster's middle 4 columns (default), all 64, or those in the breast")
     train.add_argument("--crops-per-lesion", type=int, default=0, metavar="K",

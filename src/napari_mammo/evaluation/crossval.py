@@ -80,7 +80,7 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
                       np.array(malignancy), detections)
 
 
-def _bootstrap_auc(truth: np.ndarray, scores: np.ndarray, women: np.ndarray, rng: np.random.Generator,
+def bootstrap_auc(truth: np.ndarray, scores: np.ndarray, women: np.ndarray, rng: np.random.Generator,
                    rounds: int = 1000) -> tuple[float, float]:
     """A 95 % interval of the ROC AUC, resampling women (both films together)."""
     unique = np.unique(women)
@@ -164,7 +164,7 @@ def _pooled(results: list[FoldResult], rng: np.random.Generator) -> dict:
     for variant in VARIANTS:
         scores = np.concatenate([result.scores[variant] for result in results])
         out[f"auc_{variant}"] = roc_auc(truth, scores)
-        out[f"auc_{variant}_95ci"] = _bootstrap_auc(truth, scores, women, rng)
+        out[f"auc_{variant}_95ci"] = bootstrap_auc(truth, scores, women, rng)
     curve = froc([(d, r) for result in results for d, r in zip(result.detections, result.records, strict=True)])
     out.update({f"sensitivity_at_{fp}_fp": sensitivity_at(curve, fp) for fp in (0.5, 1, 2)})
     return out

@@ -61,14 +61,28 @@ def plot_report(report: dict, path: str | Path) -> Path:
         draw_roc(ax, [("normal vs abnormal", r["roc_normal_vs_abnormal"], r["auc_normal_vs_abnormal"]),
                       ("malignant vs rest", r["roc_malignant_vs_rest"], r["auc_malignant_vs_rest"])],
                  f"ROC, {level} level (n={r['count']})")
-    matrix = np.array(report["image"]["confusion_matrix"])
-    axes[2].imshow(matrix, cmap="Blues")
+    draw_confusion(axes[2], np.array(report["image"]["confusion_matrix"]),
+                   f"image confusion matrix (accuracy {report['image']['accuracy']:.3f})")
+    return save_figure(fig, path)
+
+
+def draw_confusion(ax, matrix: np.ndarray, title: str) -> None:
+    """A 3-class confusion matrix (rows true, columns predicted) with its counts."""
+    ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):  # white numbers on the dark cells
         dark = value > matrix.max() / 2
-        axes[2].text(j, i, str(value), ha="center", va="center", color="white" if dark else "black")
-    axes[2].set(title=f"image confusion matrix (accuracy {report['image']['accuracy']:.3f})",
-                xticks=range(3), yticks=range(3), xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
-                xlabel="predicted", ylabel="true")
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if dark else "black")
+    ax.set(title=title, xticks=range(3), yticks=range(3), xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
+           xlabel="predicted", ylabel="true")
+
+
+def plot_screening(report: dict, path: str | Path) -> Path:
+    """A PNG with the screening model's image ROC curve and its verdicts' confusion matrix."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4.8))
+    draw_roc(axes[0], [("normal vs abnormal", report["roc_normal_vs_abnormal"], report["auc_normal_vs_abnormal"])],
+             f"screening ROC (n={report['images']})")
+    draw_confusion(axes[1], np.array(report["confusion_matrix"]),
+                   f"verdicts (sensitivity {report['sensitivity']:.2f}, specificity {report['specificity']:.2f})")
     return save_figure(fig, path)
 
 

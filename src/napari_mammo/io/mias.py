@@ -55,15 +55,23 @@ def _parse_row(tokens: list[str], where: str, height: int) -> tuple[str, str, Le
     return ref, tissue, Lesion(abnormality, severity, row=height - y, col=x, radius=radius)
 
 
+def _unmarked(text: str) -> str:
+    """Text without a byte-order mark; UTF-16 (which a Latin-1 reading shows by its mark) decoded first."""
+    if text[:2] in ("\xff\xfe", "\xfe\xff"):
+        raw = text.encode("latin-1")
+        return raw.decode("utf-16").removeprefix("\ufeff")
+    return text.removeprefix("\ufeff").removeprefix("ï»¿")
+
+
 def parse_info(text: str, source: str = INFO_NAME, height: int = MIAS_SIZE) -> list[Mammogram]:
     """Parse the text of an Info.txt into one record per image, in the order first listed.
 
-    A byte-order mark is ignored; a row holding a NUL character is refused with its line
-    number. Time and memory grow linearly with the number of rows.
+    A byte-order mark is ignored (UTF-16 with its mark is decoded); a row holding a NUL
+    character is refused with its line number. Time and memory grow linearly with the rows.
     """
     tissues: dict[str, str] = {}
     lesions: dict[str, list[Lesion]] = {}
-    for number, line in enumerate(text.removeprefix("\ufeff").removeprefix("ï»¿").splitlines(), start=1):
+    for number, line in enumerate(_unmarked(text).splitlines(), start=1):
         if "\x00" in line:
             raise ValueError(f"{source} line {number}: holds a NUL character; the file is damaged")
         tokens = line.split()
@@ -137,21 +145,30 @@ def record_for_image(path: str | Path) -> Mammogram | None:
         return None
     for record in records:
         if record.ref == path.stem:
-            return at_image_height(Mammogram(record.ref, record.tissue, record.lesions, path))
+            try:
+                return at_image_height(Mammogram(record.ref, record.tissue, record.lesions, path))
+            except MammoInputError as err:
+                warnings.warn(f"{err} (the image is read without its lesions)", stacklevel=2)
+                return None
     return None
 
 
 def at_image_height(record: Mammogram) -> Mammogram:
-    """Measure Y from the bottom of the record's own image when it is not 1024 pixels high."""
+    """Measure Y from the bottom of the record's own image when it is not 1024 pixels high; a lesion centred
+    outside the image is refused (MammoInputError naming the image), never silently kept."""
     if record.path is None or record.path.suffix.lower() != ".pgm":
         return record
-    height, _ = pgm_shape(record.path)
-    if height == MIAS_SIZE:
-        return record
+    height, width = pgm_shape(record.path)
     shift = height - MIAS_SIZE
-    return record.with_lesions(tuple(
-        replace(lesion, row=lesion.row + shift) if lesion.located else lesion for lesion in record.lesions
-    ))
+    if shift:
+        record = record.with_lesions(tuple(
+            replace(lesion, row=lesion.row + shift) if lesion.located else lesion for lesion in record.lesions))
+    for lesion in record.lesions:
+        if lesion.located and not (0 <= lesion.row < height and 0 <= lesion.col < width):
+            raise MammoInputError(record.path, f"its Info.txt row puts a {lesion.abnormality} lesion at x "
+                                               f"{_number(lesion.col)}, y {_number(height - lesion.row)}, outside "
+                                               f"this {width}x{height} image")
+    return record
 
 
 def format_info(records: Iterable[Mammogram], height: int | dict[str, int] = MIAS_SIZE, header: str = "") -> str:

@@ -149,7 +149,13 @@ class Screener:
         both = other is not None
         partner = None
         if both:
-            partner, _ = self._cells(*other)
+            if np.array_equal(np.asarray(other[0]), np.asarray(pixels)):
+                raise ValueError("the other film holds the same pixels as this one; it must be the woman's other "
+                                 "breast (or none)")
+            try:
+                partner, _ = self._cells(*other)
+            except ValueError as err:
+                raise ValueError(f"the other film: {err}") from None
             yield progress_event("screening", 2, steps)
         values, scores = self.heads.film_scores(cells, partner)
         calibration = self.metadata["calibration"]
