@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from napari_mammo.cli import json_safe
+from napari_mammo.cli.common import json_safe
 from napari_mammo.evaluation.crossval import cross_validate, load_cells
 from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import ScreeningConfig

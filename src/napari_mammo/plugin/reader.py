@@ -20,12 +20,12 @@ LayerData = list[tuple]
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], LayerData] | None:
     """Return a reader for mammogram files or MIAS folders, or None for anything else."""
     paths = [path] if isinstance(path, str) else list(path)
-    if paths and all(_kind(Path(p)) for p in paths):
+    if paths and all(_format_of(Path(p)) for p in paths):
         return read_paths
     return None
 
 
-def _kind(path: Path) -> str | None:
+def _format_of(path: Path) -> str | None:
     """Which of our formats a path is: 'folder', 'image', or None."""
     if path.is_dir():
         return "folder" if find_info(path) is not None else None
@@ -41,7 +41,7 @@ def read_paths(path: str | list[str]) -> LayerData:
     paths = [path] if isinstance(path, str) else list(path)
     layers: LayerData = []
     for item in map(Path, paths):
-        layers.extend(read_folder_layers(item) if _kind(item) == "folder" else read_image_layers(item))
+        layers.extend(read_folder_layers(item) if _format_of(item) == "folder" else read_image_layers(item))
     return layers
 
 
