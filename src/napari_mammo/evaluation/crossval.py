@@ -199,7 +199,7 @@ def load_cells(records: Sequence[Mammogram], progress: Progress | None = None,
         pixels, _ = to_mias_scale(image.pixels, image.spacing_mm)
         key = f"{file_key(record.path)}-{pixels.shape[0]}x{pixels.shape[1]}"
         if model is None:
-            model = load_backbone()
+            model = load_backbone(spec.backbone)
         cells[record.ref] = cell_features(model, pixels, key, spec)
         if progress:
             progress(progress_event("backbone features", index + 1, len(records)))

