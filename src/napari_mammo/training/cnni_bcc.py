@@ -126,30 +126,21 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
 
     from napari_mammo.engine.weights import save_weights
     from napari_mammo.models.cnni_bcc.network import CNNIBCC
-    from napari_mammo.training.loop import (
-        distribute,
-        keep_if_best,
-        make_checkpoint,
-        optimise,
-        run_epochs,
-        start_training,
-        steps_per_epoch,
-        training_split,
-    )
+    from napari_mammo.training import loop
 
     config = config or ClassifierConfig()
-    run = start_training(config.device, config.seed, progress)
+    run = loop.start_training(config.device, config.seed, progress)
     device = run.device
-    parts, val_records = training_split(records, config.split_seed)
+    parts, val_records = loop.training_split(records, config.split_seed)
     train = build_patch_set(parts["train"], config.patches, config.labelling, run.report,
                             config.crops_per_lesion, config.seed)
     val = build_patch_set(val_records, config.patches, config.labelling)
 
     model = CNNIBCC(fast=True).to(device)
-    net = distribute(model, run)
+    net = loop.distribute(model, run)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed + 1000 * run.dist.rank)
-    steps = steps_per_epoch(len(train.labels), config.batch_size, run, config.max_steps_per_epoch)
+    steps = loop.steps_per_epoch(len(train.labels), config.batch_size, run, config.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps * config.epochs)
     metadata = {"classes": list(CLASS_NAMES), "config": asdict(config), "patch_size": PATCH,
                 "input": {"scale": "grey levels to [0, 1] (uint8 / 255)", "mean": INPUT_MEAN, "std": INPUT_STD},
@@ -164,7 +155,7 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     def step(index: int) -> float:
         chosen = batches[index]
         batch = model_input(_augment_batch(train.patches[chosen], rng)).to(device)
-        return optimise(F.cross_entropy(net(batch), torch.from_numpy(train.labels[chosen]).to(device)),
+        return loop.optimise(F.cross_entropy(net(batch), torch.from_numpy(train.labels[chosen]).to(device)),
                         optimiser, scheduler)
 
     def validate(epoch: int, train_loss: float) -> None:
@@ -183,8 +174,8 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
         meta = {**metadata, "best_epoch": epoch, "val_balanced_patch_accuracy": balanced,
                 "val_image_auc_normal_vs_abnormal": auc,
                 "image_threshold": best_threshold(scores, truth, lesion_class)}
-        keep_if_best(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
+        loop.keep_if_best(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
                                                        {**meta, "history": run.result.history}))
 
-    checkpoint = make_checkpoint(out, run, model, optimiser, scheduler, rng, config, resume)
-    return run_epochs(run, config.epochs, steps, start_epoch, step, validate, stop, checkpoint)
+    checkpoint = loop.make_checkpoint(out, run, model, optimiser, scheduler, rng, config, resume)
+    return loop.run_epochs(run, config.epochs, steps, start_epoch, step, validate, stop, checkpoint)

@@ -89,26 +89,17 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
 
     from napari_mammo.engine.weights import save_weights
     from napari_mammo.models.idbll.network import INPUT_SIZE, build_idbll
-    from napari_mammo.training.loop import (
-        distribute,
-        keep_if_best,
-        make_checkpoint,
-        optimise,
-        run_epochs,
-        start_training,
-        steps_per_epoch,
-        training_split,
-    )
+    from napari_mammo.training import loop
 
     config = config or DetectorConfig()
-    run = start_training(config.device, config.seed, progress)
+    run = loop.start_training(config.device, config.seed, progress)
     device = run.device
-    parts, val_records = training_split(records, config.split_seed)
+    parts, val_records = loop.training_split(records, config.split_seed)
     train = build_samples(parts["train"], INPUT_SIZE, run.report)
     model = build_idbll().to(device)
-    net = distribute(model, run)
+    net = loop.distribute(model, run)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps = steps_per_epoch(len(train), config.batch_size, run, config.max_steps_per_epoch)
+    steps = loop.steps_per_epoch(len(train), config.batch_size, run, config.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps * config.epochs)
     rng = np.random.default_rng(config.seed + 1000 * run.dist.rank)
     with_lesions = [i for i, s in enumerate(train) if len(s.boxes)] or list(range(len(train)))
@@ -128,7 +119,7 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
             images.append(torch.from_numpy(apply_image(canvas, transform))[None].to(device))
             targets.append({k: v.to(device) for k, v in _targets(boxes, INPUT_SIZE).items()})
         losses = net(images, targets)
-        return optimise(losses["classification"] + losses["bbox_regression"], optimiser, scheduler)
+        return loop.optimise(losses["classification"] + losses["bbox_regression"], optimiser, scheduler)
 
     def validate(epoch: int, train_loss: float) -> None:
         """Score: mean lesion sensitivity at 0.5, 1 and 2 FP/image, steadier than one point on few lesions."""
@@ -139,8 +130,8 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
         score = float(np.mean(list(sens.values())))
         entry = {"epoch": epoch, "train_loss": train_loss, "val_score": score, "val_sensitivity_at_1fp": sens["1"]}
         meta = {**metadata, "best_epoch": epoch, "val_sensitivity_at_1fp": sens["1"], "val_mean_sensitivity": score}
-        keep_if_best(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
+        loop.keep_if_best(run, entry, score, lambda: save_weights(out, model.state_dict(), MODEL_NAME,
                                                        {**meta, "history": run.result.history}))
 
-    checkpoint = make_checkpoint(out, run, model, optimiser, scheduler, rng, config, resume)
-    return run_epochs(run, config.epochs, steps, lambda epoch: net.train(), step, validate, stop, checkpoint)
+    checkpoint = loop.make_checkpoint(out, run, model, optimiser, scheduler, rng, config, resume)
+    return loop.run_epochs(run, config.epochs, steps, lambda epoch: net.train(), step, validate, stop, checkpoint)
