@@ -172,3 +172,22 @@ def test_cli_training_stops_cleanly_on_sigterm_keeping_the_best(synthetic_folder
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
     assert out.is_file() and "stopped early; kept the weights of epoch" in err
+
+
+def test_cnni_bcc_is_cross_validated_in_the_screening_models_folds(synthetic_folder, tmp_path, capsys):
+    from safetensors import safe_open
+
+    out = tmp_path / "cv.json"
+    assert main(["crossval", "cnni-bcc", "--data", str(synthetic_folder), "--folds", "3", "--epochs", "1",
+                 "--device", "cpu", "--work", str(tmp_path / "w"), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "cnni-bcc" and len(report["per_fold"]) == 3
+    assert "pooled, seed 0: cells AUC" in capsys.readouterr().out
+    # each fold trained on the other folds only, and kept no test split of its own
+    from napari_mammo.evaluation.crossval import woman_folds
+
+    folds = woman_folds(read_folder(synthetic_folder), 3, 0)
+    for k, held in enumerate(folds):
+        with safe_open(str(tmp_path / "w" / f"cnni-bcc-seed0-fold{k}.safetensors"), "pt") as handle:
+            split = json.loads(handle.metadata()["split"])
+        assert split["test"] == [] and not {r.ref for r in held} & {*split["train"], *split["val"]}

@@ -51,6 +51,12 @@ def split_by_woman(records: Sequence[Mammogram], fractions: dict[str, float],
     return {name: sorted(part, key=lambda r: r.ref) for name, part in parts.items()}
 
 
-def standard_split(records: Sequence[Mammogram], seed: int = 0) -> dict[str, list[Mammogram]]:
-    """The project's split: 20% of women for test, 15% for validation, the rest for training."""
+def standard_split(records: Sequence[Mammogram], seed: int = 0, test: bool = True) -> dict[str, list[Mammogram]]:
+    """The project's split: 20% of women for test, 15% for validation, the rest for training.
+
+    Without `test` (cross-validation holds its own fold out) there is no test part:
+    15% of the women validate and the rest train.
+    """
+    if not test:
+        return {"test": [], **split_by_woman(records, {"val": 0.15, "train": 0.85}, seed=seed)}
     return split_by_woman(records, {"test": 0.2, "val": 0.15, "train": 0.65}, seed=seed)

@@ -140,11 +140,17 @@ def summarise(records: Sequence[Mammogram], by_seed: list[list[FoldResult]], see
                 for seed, results in zip(seeds, by_seed, strict=True) for k, result in enumerate(results)]
     pooled = [_pooled(results, np.random.default_rng(seed)) for seed, results in zip(seeds, by_seed, strict=True)]
     keys = [key for key in per_fold[0] if key not in ("seed", "fold", "images")]
-    summary = {key: {"mean": float(np.nanmean([f[key] for f in per_fold])),
-                     "sd": float(np.nanstd([f[key] for f in per_fold], ddof=1))} for key in keys}
+    summary = {key: mean_sd([f[key] for f in per_fold]) for key in keys}
     return {"config": asdict(config), "images": len(records), "women": len({r.woman for r in records}),
             "folds": len(by_seed[0]),
             "seeds": list(seeds), "summary": summary, "pooled": pooled, "per_fold": per_fold}
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation over the folds where a figure exists (NaN where none or one does)."""
+    finite = np.array([v for v in values if v is not None and np.isfinite(v)], float)
+    return {"mean": float(finite.mean()) if len(finite) else float("nan"),
+            "sd": float(finite.std(ddof=1)) if len(finite) > 1 else float("nan")}
 
 
 def cross_validate(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int = 5,
@@ -177,9 +183,12 @@ def format_crossval(report: dict) -> str:
     for key, value in report["summary"].items():
         lines.append(f"{key:32s} {value['mean']:>12.3f} ± {value['sd']:.3f}")
     for seed, pooled in zip(report["seeds"], report["pooled"], strict=True):
+        variants = [v for v in VARIANTS if f"auc_{v}" in pooled]  # CNNI-BCC has the cell (patch) score only
+        sensitivity = (f"; sensitivity at 1 FP/image {pooled['sensitivity_at_1_fp']:.3f}"
+                       if "sensitivity_at_1_fp" in pooled else "")
         lines.append(f"pooled, seed {seed}: " + ", ".join(
             f"{v} AUC {pooled[f'auc_{v}']:.3f} [{pooled[f'auc_{v}_95ci'][0]:.3f}, {pooled[f'auc_{v}_95ci'][1]:.3f}]"
-            for v in VARIANTS) + f"; sensitivity at 1 FP/image {pooled['sensitivity_at_1_fp']:.3f}")
+            for v in variants) + sensitivity)
     return "\n".join(lines)
 
 

@@ -85,6 +85,7 @@ class ClassifyWidget(ModelWidget):
                      (self.patches, "CNNI-BCC: which 128x128 patches to classify"),
                      (self.run_button, "run the model in the background; press again to cancel"))
         self.model.changed.connect(self._on_model)
+        self._on_model()
         self.image.changed.connect(self._pick_partner)
         self._pick_partner()
         viewer.layers.events.inserted.connect(self._refresh)
@@ -107,6 +108,7 @@ class ClassifyWidget(ModelWidget):
         screening = self.model_name == "screening"
         self.other.visible = screening
         self.patches.visible = not screening
+        self.device.visible = not screening  # the screening model runs on the CPU (its heads are numpy)
         self.weights.reset_choices()
 
     def _pick_partner(self, _=None) -> None:

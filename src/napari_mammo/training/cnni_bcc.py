@@ -131,7 +131,7 @@ def train_classifier(records: Sequence[Mammogram], out: str | Path, config: Clas
     config = config or ClassifierConfig()
     run = loop.start_training(config.device, config.seed, progress)
     device = run.device
-    parts, val_records = loop.training_split(records, config.split_seed)
+    parts, val_records = loop.training_split(records, config.split_seed, config.hold_out_test)
     train = build_patch_set(parts["train"], config.patches, config.labelling, run.report,
                             config.crops_per_lesion, config.seed)
     val = build_patch_set(val_records, config.patches, config.labelling)

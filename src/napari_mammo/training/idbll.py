@@ -94,7 +94,7 @@ def train_detector(records: Sequence[Mammogram], out: str | Path, config: Detect
     config = config or DetectorConfig()
     run = loop.start_training(config.device, config.seed, progress)
     device = run.device
-    parts, val_records = loop.training_split(records, config.split_seed)
+    parts, val_records = loop.training_split(records, config.split_seed, config.hold_out_test)
     train = build_samples(parts["train"], INPUT_SIZE, run.report)
     model = build_idbll().to(device)
     net = loop.distribute(model, run)

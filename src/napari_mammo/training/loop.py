@@ -26,6 +26,8 @@ class TrainConfig:
     device: str = "auto"
     max_steps_per_epoch: int | None = None
     split_seed: int = 0
+    hold_out_test: bool = True
+    """Keep 20% of the women out as a test split; cross-validation, which holds out its own fold, turns it off."""
 
 
 @dataclass
@@ -78,11 +80,11 @@ def steps_per_epoch(items: int, batch: int, run: TrainingRun, cap: int | None) -
     return min(steps, cap) if cap else steps
 
 
-def training_split(records, seed: int) -> tuple[dict, list]:
+def training_split(records, seed: int, test: bool = True) -> tuple[dict, list]:
     """The pair-aware split and the images to validate on (two training images when there is no val part)."""
     from napari_mammo.data.splits import standard_split
 
-    parts = standard_split(records, seed=seed)
+    parts = standard_split(records, seed=seed, test=test)
     if not parts["train"]:
         raise ValueError("no training images after the split; the data set needs more women")
     return parts, parts["val"] or parts["train"][:2]
