@@ -204,7 +204,7 @@ def test_the_other_film_is_never_the_image_itself_or_blank(screening_file, synth
         screener.screen_file(path, path)
     blank = tmp_path / "blank.pgm"
     write_pgm(blank, np.zeros((256, 256), np.uint8))
-    with pytest.raises(MammoInputError, match="the other film: the image is constant"):
+    with pytest.raises(MammoInputError, match="blank.pgm: the other film: the image is constant"):
         screener.screen_file(path, blank)
 
 

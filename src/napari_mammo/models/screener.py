@@ -63,6 +63,10 @@ def logistic(x: float, a: float, b: float) -> float:
     return float(1.0 / (1.0 + np.exp(-(a * x + b))))
 
 
+class OtherFilmError(ValueError):
+    """The woman's other film cannot be used: the image itself, or one the backbone cannot take."""
+
+
 @dataclass
 class Screening:
     """One image's screening: verdict, probabilities, patches (as CNNI-BCC gives them), heatmap and boxes."""
@@ -150,12 +154,12 @@ class Screener:
         partner = None
         if both:
             if np.array_equal(np.asarray(other[0]), np.asarray(pixels)):
-                raise ValueError("the other film holds the same pixels as this one; it must be the woman's other "
-                                 "breast (or none)")
+                raise OtherFilmError("the other film holds the same pixels as this one; it must be the woman's "
+                                     "other breast (or none)")
             try:
                 partner, _ = self._cells(*other)
             except ValueError as err:
-                raise ValueError(f"the other film: {err}") from None
+                raise OtherFilmError(f"the other film: {err}") from None
             yield progress_event("screening", 2, steps)
         values, scores = self.heads.film_scores(cells, partner)
         calibration = self.metadata["calibration"]
@@ -221,6 +225,8 @@ class Screener:
             partner = (second.pixels, second.spacing_mm)
         try:
             return self.screen(image.pixels, image.spacing_mm, partner, **kwargs)
+        except OtherFilmError as err:
+            raise MammoInputError(other, str(err)) from None
         except ValueError as err:
             raise MammoInputError(path, str(err)) from None
 
