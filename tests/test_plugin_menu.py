@@ -109,3 +109,14 @@ def test_every_control_explains_itself(open_widget, make_napari_viewer, key):
     widget = open_widget(viewer, key)
     controls = [w for w in widget if not isinstance(w, Label | ProgressBar) and w.widget_type != "Table"]
     assert controls and all(w.tooltip for w in controls), [type(w).__name__ for w in controls if not w.tooltip]
+
+
+def test_the_image_choice_holds_the_layer_through_a_rename(open_widget, make_napari_viewer, synthetic_folder):
+    viewer = make_napari_viewer()
+    (image, _) = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    detect = open_widget(viewer, "detect")
+    detect.image.value = image
+    image.name = "left MLO"
+    assert detect.image.value is image
+    assert "left MLO" in [layer.name for layer in detect.image.choices]
+    assert detect.image.native.currentText() == "left MLO"

@@ -92,9 +92,14 @@ def image_box(viewer: napari.Viewer, label: str = "image"):
     from magicgui.widgets import ComboBox
 
     box = ComboBox(label=label, choices=lambda _: [(layer.name, layer) for layer in image_layers(viewer)])
+    def refresh(_=None) -> None:
+        box.reset_choices()
+
     for event in (viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.reordered):
-        event.connect(lambda _: box.reset_choices())
-    viewer.layers.events.inserted.connect(lambda event: event.value.events.name.connect(lambda _: box.reset_choices()))
+        event.connect(refresh)
+    for layer in viewer.layers:  # a renamed layer shows its new name
+        layer.events.name.connect(refresh)
+    viewer.layers.events.inserted.connect(lambda event: event.value.events.name.connect(refresh))
     return box
 
 
