@@ -46,7 +46,7 @@ def cnni_bcc_report(args: argparse.Namespace, records: list) -> dict:
     import tempfile
     from pathlib import Path
 
-    from napari_mammo.evaluation.crossval_cnni_bcc import cross_validate_cnni_bcc
+    from napari_mammo.training.crossval_cnni_bcc import cross_validate_cnni_bcc
     from napari_mammo.training.cnni_bcc import ClassifierConfig
 
     config = ClassifierConfig(epochs=args.epochs, patches="breast", crops_per_lesion=16, device=args.device)
