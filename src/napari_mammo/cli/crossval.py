@@ -46,8 +46,8 @@ def cnni_bcc_report(args: argparse.Namespace, records: list) -> dict:
     import tempfile
     from pathlib import Path
 
-    from napari_mammo.training.crossval_cnni_bcc import cross_validate_cnni_bcc
     from napari_mammo.training.cnni_bcc import ClassifierConfig
+    from napari_mammo.training.crossval_cnni_bcc import cross_validate_cnni_bcc
 
     config = ClassifierConfig(epochs=args.epochs, patches="breast", crops_per_lesion=16, device=args.device)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="napari-mammo-cv-"))
