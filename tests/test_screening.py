@@ -220,3 +220,48 @@ def test_a_lesion_outside_its_image_is_refused_and_utf16_info_is_read(tmp_path):
     (tmp_path / "Info.txt").write_bytes("mdb001 F CIRC B 50 100 10\r\n".encode("utf-16"))
     (record,) = read_folder(tmp_path)
     assert (record.lesions[0].col, record.lesions[0].row) == (50, 156)
+
+
+def _film(path, pixels: np.ndarray, patient: str, side: str, view: str) -> None:
+    """A 16-bit DICOM mammogram at 0.2 mm with its PatientID, ImageLaterality and ViewPosition."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.2", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.ImageLaterality, ds.ViewPosition = "MG", patient, side, view
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PixelSpacing = *pixels.shape, 1, [0.2, 0.2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PhotometricInterpretation, ds.PixelData = "MONOCHROME2", pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_films_find_their_partner_by_patient_side_and_view(screening_file, synthetic_folder, tmp_path,
+                                                                 capsys, make_napari_viewer, open_widget):
+    from napari_mammo.cli import main
+    from napari_mammo.io.pgm import read_pgm
+    from napari_mammo.models.screener import partner_file
+
+    left, right = (read_pgm(synthetic_folder / f"mdb00{n}.pgm") for n in (5, 6))
+    _film(tmp_path / "a.dcm", left, "P1", "L", "MLO")
+    _film(tmp_path / "b.dcm", right, "P1", "R", "CC")
+    _film(tmp_path / "c.dcm", right, "P1", "R", "MLO")
+    _film(tmp_path / "d.dcm", right, "P2", "R", "MLO")
+    assert partner_file(tmp_path / "a.dcm") == tmp_path / "c.dcm"  # same woman, other side, same view
+    assert main(["classify", str(tmp_path / "a.dcm"), "--weights", str(screening_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["both_breasts"] is True
+    for other, why in (("b.dcm", "is a CC view and this film MLO"), ("d.dcm", "belongs to patient 'P2'")):
+        assert main(["classify", str(tmp_path / "a.dcm"), "--weights", str(screening_file),
+                     "--other", str(tmp_path / other)]) == 2
+        assert why in capsys.readouterr().err
+    # in napari, Classify picks the partner among the open layers the same way
+    viewer = make_napari_viewer()
+    for name in ("b", "a", "d", "c"):
+        viewer.open(str(tmp_path / f"{name}.dcm"), plugin="napari-mammo")
+    classify = open_widget(viewer, "classify")
+    classify.image.value = viewer.layers["a"]
+    assert classify.other.value is viewer.layers["c"]

@@ -101,10 +101,40 @@ def read_dicom(path: str | Path) -> ImageData:
         "format": "DICOM",
         "photometric": photometric,
         "modality": str(dataset.get("Modality", "")),
-        "laterality": str(dataset.get("ImageLaterality", dataset.get("Laterality", ""))),
-        "view": str(dataset.get("ViewPosition", "")),
+        **film_identity(dataset),
     }
     return ImageData(np.asarray(pixels), _spacing(dataset), path, metadata)
+
+
+def film_identity(dataset) -> dict[str, str]:
+    """Whose film it is and which: PatientID, ImageLaterality (L/R) and ViewPosition (CC, MLO, …)."""
+    return {"patient": str(dataset.get("PatientID", "")).strip(),
+            "laterality": str(dataset.get("ImageLaterality", dataset.get("Laterality", ""))).strip().upper(),
+            "view": str(dataset.get("ViewPosition", "")).strip().upper()}
+
+
+def dicom_partner(path: str | Path) -> Path | None:
+    """The same woman's other breast in the same view, among the DICOM files beside `path` (headers only)."""
+    import pydicom
+
+    path = Path(path)
+    try:
+        own = film_identity(pydicom.dcmread(path, stop_before_pixels=True))
+    except Exception:  # not readable as DICOM: the image reader says why
+        return None
+    other_side = {"L": "R", "R": "L"}.get(own["laterality"])
+    if not own["patient"] or other_side is None:
+        return None
+    for candidate in sorted(path.parent.iterdir()):
+        if candidate == path or candidate.suffix.lower() not in (".dcm", ".dicom"):
+            continue
+        try:
+            theirs = film_identity(pydicom.dcmread(candidate, stop_before_pixels=True))
+        except Exception:  # a damaged neighbour is simply not the partner
+            continue
+        if (theirs["patient"], theirs["laterality"], theirs["view"]) == (own["patient"], other_side, own["view"]):
+            return candidate
+    return None
 
 
 def _smallest_int(pixels: np.ndarray) -> np.ndarray:

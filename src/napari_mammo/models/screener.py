@@ -221,6 +221,7 @@ class Screener:
         partner = None
         if other is not None:
             second = read_single_image(other)
+            check_views(image.metadata, second.metadata, other)
             check_partner(image.pixels.shape, image.spacing_mm, second.pixels.shape, second.spacing_mm, other)
             partner = (second.pixels, second.spacing_mm)
         try:
@@ -232,11 +233,34 @@ class Screener:
 
 
 def partner_file(path: str | Path) -> Path | None:
-    """The woman's other film beside a mini-MIAS file (mdb001 ↔ mdb002, same suffix), if it is there."""
+    """The woman's other film beside an image, if it is there: mini-MIAS numbering (mdb001 ↔ mdb002, same
+    suffix), or for DICOM the same PatientID and ViewPosition with the other ImageLaterality."""
+    from napari_mammo.io.images import is_dicom
+
     path = Path(path)
     partner = partner_of(path.stem)
     other = path.with_name(f"{partner}{path.suffix}") if partner else None
-    return other if other is not None and other.is_file() else None
+    if other is not None and other.is_file():
+        return other
+    if is_dicom(path):
+        from napari_mammo.io.dicom import dicom_partner
+
+        return dicom_partner(path)
+    return None
+
+
+def check_views(identity: dict, other_identity: dict, other_path: str | Path) -> None:
+    """Refuse an other film that the files say is another woman, the same breast, or another view."""
+    def known(key: str) -> tuple[str, str] | None:
+        mine, theirs = str(identity.get(key, "") or ""), str(other_identity.get(key, "") or "")
+        return (mine, theirs) if mine and theirs else None
+
+    if (pair := known("patient")) and pair[0] != pair[1]:
+        raise MammoInputError(other_path, f"belongs to patient {pair[1]!r}, this film to {pair[0]!r}")
+    if (pair := known("laterality")) and pair[0] == pair[1]:
+        raise MammoInputError(other_path, f"is the same breast ({pair[0]}); the other film must be the other one")
+    if (pair := known("view")) and pair[0] != pair[1]:
+        raise MammoInputError(other_path, f"is a {pair[1]} view and this film {pair[0]}; compare the same view")
 
 
 def check_partner(shape: tuple, spacing: tuple | None, other_shape: tuple, other_spacing: tuple | None,

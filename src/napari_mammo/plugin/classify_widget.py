@@ -114,9 +114,9 @@ class ClassifyWidget(ModelWidget):
     def _pick_partner(self, _=None) -> None:
         """Choose the MIAS partner of the chosen image (mdb001 ↔ mdb002) when it is open."""
         self.other.reset_choices()
-        partner = partner_of(self.image.value.name) if self.image.value is not None else None
-        self.other.value = next((layer for layer in self.other.choices if layer is not None
-                                 and layer.name == partner), None)
+        image = self.image.value
+        self.other.value = partner_layer(image, [c for c in self.other.choices if c is not None]) \
+            if image is not None else None
 
     def start(self):
         """Classify the chosen image layer (the shown slice or every slice) in a worker thread."""
@@ -140,10 +140,11 @@ class ClassifyWidget(ModelWidget):
 
             def job():
                 from napari_mammo.engine.weights import cached_load
-                from napari_mammo.models.screener import Screener, check_partner
+                from napari_mammo.models.screener import Screener, check_partner, check_views
 
                 screener = cached_load(weights, "screening", "cpu", lambda: Screener.load(weights))
                 if other is not None:
+                    check_views(layer.metadata, other_layer.metadata, other_layer.name)
                     check_partner(layer.data.shape, pixel_spacing(layer), other[0].shape, other[1], other_layer.name)
                 results, skipped = yield from run_on_slices(
                     layer, indices, lambda pixels: screener.iter_screen(pixels, pixel_spacing(layer), other))
@@ -181,6 +182,22 @@ class ClassifyWidget(ModelWidget):
             self.verdict.value = (f"{len(results)} slices: " + ", ".join(f"{n} {label}" for label, n in
                                                                            counts.most_common())
                                   + describe_skipped(skipped))
+
+
+def partner_layer(image, candidates: list):
+    """The open layer that is the same woman's other breast: by MIAS numbering (mdb001 ↔ mdb002), or by the
+    DICOM PatientID and ViewPosition with the other ImageLaterality."""
+    name = partner_of(image.name)
+    named = next((layer for layer in candidates if name and layer.name == name), None)
+    if named is not None:
+        return named
+    meta = image.metadata
+    side = {"L": "R", "R": "L"}.get(str(meta.get(Key.LATERALITY, "")))
+    if not meta.get(Key.PATIENT) or side is None:
+        return None
+    wanted = (meta[Key.PATIENT], side, meta.get(Key.VIEW, ""))
+    return next((layer for layer in candidates if (layer.metadata.get(Key.PATIENT), layer.metadata.get(Key.LATERALITY),
+                                                   layer.metadata.get(Key.VIEW, "")) == wanted), None)
 
 
 def colour_key(entries: list[tuple[str, str]]) -> str:

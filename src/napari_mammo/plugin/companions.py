@@ -37,6 +37,7 @@ class Key:
     VERDICT, PROBABILITIES, SLICE, VERDICTS = "verdict", "probabilities", "slice", "verdicts"  # patches
     DETECTIONS, SLICES, THRESHOLD = "detections", "slices", "threshold"  # IDBLL boxes, every one found
     DELETED, SHOWN_IDS = "deleted", "shown_ids"  # boxes the researcher removed, and those now shown
+    PATIENT, LATERALITY, VIEW = "patient", "laterality", "view"  # a DICOM film's PatientID, L/R, CC/MLO
 
 
 def companion(image_name: str, kind: str) -> str:
