@@ -48,9 +48,8 @@ def train_screening(args: argparse.Namespace) -> int:
     with progress_bar("backbone features", "image") as show:
         cells = load_cells(records, show, config.features)
     with progress_bar("folds", "fold") as show:
-        metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds,
-                                progress=show)
-    print(format_crossval({**metadata["crossval"]}), file=sys.stderr)
+        metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds, progress=show)
+    print(format_crossval(metadata["crossval"]), file=sys.stderr)
     point = metadata["operating_point"]["both"]
     print(f"operating point (held-out, both films): p(abnormal) >= {point['threshold']:.3f}, sensitivity "
           f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}; wrote {args.out}", file=sys.stderr)
