@@ -39,7 +39,6 @@ def screening_report(truth: np.ndarray, abnormal_p: np.ndarray, malignant_share:
     from napari_mammo.records import woman_of
 
     positive, flagged = truth > 0, predicted > 0
-    abnormal = truth > 0
     interval = (bootstrap_auc(positive, abnormal_p, np.array([woman_of(r) for r in refs]),
                               np.random.default_rng(0)) if 0 < positive.sum() < len(truth) else (np.nan, np.nan))
     return {
@@ -51,7 +50,7 @@ def screening_report(truth: np.ndarray, abnormal_p: np.ndarray, malignant_share:
         "roc_normal_vs_abnormal": [a.tolist() for a in roc_curve(positive, abnormal_p)],
         "sensitivity": float(flagged[positive].mean()) if positive.any() else float("nan"),
         "specificity": float((~flagged[~positive]).mean()) if (~positive).any() else float("nan"),
-        "auc_benign_vs_malignant": roc_auc(truth[abnormal] == 2, malignant_share[abnormal]),
+        "auc_benign_vs_malignant": roc_auc(truth[positive] == 2, malignant_share[positive]),
         "confusion_matrix": confusion_matrix(truth, predicted, 3).tolist(),
         "per_image": [{"ref": r, "truth": CLASS_NAMES[t], "verdict": CLASS_NAMES[v], "p_abnormal": float(p),
                        "both_films": bool(b)} for r, t, v, p, b in zip(refs, truth, predicted, abnormal_p, both,
