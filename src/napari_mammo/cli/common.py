@@ -53,7 +53,7 @@ def progress_printer(as_json: bool):
     """A progress callback: tqdm bars on stderr, or one JSON object per line on stdout."""
     if as_json:
         def emit(event: dict) -> None:
-            print(json.dumps(event), flush=True)
+            print(json.dumps(json_safe(event), allow_nan=False), flush=True)
 
         return emit, lambda: None
     from tqdm import tqdm
