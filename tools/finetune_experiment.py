@@ -1,6 +1,6 @@
 """Cross-validate fine-tuning the backbone's last two block stages as a cell classifier, on 256-pixel crops.
 
-    python tools/finetune_experiment.py --data "$NAPARI_MAMMO_MIAS" --folds 5 --seed 0 --epochs 15
+    python tools/finetune_experiment.py --data "$NAPARI_MAMMO_MIAS" --folds 5 --seed 0 --epochs 15 [--scores s.json]
 
 In each fold by woman (the folds of `napari-mammo crossval`), EfficientNet-Lite0's stages
 6 and 7 (`blocks[5:]`) and a 1x1 convolution on the 320-channel block output are trained
@@ -16,7 +16,9 @@ on the same fold for comparison.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -139,7 +141,7 @@ def train_fold(train, films, epochs: int, steps: int, batch: int, seed: int) -> 
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         print(f"  epoch {epoch + 1}: loss {np.mean(losses):.4f}", flush=True)
     return net
 
@@ -155,6 +157,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--scores", type=Path, help="write every held-out film's scores here (JSON), to fuse later")
     args = parser.parse_args()
     torch.set_num_threads(2)
     records = read_folder(args.data)
@@ -162,7 +165,7 @@ def main() -> None:
     films = prepare(records)
     cells = load_cells(records)
     parts = woman_folds(records, args.folds, args.seed)
-    rows = []
+    rows, kept = [], []
     for k, test in enumerate(parts):
         started = time.monotonic()
         train = [r for i, part in enumerate(parts) if i != k for r in part]
@@ -181,6 +184,11 @@ def main() -> None:
         shipped = (roc_auc(truth, frozen.scores["cells"]), roc_auc(truth, frozen.scores["asymmetry"]),
                    sensitivity_at(froc(list(zip(frozen.detections, test, strict=True))), 1))
         rows.append((tuned, shipped))
+        kept.extend({"fold": k, "ref": r.ref, "truth": r.label, "tuned_cells": float(o), "tuned_asymmetry": float(a),
+                     **{f"frozen_{v}": float(frozen.scores[v][i]) for v in frozen.scores}}
+                    for i, (r, o, a) in enumerate(zip(test, own, asym, strict=True)))
+        if args.scores:
+            args.scores.write_text(json.dumps(kept, indent=1))
         print(f"fold {k} ({time.monotonic() - started:.0f} s): fine-tuned cells {tuned[0]:.3f}, asymmetry "
               f"{tuned[1]:.3f}, sensitivity@1FP {tuned[2]:.3f} | frozen cells {shipped[0]:.3f}, asymmetry "
               f"{shipped[1]:.3f}, sensitivity@1FP {shipped[2]:.3f}", flush=True)
