@@ -7,11 +7,11 @@ count; times are medians of repeats after a warm-up.
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import statistics
 import time
 
 from napari_mammo.engine.progress import Progress, progress_event
+from napari_mammo.engine.runtime import peak_rss_mb
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -60,7 +60,7 @@ def _measure(kind: str, fast: bool, threads: int, repeats: int, batch: int) -> d
         def run():
             classifier.classify(pixels, (0.2, 0.2))
     seconds = _median_time(run, repeats)
-    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 def _measure_detector(threads: int, repeats: int) -> dict:
@@ -82,7 +82,7 @@ def _measure_detector(threads: int, repeats: int) -> dict:
         detector.detect(pixels, (0.2, 0.2))
         times.append(time.perf_counter() - start)
     return {"seconds": statistics.median(times), "runs": repeats,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def bench_detector(threads: int = 2, repeats: int = 10) -> dict:
@@ -113,7 +113,7 @@ def _measure_screening(threads: int, repeats: int) -> dict:
             screener.screen(pixels, (0.2, 0.2), partner)
             times.append(time.perf_counter() - start)
         out[key] = statistics.median(times)
-    return {**out, "runs": repeats, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {**out, "runs": repeats, "peak_rss_mb": peak_rss_mb()}
 
 
 def bench_screening(threads: int = 2, repeats: int = 5) -> dict:

@@ -83,3 +83,21 @@ def keep_triton_out() -> None:
     import sys
 
     sys.modules.setdefault("triton", None)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB since it started its program.
+
+    Linux's `ru_maxrss` carries over the parent's peak into a spawned child (fork, then
+    exec), so a benchmark in a fresh process would report its parent's memory; the kernel's
+    VmHWM belongs to the new program alone.
+    """
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
