@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 
+from napari_mammo.errors import MammoInputError
+
 _WARNED: set[str] = set()
 MIN_SIDE = 128
 """The models need at least this many 0.2 mm pixels on each side (one CNNI-BCC patch)."""
@@ -22,13 +24,12 @@ def max_pixels() -> int:
     return 2**28
 
 
-def check_pixels(height: int, width: int, frames: int = 1) -> str | None:
-    """Why an image of this declared size must not be read, or None when it may."""
-    total = height * width * frames
-    if total > max_pixels():
-        return (f"declares {frames}x{height}x{width} pixels" if frames > 1 else f"declares {height}x{width} pixels") + (
-            f", more than the limit of {max_pixels()} (set NAPARI_MAMMO_MAX_PIXELS to raise it)")
-    return None
+def check_pixels(path, height: int, width: int, frames: int = 1) -> None:
+    """Refuse (MammoInputError naming `path`) a file whose declared size is above the budget, before decoding."""
+    if height * width * frames > max_pixels():
+        size = f"{frames}x{height}x{width}" if frames > 1 else f"{height}x{width}"
+        raise MammoInputError(path, f"declares {size} pixels, more than the limit of {max_pixels()} "
+                                    "(set NAPARI_MAMMO_MAX_PIXELS to raise it)")
 
 
 def check_model_shape(height: int, width: int, min_side: int = MIN_SIDE) -> None:

@@ -39,11 +39,11 @@ def _inflated_size(path: Path, data_start: int, limit: int) -> int:
     return total
 
 
-def check_declared_size(path: Path) -> None:
-    """Refuse, before pixels are decoded or a deflated file inflated, a DICOM above the pixel budget."""
+def check_deflated_size(path: Path) -> None:
+    """Refuse, before pydicom inflates it whole, a deflated DICOM that inflates past the pixel budget."""
     import pydicom
 
-    from napari_mammo.limits import check_pixels, max_pixels
+    from napari_mammo.limits import max_pixels
 
     meta = pydicom.filereader.read_file_meta_info(path)
     if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
@@ -55,12 +55,15 @@ def check_declared_size(path: Path) -> None:
         if _inflated_size(path, start, limit) > limit:
             raise MammoInputError(path, f"is deflated and inflates to more than {limit} bytes, above the pixel "
                                         "budget (set NAPARI_MAMMO_MAX_PIXELS to raise it)")
-    header = pydicom.dcmread(path, stop_before_pixels=True)
-    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
-    frames = int(header.get("NumberOfFrames", 1) or 1) * int(header.get("SamplesPerPixel", 1) or 1)
-    too_big = check_pixels(rows, columns, frames)
-    if too_big:
-        raise MammoInputError(path, too_big)
+
+
+def check_declared_size(path: Path, dataset) -> None:
+    """Refuse, before its pixels are decoded, a DICOM whose Rows × Columns × frames is above the pixel budget."""
+    from napari_mammo.limits import check_pixels
+
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1) * int(dataset.get("SamplesPerPixel", 1) or 1)
+    check_pixels(path, rows, columns, frames)
 
 
 def read_dicom(path: str | Path) -> ImageData:
@@ -71,8 +74,9 @@ def read_dicom(path: str | Path) -> ImageData:
 
     path = Path(path)
     try:
-        check_declared_size(path)
+        check_deflated_size(path)
         dataset = pydicom.dcmread(path)
+        check_declared_size(path, dataset)
         raw = dataset.pixel_array
     except MammoInputError:
         raise

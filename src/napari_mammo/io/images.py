@@ -55,7 +55,7 @@ def _read_png(path: Path) -> np.ndarray:
     with path.open("rb") as handle:
         head = handle.read(24)
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":  # width and height lead the IHDR chunk
-        refuse_if_too_large(path, int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big"))
+        check_pixels(path, int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big"))
     return np.asarray(skimage.io.imread(path))
 
 
@@ -66,19 +66,12 @@ def _read_tiff(path: Path) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         if len(series.shape) >= 2:
-            refuse_if_too_large(path, int(series.shape[-2]), int(series.shape[-1]),
-                                int(np.prod(series.shape[:-2], dtype=np.int64)))
+            check_pixels(path, int(series.shape[-2]), int(series.shape[-1]),
+                         int(np.prod(series.shape[:-2], dtype=np.int64)))
         pixels = series.asarray()
         if "S" in series.axes:  # colour samples, wherever the file keeps them
             pixels = np.moveaxis(pixels, series.axes.index("S"), -1)
     return pixels
-
-
-def refuse_if_too_large(path: Path, height: int, width: int, frames: int = 1) -> None:
-    """Raise MammoInputError when a file declares more pixels than the budget, before any is decoded."""
-    too_big = check_pixels(height, width, frames)
-    if too_big:
-        raise MammoInputError(path, too_big)
 
 
 def read_raster(path: Path) -> np.ndarray:

@@ -51,9 +51,7 @@ def read_pgm(path: str | Path) -> np.ndarray:
         raise MammoInputError(path, f"corrupt PGM header: {b' '.join(tokens)!r} is not width height maxval") from None
     if width <= 0 or height <= 0 or not 0 < maxval < 65536:
         raise MammoInputError(path, f"corrupt PGM header: width {width}, height {height}, maxval {maxval}")
-    too_big = check_pixels(height, width)
-    if too_big:
-        raise MammoInputError(path, too_big)
+    check_pixels(path, height, width)
     dtype = np.dtype(np.uint8) if maxval < 256 else np.dtype(">u2")
     if magic == b"P2":
         values = raw[start - 1 :].split()
