@@ -117,6 +117,14 @@ def film_identity(dataset) -> dict[str, str]:
             "view": str(dataset.get("ViewPosition", "")).strip().upper()}
 
 
+def is_other_breast(own: dict, theirs: dict) -> bool:
+    """Whether two films' identities (`film_identity`) are one patient's two breasts in the same view."""
+    other_side = {"L": "R", "R": "L"}.get(str(own.get("laterality", "")))
+    return bool(own.get("patient")) and other_side is not None and (
+        theirs.get("patient"), theirs.get("laterality"), theirs.get("view", "")) == (
+        own["patient"], other_side, own.get("view", ""))
+
+
 def dicom_partner(path: str | Path) -> Path | None:
     """The same woman's other breast in the same view, among the DICOM files beside `path` (headers only)."""
     import pydicom
@@ -126,9 +134,8 @@ def dicom_partner(path: str | Path) -> Path | None:
         own = film_identity(pydicom.dcmread(path, stop_before_pixels=True))
     except Exception:  # not readable as DICOM: the image reader says why
         return None
-    other_side = {"L": "R", "R": "L"}.get(own["laterality"])
-    if not own["patient"] or other_side is None:
-        return None
+    if not own["patient"] or own["laterality"] not in ("L", "R"):
+        return None  # no patient or no side: no partner can be told
     for candidate in sorted(path.parent.iterdir()):
         if candidate == path or candidate.suffix.lower() not in (".dcm", ".dicom"):
             continue
@@ -136,7 +143,7 @@ def dicom_partner(path: str | Path) -> Path | None:
             theirs = film_identity(pydicom.dcmread(candidate, stop_before_pixels=True))
         except Exception:  # a damaged neighbour is simply not the partner
             continue
-        if (theirs["patient"], theirs["laterality"], theirs["view"]) == (own["patient"], other_side, own["view"]):
+        if is_other_breast(own, theirs):
             return candidate
     return None
 

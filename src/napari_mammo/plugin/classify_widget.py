@@ -191,13 +191,9 @@ def partner_layer(image, candidates: list):
     named = next((layer for layer in candidates if name and layer.name == name), None)
     if named is not None:
         return named
-    meta = image.metadata
-    side = {"L": "R", "R": "L"}.get(str(meta.get(Key.LATERALITY, "")))
-    if not meta.get(Key.PATIENT) or side is None:
-        return None
-    wanted = (meta[Key.PATIENT], side, meta.get(Key.VIEW, ""))
-    return next((layer for layer in candidates if (layer.metadata.get(Key.PATIENT), layer.metadata.get(Key.LATERALITY),
-                                                   layer.metadata.get(Key.VIEW, "")) == wanted), None)
+    from napari_mammo.io.dicom import is_other_breast
+
+    return next((layer for layer in candidates if is_other_breast(image.metadata, layer.metadata)), None)
 
 
 def colour_key(entries: list[tuple[str, str]]) -> str:
