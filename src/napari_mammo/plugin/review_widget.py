@@ -21,7 +21,6 @@ from napari_mammo.plugin.companions import (
     Key,
     companion,
     companion_layer,
-    layer_named,
 )
 from napari_mammo.plugin.layers import shape_box
 from napari_mammo.plugin.slices import image_box, on_slice, shown_index
@@ -36,7 +35,7 @@ HIT, FALSE_POSITIVE = "#30ff30", "#ff3030"
 COLUMNS = ("image", "truth", "verdict", "abnormality", "best box", "found", "lesions", "false positives")
 
 
-def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
+def compare_open_image(viewer: napari.Viewer, image) -> dict:
     """Colour the image's detection boxes as hits or false positives and mark missed lesions.
 
     Needs the '<image> lesions' ground truth (from the reader) and the '<image> IDBLL
@@ -45,10 +44,10 @@ def compare_open_image(viewer: napari.Viewer, image_name: str) -> dict:
     """
     from napari.utils.colormaps.standardize_color import transform_color
 
+    image_name = image.name
     truth_layer = companion_layer(viewer, image_name, LESIONS)
     boxes_layer = companion_layer(viewer, image_name, DETECTIONS)
-    image = layer_named(viewer, image_name)
-    if image is None or boxes_layer is None:
+    if boxes_layer is None:
         raise ValueError(f"run Detect on {image_name!r} first")
     if truth_layer is None and not (image.metadata.get(Key.LABEL) or image.metadata.get(Key.LABELS)):
         raise ValueError(f"{image_name!r} has no ground truth: open it from a folder with its Info.txt")
@@ -163,7 +162,7 @@ class ReviewWidget(WorkerWidget):
             show_error("napari-mammo: open an image, run Detect on it, then compare")
             return None
         try:
-            counts = compare_open_image(self.viewer, self.image.value.name)
+            counts = compare_open_image(self.viewer, self.image.value)
         except (ValueError, KeyError) as err:
             show_error(f"napari-mammo: {err}")
             return None
