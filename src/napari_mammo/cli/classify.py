@@ -10,7 +10,7 @@ from napari_mammo.engine.runtime import DEVICES
 
 
 def run(args: argparse.Namespace) -> int:
-    """Classify images with CNNI-BCC; JSON list on stdout with --json."""
+    """Classify images with the screening model or CNNI-BCC; a table, or JSON with --json / --jsonl."""
     if args.model == "cnni-bcc":
         from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
@@ -45,15 +45,17 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> argparse.ArgumentParser:
     """The `classify` command's arguments."""
     classify = sub.add_parser("classify", help="classify mammograms (the screening model, or CNNI-BCC)",
-                              description="Classify each image's 128x128 patches and give an image verdict "
-                                          "(the most suspicious patch decides).")
+                              description="Give each image a verdict (normal, benign, malignant) with its "
+                                          "probabilities and 128x128 patch classes; the screening model also "
+                                          "compares the woman's other film when it is found.")
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images")
     classify.add_argument("--model", default="screening", choices=["screening", "cnni-bcc"],
                           help="the screening model on the pretrained backbone (default), or the poster's CNNI-BCC")
     classify.add_argument("--weights", metavar="FILE", help="a .safetensors file of that model (default: shipped)")
     classify.add_argument("--other", default="auto", metavar="FILE|auto|none",
-                          help="screening: the woman's other film (same view); 'auto' (default) takes the MIAS "
-                               "partner beside the image (mdb001 <-> mdb002), 'none' screens the film alone")
+                          help="screening: the woman's other film (same view); 'auto' (default) takes the one "
+                               "beside the image (MIAS mdb001 <-> mdb002; DICOM: same PatientID and ViewPosition, "
+                               "other ImageLaterality), 'none' screens the film alone")
     classify.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     classify.add_argument("--patches", default="breast", choices=["breast", "all", "middle"],
                           help="which patches to classify (default: those in the breast)")
