@@ -115,3 +115,28 @@ def test_jitter_moves_boxes_with_the_zoomed_image():
         assert out.shape == canvas.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
         rows, cols = np.nonzero(out > 0.4)
         np.testing.assert_allclose([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1], moved[0], atol=2)
+
+
+def test_idbll_is_cross_validated_in_the_screening_models_folds(synthetic_folder, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from napari_mammo.evaluation.crossval import woman_folds
+    from napari_mammo.io.images import read_image
+
+    out, work = tmp_path / "cv.json", tmp_path / "w"
+    assert main(["crossval", "detector", "--data", str(synthetic_folder), "--folds", "3", "--epochs", "1",
+                 "--device", "cpu", "--work", str(work), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "idbll" and report["config"]["epochs"] == 1 and len(report["per_fold"]) == 3
+    assert {"auc_best_box", "sensitivity_at_1_fp"} <= set(report["summary"])
+    assert "pooled, seed 0: best_box AUC" in capsys.readouterr().out
+    records = read_folder(synthetic_folder)
+    for k, held in enumerate(woman_folds(records, 3, 0)):
+        path = work / f"idbll-seed0-fold{k}.safetensors"
+        with safe_open(str(path), "pt") as handle:
+            split = json.loads(handle.metadata()["split"])
+        assert split["test"] == [] and not {r.ref for r in held} & {*split["train"], *split["val"]}
+        # the fold's figure is what its own weights find on its held-out women
+        detector = LesionDetector.load(path, "cpu")
+        found = [(detector.detect(read_image(r.path).pixels, score_threshold=0.0), r) for r in held]
+        assert report["per_fold"][k]["sensitivity_at_1_fp"] == pytest.approx(sensitivity_at(froc(found), 1))

@@ -183,7 +183,7 @@ def format_crossval(report: dict) -> str:
     for key, value in report["summary"].items():
         lines.append(f"{key:32s} {value['mean']:>12.3f} ± {value['sd']:.3f}")
     for seed, pooled in zip(report["seeds"], report["pooled"], strict=True):
-        variants = [v for v in VARIANTS if f"auc_{v}" in pooled]  # CNNI-BCC has the cell (patch) score only
+        variants = [key[4:] for key in pooled if key.startswith("auc_") and not key.endswith("_95ci")]
         sensitivity = (f"; sensitivity at 1 FP/image {pooled['sensitivity_at_1_fp']:.3f}"
                        if "sensitivity_at_1_fp" in pooled else "")
         lines.append(f"pooled, seed {seed}: " + ", ".join(
