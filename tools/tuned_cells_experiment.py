@@ -132,7 +132,6 @@ def standardised(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     """Each fold of each seed: fine-tune, score the held-out films beside the frozen heads, print the table."""
-    import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
