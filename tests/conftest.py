@@ -68,14 +68,17 @@ def classifier_file(synthetic_folder, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def screening_file(synthetic_folder, tmp_path_factory) -> Path:
-    """Screening weights fitted on the small synthetic folder (3 folds, one seed)."""
+    """Screening weights fitted on the small synthetic folder (3 folds, one seed; a few fine-tuning steps)."""
     from napari_mammo import read_folder
-    from napari_mammo.evaluation.crossval import load_cells
+    from napari_mammo.evaluation.crossval import load_screening_features
+    from napari_mammo.models.screening import ScreeningConfig
     from napari_mammo.training.screening import fit_screener
 
     records = read_folder(synthetic_folder)
     out = tmp_path_factory.mktemp("screening") / "screening.safetensors"
-    fit_screener(records, load_cells(records), out, folds=3, seeds=1)
+    config = ScreeningConfig(tune_epochs=1, tune_steps=2, tune_batch=4)
+    cells, stage4 = load_screening_features(records, config)
+    fit_screener(records, cells, out, config, folds=3, seeds=1, stage4=stage4)
     return out
 
 

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from napari_mammo import Lesion, Mammogram, read_folder
-from napari_mammo.evaluation.crossval import cross_validate, load_cells, woman_folds
-from napari_mammo.models.screening import cell_boxes, cell_labels, fit_cell_head, image_score, other_film
+from napari_mammo.evaluation.crossval import cross_validate, load_screening_features, woman_folds
+from napari_mammo.models.screening import (
+    ScreeningConfig,
+    cell_boxes,
+    cell_labels,
+    fit_cell_head,
+    image_score,
+    other_film,
+)
 
 
 def test_backbone_weights_map_onto_timm_and_see_a_cat():
@@ -88,15 +95,21 @@ def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypa
 
     monkeypatch.setenv("NAPARI_MAMMO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cv.json"
-    assert main(["crossval", "screening", "--data", str(synthetic_folder), "--folds", "3", "--out", str(out)]) == 0
+    assert main(["crossval", "screening", "--data", str(synthetic_folder), "--folds", "3", "--out", str(out),
+                 "--tune-epochs", "1", "--tune-steps", "2"]) == 0
     report = json.loads(out.read_text())
-    assert report["folds"] == 3 and len(report["per_fold"]) == 3
+    assert report["folds"] == 3 and len(report["per_fold"]) == 3 and report["config"]["tune_epochs"] == 1
     assert {"auc_cells", "auc_fused", "sensitivity_at_1_fp"} <= set(report["summary"])
     assert "pooled, seed 0" in capsys.readouterr().out
-    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 6  # features cached, one file per image
+    # features cached, one file per image and layer (the cells' and the tuned map's stage 4)
+    assert len(list((tmp_path / "cache").rglob("blocks-x1/*.npz"))) == 6
+    assert len(list((tmp_path / "cache").rglob("stage4-x1/*.npz"))) == 6
     records = read_folder(synthetic_folder)
-    again = cross_validate(records, load_cells(records), 3, [0])
-    assert json_safe(again["per_fold"]) == report["per_fold"]  # the cache gives the same features, the folds are seeded
+    config = ScreeningConfig(tune_epochs=1, tune_steps=2)
+    cells, stage4 = load_screening_features(records, config)
+    again = cross_validate(records, cells, 3, [0], config, stage4=stage4)
+    # the cache gives the same features; the folds and the fine-tuning are seeded
+    assert json_safe(again["per_fold"]) == report["per_fold"]
 
 
 def test_screener_classifies_with_and_without_the_other_film(screening_file, synthetic_folder):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_mammo.cli.common import json_safe, model_name, progress_bar
+from napari_mammo.cli.common import add_tuning_arguments, json_safe, model_name, progress_bar
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.models.backbone import BACKBONES
 
@@ -29,15 +29,16 @@ def run(args: argparse.Namespace) -> int:
 
 def screening_report(args: argparse.Namespace, records: list) -> dict:
     """The screening model's cross-validation (backbone features cached)."""
-    from napari_mammo.evaluation.crossval import cross_validate, load_cells
+    from napari_mammo.evaluation.crossval import cross_validate, load_screening_features
     from napari_mammo.models.screening import ScreeningConfig
 
     config = ScreeningConfig(backbone=args.backbone, layer=args.layer, zoom=args.zoom, weight_decay=args.weight_decay,
-                             contralateral_weight_decay=args.contralateral_weight_decay, top_cells=args.top_cells)
+                             contralateral_weight_decay=args.contralateral_weight_decay, top_cells=args.top_cells,
+                             tune_epochs=args.tune_epochs, tune_steps=args.tune_steps)
     with progress_bar("backbone features", "image") as show:
-        cells = load_cells(records, show, config.features)
+        cells, stage4 = load_screening_features(records, config, show)
     with progress_bar("folds", "fold") as show:
-        return cross_validate(records, cells, args.folds, range(args.seeds), config, show)
+        return cross_validate(records, cells, args.folds, range(args.seeds), config, show, stage4)
 
 
 def poster_report(args: argparse.Namespace, records: list) -> dict:
@@ -72,9 +73,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                           "of the same folds and scored on its held-out women.")
     crossval.add_argument("model", choices=["screening", "cnni-bcc", "idbll", "classifier", "detector"],
                           type=model_name,
-                          help="the screening model (features cached, about a minute a seed), or CNNI-BCC or IDBLL "
-                               "trained from scratch in every fold (CNNI-BCC's shipped recipe: about a minute an "
-                               "epoch; IDBLL: about 15 s an epoch on 2 cores)")
+                          help="the screening model (features cached; about 2 min a fold with its tuned cell "
+                               "map), or CNNI-BCC or IDBLL trained from scratch in every fold (CNNI-BCC's shipped "
+                               "recipe: about a minute an epoch; IDBLL: about 15 s an epoch on 2 cores)")
     crossval.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     crossval.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     crossval.add_argument("--seeds", type=int, default=1, help="repeat with this many fold seeds (default 1)")
@@ -89,6 +90,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     crossval.add_argument("--contralateral-weight-decay", type=float, default=1.0,
                           help="L2 penalty of the left-minus-right head")
     crossval.add_argument("--top-cells", type=int, default=1, help="image score: mean of this many top cells")
+    add_tuning_arguments(crossval)
     crossval.add_argument("--epochs", type=int, help="CNNI-BCC, IDBLL: epochs per fold (default 10 for CNNI-BCC, "
                                                       "30 for IDBLL, as its shipped weights)")
     crossval.add_argument("--device", default="auto", choices=DEVICES, help="CNNI-BCC, IDBLL: where torch runs")

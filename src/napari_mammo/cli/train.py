@@ -7,7 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from napari_mammo.cli.common import ALIASES, model_name, progress_bar, progress_printer, training_records
+from napari_mammo.cli.common import (
+    ALIASES,
+    add_tuning_arguments,
+    model_name,
+    progress_bar,
+    progress_printer,
+    training_records,
+)
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
 
@@ -38,17 +45,17 @@ def check_output(path: str, overwrite: bool) -> None:
 
 def train_screening(args: argparse.Namespace) -> int:
     """Fit the screening model on every image of a folder, calibrated on held-out folds; write its weights."""
-    from napari_mammo.evaluation.crossval import format_crossval, load_cells
+    from napari_mammo.evaluation.crossval import format_crossval, load_screening_features
     from napari_mammo.io.mias import read_folder
     from napari_mammo.models.screening import ScreeningConfig
     from napari_mammo.training.screening import fit_screener
 
     records = read_folder(args.data)
-    config = ScreeningConfig()
+    config = ScreeningConfig(tune_epochs=args.tune_epochs, tune_steps=args.tune_steps)
     with progress_bar("backbone features", "image") as show:
-        cells = load_cells(records, show, config.features)
+        cells, stage4 = load_screening_features(records, config, show)
     with progress_bar("folds", "fold") as show:
-        metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds, progress=show)
+        metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds, progress=show, stage4=stage4)
     print(format_crossval(metadata["crossval"]), file=sys.stderr)
     point = metadata["operating_point"]["both"]
     print(f"operating point (held-out, both films): p(abnormal) >= {point['threshold']:.3f}, sensitivity "
@@ -139,5 +146,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
     train.add_argument("--cv-seeds", type=int, default=3,
                        help="screening: fold seeds of the cross-validation kept in the model card (default 3)")
+    add_tuning_arguments(train)
     train.add_argument("--progress-json", action="store_true", help="print progress as JSON lines on stdout")
     return train

@@ -63,9 +63,19 @@ class FoldResult:
 
 
 def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[str, CellFeatures],
-             by_ref: dict[str, Mammogram], seed: int, config: ScreeningConfig) -> FoldResult:
-    """Fit on `train`, score `test`: cell scores, image scores per variant, malignancy, boxes."""
+             by_ref: dict[str, Mammogram], seed: int, config: ScreeningConfig,
+             stage4: dict[str, CellFeatures] | None = None) -> FoldResult:
+    """Fit on `train`, score `test`: cell scores, image scores per variant, malignancy, boxes.
+
+    With `stage4` features (and `config.tune_epochs`), the tuned cell map is fine-tuned on
+    `train` too and the boxes are its local maxima; else they are the cell head's.
+    """
     heads = fit_heads(train, cells, by_ref, config, seed)
+    tuned = None
+    if stage4 is not None and config.tuned is not None:
+        from napari_mammo.models.tuned_cells import fine_tune_cells
+
+        tuned = fine_tune_cells(train, stage4, cells, config, seed)
     per_film, malignancy, detections = [], [], []
     for record in test:
         found = cells[record.ref]
@@ -74,6 +84,10 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
         values["fused"] = fuse(values, heads.standardise)
         per_film.append(values)
         malignancy.append(heads.malignancy(found, scores))
+        if tuned is not None:
+            from napari_mammo.models.tuned_cells import tuned_scores
+
+            scores = tuned_scores(tuned, stage4[record.ref].features)
         boxes = cell_boxes(scores, found.breast, found.stride)
         detections.append([Detection(box, "lesion", score) for box, score in boxes])
     return FoldResult(list(test), {v: np.array([values[v] for values in per_film]) for v in VARIANTS},
@@ -106,21 +120,23 @@ def _fold_metrics(result: FoldResult) -> dict:
 
 
 def out_of_fold(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int, seed: int,
-                config: ScreeningConfig, done: Callable[[int], None] | None = None) -> list[FoldResult]:
+                config: ScreeningConfig, done: Callable[[int], None] | None = None,
+                stage4: dict[str, CellFeatures] | None = None) -> list[FoldResult]:
     """Each fold's held-out results, the models fitted on the other folds."""
     by_ref = {r.ref: r for r in records}
     parts = woman_folds(records, folds, seed)
     results = []
     for k, test in enumerate(parts):
         train = [r for i, part in enumerate(parts) if i != k for r in part]
-        results.append(run_fold(train, test, cells, by_ref, seed * 100 + k, config))
+        results.append(run_fold(train, test, cells, by_ref, seed * 100 + k, config, stage4))
         if done:
             done(k)
     return results
 
 
 def fold_results(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int, seeds: Sequence[int],
-                 config: ScreeningConfig, progress: Progress | None = None) -> list[list[FoldResult]]:
+                 config: ScreeningConfig, progress: Progress | None = None,
+                 stage4: dict[str, CellFeatures] | None = None) -> list[list[FoldResult]]:
     """Each seed's held-out fold results (`out_of_fold`), reporting progress fold by fold."""
     total, done = folds * len(seeds), 0
 
@@ -130,7 +146,7 @@ def fold_results(records: Sequence[Mammogram], cells: dict[str, CellFeatures], f
         if progress:
             progress(progress_event("folds", done, total))
 
-    return [out_of_fold(records, cells, folds, seed, config, counted) for seed in seeds]
+    return [out_of_fold(records, cells, folds, seed, config, counted, stage4) for seed in seeds]
 
 
 def summarise(records: Sequence[Mammogram], by_seed: list[list[FoldResult]], seeds: Sequence[int],
@@ -155,10 +171,11 @@ def mean_sd(values: Sequence[float]) -> dict[str, float]:
 
 def cross_validate(records: Sequence[Mammogram], cells: dict[str, CellFeatures], folds: int = 5,
                    seeds: Sequence[int] = (0,), config: ScreeningConfig | None = None,
-                   progress: Progress | None = None) -> dict:
-    """Cross-validate by woman over each seed; per-fold figures, mean ± sd, pooled AUC with a 95 % interval."""
+                   progress: Progress | None = None, stage4: dict[str, CellFeatures] | None = None) -> dict:
+    """Cross-validate by woman over each seed; per-fold figures, mean ± sd, pooled AUC with a 95 % interval
+    (the boxes from the tuned cell map when `stage4` features are given, see `run_fold`)."""
     config = config or ScreeningConfig()
-    return summarise(records, fold_results(records, cells, folds, seeds, config, progress), seeds, config)
+    return summarise(records, fold_results(records, cells, folds, seeds, config, progress, stage4), seeds, config)
 
 
 def _pooled(results: list[FoldResult], rng: np.random.Generator) -> dict:
@@ -195,21 +212,35 @@ def format_crossval(report: dict) -> str:
 def load_cells(records: Sequence[Mammogram], progress: Progress | None = None,
                spec: FeatureSpec | None = None) -> dict[str, CellFeatures]:
     """Backbone features of every record's image at 0.2 mm, cached on disk by file hash."""
-    spec = spec or FeatureSpec()
+    return load_feature_sets(records, (spec or FeatureSpec(),), progress)[0]
+
+
+def load_feature_sets(records: Sequence[Mammogram], specs: Sequence[FeatureSpec],
+                      progress: Progress | None = None) -> list[dict[str, CellFeatures]]:
+    """Several layers' features of every record's image (one backbone pass per image), cached by file hash."""
     from napari_mammo.data.preprocess import to_mias_scale
     from napari_mammo.io.images import read_image
     from napari_mammo.models.backbone import load_backbone
-    from napari_mammo.models.screening import cell_features, file_key
+    from napari_mammo.models.screening import cell_feature_set, file_key
 
     model = None
-    cells = {}
+    sets: list[dict[str, CellFeatures]] = [{} for _ in specs]
     for index, record in enumerate(records):
         image = read_image(record.path)
         pixels, _ = to_mias_scale(image.pixels, image.spacing_mm)
         key = f"{file_key(record.path)}-{pixels.shape[0]}x{pixels.shape[1]}"
         if model is None:
-            model = load_backbone(spec.backbone)
-        cells[record.ref] = cell_features(model, pixels, key, spec)
+            model = load_backbone(specs[0].backbone)
+        for found, features in zip(sets, cell_feature_set(model, pixels, key, specs), strict=True):
+            found[record.ref] = features
         if progress:
             progress(progress_event("backbone features", index + 1, len(records)))
-    return cells
+    return sets
+
+
+def load_screening_features(records: Sequence[Mammogram], config: ScreeningConfig, progress: Progress | None = None
+                            ) -> tuple[dict[str, CellFeatures], dict[str, CellFeatures] | None]:
+    """The features a screening model reads: its cells' layer, and stage 4 when it fine-tunes the tuned cell map."""
+    tuned = config.tuned
+    sets = load_feature_sets(records, (config.features, tuned) if tuned else (config.features,), progress)
+    return sets[0], sets[1] if tuned else None

@@ -87,16 +87,27 @@ LAYERS = {"head": (1280, 32), "blocks": (320, 32), "stage5": (192, 32), "stage4"
 
 def feature_map(model, pixels01: np.ndarray, layer: str = "head") -> np.ndarray:
     """A feature map (C, ceil(H/stride), ceil(W/stride)) of a [0, 1] grey image; `layer` names it (see LAYERS)."""
+    return feature_maps(model, pixels01, (layer,))[layer]
+
+
+def feature_maps(model, pixels01: np.ndarray, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Several feature maps of one image from a single pass of the backbone (see LAYERS)."""
     import torch
 
+    unknown = set(layers) - set(LAYERS)
+    if unknown:
+        raise ValueError(f"unknown layer {sorted(unknown)[0]!r}")
+    stops = {"blocks": 6, "stage5": 5, "stage4": 4}
+    out = {}
     with torch.inference_mode():
         x = backbone_input(pixels01)
-        if layer == "head":
-            return model.forward_features(x)[0].numpy()
-        stop = {"blocks": 6, "stage5": 5, "stage4": 4}[layer]
-        x = model.bn1(model.conv_stem(x))
-        for index, stage in enumerate(model.blocks):
-            x = stage(x)
-            if index == stop:
-                return x[0].numpy()
-    raise ValueError(f"unknown layer {layer!r}")
+        if "head" in layers:
+            out["head"] = model.forward_features(x)[0].numpy()
+        wanted = {stops[layer]: layer for layer in layers if layer != "head"}
+        if wanted:
+            x = model.bn1(model.conv_stem(x))
+            for index, stage in enumerate(model.blocks[:max(wanted) + 1]):
+                x = stage(x)
+                if index in wanted:
+                    out[wanted[index]] = x[0].numpy().copy()
+    return out

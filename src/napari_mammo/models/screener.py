@@ -24,10 +24,12 @@ from napari_mammo.models.screening import (
     ScreeningConfig,
     ScreeningHeads,
     cell_boxes,
+    cell_feature_set,
     cell_features,
     fuse,
     smooth_scores,
 )
+from napari_mammo.models.tuned_cells import tuned_net, tuned_scores, tuned_state
 from napari_mammo.records import CLASS_NAMES, partner_of
 
 MODEL_NAME = "screening"
@@ -93,10 +95,11 @@ class Screening:
 class Screener:
     """Loaded screening heads with the backbone, ready to screen whole images."""
 
-    def __init__(self, heads: ScreeningHeads, metadata: dict, source: Path) -> None:
+    def __init__(self, heads: ScreeningHeads, metadata: dict, source: Path, tuned: dict | None = None) -> None:
         self.heads, self.metadata, self.source = heads, metadata, source
         self.config = ScreeningConfig(**metadata["config"])
         self._backbone = None
+        self._tuned_tensors, self._tuned = tuned, None
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Screener:
@@ -119,7 +122,11 @@ class Screener:
             standardise = {key: tuple(metadata["standardise"][key]) for key in FUSED}
         except (KeyError, TypeError):
             raise MammoInputError(path, "no readable screening config or score spreads in its metadata") from None
-        return cls(ScreeningHeads(**fitted, standardise=standardise, top_cells=config.top_cells), metadata, path)
+        tuned = tuned_state(state)
+        if tuned is not None and config.tuned is None:
+            raise MammoInputError(path, f"holds tuned cells but its config cannot read them (layer {config.layer!r})")
+        return cls(ScreeningHeads(**fitted, standardise=standardise, top_cells=config.top_cells), metadata, path,
+                   tuned)
 
     @property
     def backbone(self):
@@ -130,14 +137,25 @@ class Screener:
             self._backbone = load_backbone(self.config.backbone)
         return self._backbone
 
+    @property
+    def tuned(self):
+        """The tuned cell map (boxes and heatmap), built on first use; None for weights without one."""
+        if self._tuned is None and self._tuned_tensors is not None:
+            self._tuned = tuned_net(self._tuned_tensors, self.backbone, self.source)
+        return self._tuned
+
     def threshold(self, both_breasts: bool) -> float:
         """The verdict's operating point on the calibrated abnormality probability, with or without the other film."""
         return float(self.metadata["threshold" if both_breasts else "single_film_threshold"])
 
-    def _cells(self, pixels: np.ndarray, spacing_mm) -> tuple[CellFeatures, np.ndarray]:
-        """Backbone cells of an image at 0.2 mm, and its (row, column) resampling scale."""
+    def _cells(self, pixels: np.ndarray, spacing_mm) -> tuple[CellFeatures, np.ndarray | None, np.ndarray]:
+        """Backbone cells of an image at 0.2 mm, its tuned cell map (None without one), and its (row, column)
+        resampling scale."""
         scaled, scale = to_mias_scale(model_pixels(pixels, "screen"), spacing_mm)
-        return cell_features(self.backbone, scaled, None, self.config.features), scale
+        if self._tuned_tensors is None:
+            return cell_features(self.backbone, scaled, None, self.config.features), None, scale
+        cells, stage4 = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
+        return cells, tuned_scores(self.tuned, stage4.features), scale
 
     def iter_screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                     other: tuple[np.ndarray, tuple[float, float] | None] | None = None):
@@ -148,7 +166,7 @@ class Screener:
         `check_partner` refuses one of another size.
         """
         steps = 3 if other is not None else 2
-        cells, (scale_r, scale_c) = self._cells(pixels, spacing_mm)
+        cells, tuned, (scale_r, scale_c) = self._cells(pixels, spacing_mm)
         yield progress_event("screening", 1, steps)
         both = other is not None
         partner = None
@@ -157,7 +175,7 @@ class Screener:
                 raise OtherFilmError("the other film holds the same pixels as this one; it must be the woman's "
                                      "other breast (or none)")
             try:
-                partner, _ = self._cells(*other)
+                partner, _, _ = self._cells(*other)
             except ValueError as err:
                 raise OtherFilmError(f"the other film: {err}") from None
             yield progress_event("screening", 2, steps)
@@ -174,10 +192,11 @@ class Screener:
         label = "normal" if p_abnormal < self.threshold(both) else ("malignant" if p_malignant >= 0.5 else "benign")
         patches, label_image, patch_image = self._patches(np.asarray(pixels).shape, smooth_scores(scores), severity,
                                                           cells, (scale_r, scale_c))
+        where = scores if tuned is None else tuned  # the tuned map, where there is one, says where to look
         boxes = [((b[0] / scale_r, b[1] / scale_c, b[2] / scale_r, b[3] / scale_c), s)
-                 for b, s in cell_boxes(scores, cells.breast, cells.stride)]
+                 for b, s in cell_boxes(where, cells.breast, cells.stride)]
         yield progress_event("screening", steps, steps)
-        heatmap = np.where(cells.breast, scores, 0.0).astype(np.float32)  # nothing glows outside the breast
+        heatmap = np.where(cells.breast, where, 0.0).astype(np.float32)  # nothing glows outside the breast
         return Screening(label, probabilities, patches, label_image, patch_image, heatmap,
                          np.array([cells.stride / scale_r, cells.stride / scale_c]), boxes, p_abnormal,
                          self.threshold(both), both)

@@ -67,11 +67,28 @@ class ScreeningConfig:
     negatives_per_image: int = 150
     top_cells: int = 1
     backbone: str = "lite0"
+    tune_epochs: int = 15
+    """Epochs of fine-tuning the tuned cell map (0: none; boxes come from the cell head)."""
+    tune_steps: int = 30
+    tune_batch: int = 16
+    tune_crop: int = 16
+    """Crop width in stage-4 features (16 = 256 pixels at 0.2 mm)."""
+    tune_learning_rate: float = 1e-4
 
     @property
     def features(self) -> FeatureSpec:
         """The backbone features it reads."""
         return FeatureSpec(self.layer, self.zoom, self.backbone)
+
+    @property
+    def tuned(self) -> FeatureSpec | None:
+        """The features the tuned cell map reads (stage 4), or None when it is not fitted."""
+        if self.tune_epochs <= 0:
+            return None
+        if LAYERS[self.layer][1] != 32:
+            raise ValueError(f"the tuned cell map has the 32-pixel grid; layer {self.layer!r} has another "
+                             "(fit it with tune_epochs 0)")
+        return FeatureSpec("stage4", self.zoom, self.backbone)
 
 
 def cache_folder(backbone: str = "lite0") -> Path:
@@ -84,29 +101,44 @@ def cache_folder(backbone: str = "lite0") -> Path:
 def cell_features(model, pixels: np.ndarray, cache_key: str | None = None,
                   spec: FeatureSpec | None = None) -> CellFeatures:
     """Backbone features of a 0.2 mm image, read from the cache when `cache_key` (a file hash) is there."""
-    spec = spec or FeatureSpec()
+    return cell_feature_set(model, pixels, cache_key, (spec or FeatureSpec(),))[0]
+
+
+def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
+                     specs: Sequence[FeatureSpec]) -> list[CellFeatures]:
+    """Features of several layers of a 0.2 mm image (one backbone and zoom), those not cached from one pass."""
     from napari_mammo.io.atomic import atomic_write_bytes
-    from napari_mammo.models.backbone import feature_map
+    from napari_mammo.models.backbone import feature_maps
 
-    path = cache_folder(spec.backbone) / spec.tag / f"{cache_key}.npz" if cache_key else None
-    if path is not None and path.is_file():
-        with np.load(path) as stored:
-            return CellFeatures(stored["features"], stored["breast"], spec.stride)
-    grey = normalise(pixels)
-    if spec.zoom != 1:
-        from skimage.transform import rescale
+    if len({(spec.backbone, spec.zoom) for spec in specs}) != 1:
+        raise ValueError("one feature set is read with one backbone at one zoom")
+    found: dict[FeatureSpec, CellFeatures] = {}
+    paths = {spec: cache_folder(spec.backbone) / spec.tag / f"{cache_key}.npz" if cache_key else None
+             for spec in specs}
+    for spec, path in paths.items():
+        if path is not None and path.is_file():
+            with np.load(path) as stored:
+                found[spec] = CellFeatures(stored["features"], stored["breast"], spec.stride)
+    missing = [spec for spec in specs if spec not in found]
+    if missing:
+        grey = normalise(pixels)
+        if missing[0].zoom != 1:
+            from skimage.transform import rescale
 
-        grey = rescale(grey, spec.zoom, order=1, anti_aliasing=spec.zoom < 1, preserve_range=True)
-    features = feature_map(model, grey, spec.layer).astype(np.float16)
-    breast = cell_breast(pixels, features.shape[1:], spec.stride)
-    if path is not None:
-        import io
+            zoom = missing[0].zoom
+            grey = rescale(grey, zoom, order=1, anti_aliasing=zoom < 1, preserve_range=True)
+        maps = feature_maps(model, grey, tuple(spec.layer for spec in missing))
+        for spec in missing:
+            features = maps[spec.layer].astype(np.float16)
+            found[spec] = CellFeatures(features, cell_breast(pixels, features.shape[1:], spec.stride), spec.stride)
+            if paths[spec] is not None:
+                import io
 
-        buffer = io.BytesIO()
-        np.savez(buffer, features=features, breast=breast)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buffer.getvalue())
-    return CellFeatures(features, breast, spec.stride)
+                buffer = io.BytesIO()
+                np.savez(buffer, features=features, breast=found[spec].breast)
+                paths[spec].parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(paths[spec], buffer.getvalue())
+    return [found[spec] for spec in specs]
 
 
 def file_key(path: str | Path) -> str:

@@ -42,14 +42,19 @@ def operating_point(probabilities: np.ndarray, truth: np.ndarray, sensitivity: f
 
 def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], out: str | Path,
                  config: ScreeningConfig | None = None, folds: int = 5, seeds: int = 3, sensitivity: float = 0.85,
-                 progress: Progress | None = None) -> dict:
-    """Cross-validate, calibrate on held-out scores, fit the heads on all images and write the weights."""
+                 progress: Progress | None = None, stage4: dict[str, CellFeatures] | None = None) -> dict:
+    """Cross-validate, calibrate on held-out scores, fit the heads (and the tuned cell map, from the `stage4`
+    features) on all images and write the weights."""
     from scipy.special import expit
 
     from napari_mammo.engine.weights import save_weights
+    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_tensors
 
     config = config or ScreeningConfig()
-    by_seed = fold_results(records, cells, folds, range(seeds), config, progress)
+    if config.tuned is not None and stage4 is None:
+        raise ValueError("the tuned cell map is fitted on stage-4 features; load them (load_screening_features) "
+                         "or set tune_epochs to 0")
+    by_seed = fold_results(records, cells, folds, range(seeds), config, progress, stage4)
     report = summarise(records, by_seed, range(seeds), config)
     held_out = by_seed[0]  # the first seed's folds give the held-out scores the verdict is calibrated on
     truth = np.array([r.label != "normal" for held in held_out for r in held.records])
@@ -72,5 +77,7 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
                             f"{package_of(config.backbone)} 0.1.0 (Apache-2.0), timm's "
                             f"{architecture_of(config.backbone)} architecture"}
     state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
+    if config.tuned is not None:
+        state.update(tuned_tensors(fine_tune_cells(records, stage4, cells, config)))
     save_weights(out, state, MODEL_NAME, metadata)
     return metadata

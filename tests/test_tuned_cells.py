@@ -1,0 +1,93 @@
+"""The tuned cell map: fine-tuning on stage-4 crops, saving and loading, and the screener's boxes from it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_mammo import MammoInputError, read_folder
+from napari_mammo.evaluation.crossval import load_screening_features
+from napari_mammo.evaluation.metrics import roc_auc
+from napari_mammo.models.screening import ScreeningConfig, cell_boxes, cell_labels
+from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_scores
+
+
+def lesion_cell_auc(net, records, cells, stage4) -> float:
+    """AUC of the tuned map's scores, lesion cells against the other breast cells."""
+    truth, scores = [], []
+    for record in records:
+        found = cells[record.ref]
+        labels = cell_labels(record, found.breast.shape, found.stride)
+        values = tuned_scores(net, stage4[record.ref].features)
+        truth.extend(labels[found.breast])
+        scores.extend(values[found.breast])
+    return roc_auc(np.array(truth) > 0, np.array(scores))
+
+
+def test_fine_tuning_learns_where_the_lesions_are(synthetic_folder):
+    records = read_folder(synthetic_folder)
+    config = ScreeningConfig(tune_epochs=1, tune_steps=40, tune_batch=8)
+    cells, stage4 = load_screening_features(records, config)
+    before = lesion_cell_auc(fine_tune_cells(records, stage4, cells, ScreeningConfig(tune_epochs=1, tune_steps=0)),
+                             records, cells, stage4)
+    after = lesion_cell_auc(fine_tune_cells(records, stage4, cells, config), records, cells, stage4)
+    assert after > 0.9 and after > before + 0.1, (before, after)
+
+
+def test_screener_boxes_and_heatmap_come_from_the_tuned_map(screening_file, synthetic_folder):
+    from napari_mammo.data.preprocess import to_mias_scale
+    from napari_mammo.io.images import read_image
+    from napari_mammo.models.screener import Screener
+
+    screener = Screener.load(screening_file)
+    assert screener.tuned is not None
+    path = synthetic_folder / "mdb005.pgm"
+    result = screener.screen_file(path)
+    record = next(r for r in read_folder(synthetic_folder) if r.ref == "mdb005")
+    cells, stage4 = load_screening_features([record], screener.config)
+    expected = tuned_scores(screener.tuned, stage4["mdb005"].features)
+    breast = cells["mdb005"].breast
+    np.testing.assert_allclose(result.heatmap, np.where(breast, expected, 0), atol=1e-5)
+    boxes = cell_boxes(expected, breast, 32.0)  # a 0.2 mm image: no rescaling
+    np.testing.assert_allclose([(*b, s) for b, s in result.boxes], [(*b, s) for b, s in boxes], atol=1e-5)
+    assert to_mias_scale(read_image(path).pixels, None)[1] == pytest.approx((1.0, 1.0))
+
+
+def rewrite(screening_file, tmp_path, change) -> object:
+    """A copy of the screening weights with `change(state)` applied, written as another program would."""
+    from safetensors.torch import save_file
+
+    from napari_mammo.engine.weights import load_weights
+
+    state, metadata = load_weights(screening_file, "screening")
+    metadata.pop("format_version"), metadata.pop("model")
+    change(state)
+    out = tmp_path / "changed.safetensors"
+    save_file(state, str(out), metadata={"model": "screening", **{k: json.dumps(v) for k, v in metadata.items()}})
+    return out
+
+
+def test_tuned_cells_with_nan_are_refused_on_load(screening_file, tmp_path):
+    from napari_mammo.models.screener import Screener
+
+    def poison(state):
+        key = next(k for k in state if k.startswith("tuned.") and k.endswith("weight"))
+        state[key].view(-1)[0] = float("nan")
+
+    with pytest.raises(MammoInputError, match=r"tensor tuned\..* holds NaN"):
+        Screener.load(rewrite(screening_file, tmp_path, poison))
+
+
+def test_weights_without_a_tuned_map_take_their_boxes_from_the_cell_head(screening_file, synthetic_folder, tmp_path):
+    from napari_mammo.models.screener import Screener
+
+    def drop(state):
+        for key in [k for k in state if k.startswith("tuned.")]:
+            del state[key]
+
+    screener = Screener.load(rewrite(screening_file, tmp_path, drop))
+    assert screener.tuned is None
+    result = screener.screen_file(synthetic_folder / "mdb005.pgm")
+    tuned = Screener.load(screening_file).screen_file(synthetic_folder / "mdb005.pgm")
+    assert result.label == tuned.label and result.probabilities == tuned.probabilities  # the verdict is the heads'
+    assert not np.allclose(result.heatmap, tuned.heatmap)
