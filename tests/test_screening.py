@@ -192,6 +192,16 @@ def test_evaluate_screening_says_which_images_fitted_it(screening_file, syntheti
     assert "were used to fit the model" in captured.err  # every synthetic image fitted these weights
     assert report["images"] == 6 and report["both_films"] == 6 and (tmp_path / "s.png").stat().st_size > 0
     assert 0 <= report["auc_normal_vs_abnormal"] <= 1 and len(report["per_image"]) == 6
+    # the boxes' lesion sensitivity is what the screener's own boxes give on these images
+    from napari_mammo.evaluation.detector import froc, sensitivity_at
+    from napari_mammo.models.idbll.predict import Detection
+    from napari_mammo.models.screener import Screener, partner_file
+
+    screener = Screener.load(screening_file)
+    found = [([Detection(b, "lesion", s) for b, s in screener.screen_file(r.path, partner_file(r.path)).boxes], r)
+             for r in read_folder(synthetic_folder)]
+    assert report["lesion_sensitivity_at_fp"]["1"] == pytest.approx(sensitivity_at(froc(found), 1))
+    assert report["lesions"] == sum(len(r.lesions) for r in read_folder(synthetic_folder))
     assert main([*args, "--split", "test"]) == 2
     assert "no 'test' split" in capsys.readouterr().err
     # a woman the model never saw is what --split auto evaluates, one film at a time with --single-film

@@ -1,5 +1,6 @@
 """Scoring the screening model on labelled images: image AUC, sensitivity and specificity at its verdict's
-threshold, benign-vs-malignant AUC among the abnormal images, with the films each verdict used."""
+threshold, benign-vs-malignant AUC among the abnormal images, with the films each verdict used, and the
+lesion sensitivity of its boxes at 0.5, 1 and 2 false positives per image."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 
 from napari_mammo.engine.progress import Progress, progress_event
 from napari_mammo.evaluation.crossval import bootstrap_auc
+from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import confusion_matrix, roc_auc, roc_curve
+from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.models.screener import Screener, partner_file
 from napari_mammo.records import CLASS_NAMES, Mammogram
 
@@ -17,9 +20,10 @@ from napari_mammo.records import CLASS_NAMES, Mammogram
 def evaluate_screener(screener: Screener, records: Sequence[Mammogram], progress: Progress | None = None,
                       other_film: bool = True) -> dict:
     """Screen each image (with the woman's other film beside it, when `other_film`) and score the verdicts."""
-    truth, abnormal_p, malignant_share, predicted, both, refs = [], [], [], [], [], []
+    truth, abnormal_p, malignant_share, predicted, both, refs, boxes = [], [], [], [], [], [], []
     for index, record in enumerate(records):
         result = screener.screen_file(record.path, partner_file(record.path) if other_film else None)
+        boxes.append(([Detection(box, "lesion", score) for box, score in result.boxes], record))
         p = result.probabilities
         truth.append(CLASS_NAMES.index(record.label))
         abnormal_p.append(p["benign"] + p["malignant"])
@@ -29,8 +33,12 @@ def evaluate_screener(screener: Screener, records: Sequence[Mammogram], progress
         refs.append(record.ref)
         if progress:
             progress(progress_event("evaluating", index + 1, len(records)))
-    return screening_report(np.array(truth, int), np.array(abnormal_p), np.array(malignant_share),
-                            np.array(predicted, int), np.array(both, bool), refs)
+    report = screening_report(np.array(truth, int), np.array(abnormal_p), np.array(malignant_share),
+                              np.array(predicted, int), np.array(both, bool), refs)
+    curve = froc(boxes)
+    report.update(lesions=curve["lesions"], lesion_sensitivity_at_fp={str(fp): sensitivity_at(curve, fp)
+                                                                      for fp in (0.5, 1, 2)})
+    return report
 
 
 def screening_report(truth: np.ndarray, abnormal_p: np.ndarray, malignant_share: np.ndarray, predicted: np.ndarray,
@@ -69,4 +77,7 @@ def format_screening_evaluation(report: dict) -> str:
         f"at the verdict's threshold: sensitivity {report['sensitivity']:.3f}, specificity "
         f"{report['specificity']:.3f}",
         f"benign vs malignant AUC among the abnormal images: {report['auc_benign_vs_malignant']:.3f}",
+        *([f"its boxes find {' / '.join(f'{v:.3f}' for v in report['lesion_sensitivity_at_fp'].values())} of the "
+           f"{report['lesions']} located lesions at 0.5 / 1 / 2 false positives per image"]
+          if "lesion_sensitivity_at_fp" in report else []),
     ])
