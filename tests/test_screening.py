@@ -288,3 +288,21 @@ def test_dicom_films_find_their_partner_by_patient_side_and_view(screening_file,
     classify = open_widget(viewer, "classify")
     classify.image.value = viewer.layers["a"]
     assert classify.other.value is viewer.layers["c"]
+
+
+def test_detect_command_gives_the_screening_models_boxes_in_idbll_format(screening_file, synthetic_folder, capsys):
+    from napari_mammo.cli import main
+    from napari_mammo.models.screener import Screener, partner_file
+
+    path = synthetic_folder / "mdb005.pgm"
+    assert main(["detect", str(path), "--model", "screening", "--weights", str(screening_file), "--json",
+                 "--score-threshold", "0"]) == 0
+    entry = json.loads(capsys.readouterr().out)[0]
+    expected = Screener.load(screening_file).screen_file(path, partner_file(path)).boxes
+    assert [d["score"] for d in entry["detections"]] == pytest.approx([s for _, s in expected], abs=1e-5)
+    assert np.allclose([d["box"] for d in entry["detections"]], [list(b) for b, _ in expected], atol=0.01)
+    assert {d["label"] for d in entry["detections"]} == {"lesion"}
+    high = max(s for _, s in expected)
+    assert main(["detect", str(path), "--model", "screening", "--weights", str(screening_file), "--json",
+                 "--score-threshold", f"{high:.6f}", "--other", "none"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["detections"]) <= 1

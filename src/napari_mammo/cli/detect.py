@@ -1,24 +1,43 @@
-"""`napari-mammo detect`: IDBLL's lesion boxes for each image."""
+"""`napari-mammo detect`: lesion boxes for each image, from IDBLL or the screening model's tuned cell map."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from napari_mammo.cli.common import each_image, json_safe, probability
+from napari_mammo.cli.common import (
+    add_other_film_argument,
+    each_image,
+    json_safe,
+    model_name,
+    other_film,
+    probability,
+)
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 
 
 def run(args: argparse.Namespace) -> int:
-    """Detect lesions with IDBLL; JSON list on stdout with --json."""
-    from napari_mammo.models.idbll.predict import LesionDetector
+    """Detect lesions with IDBLL or the screening model; JSON list on stdout with --json."""
+    if args.model == "idbll":
+        from napari_mammo.models.idbll.predict import LesionDetector
 
-    detector = LesionDetector.load(args.weights, device=args.device)
+        detector = LesionDetector.load(args.weights, device=args.device)
+
+        def detections_of(path: str) -> list:
+            return detector.detect_file(path, score_threshold=args.score_threshold)
+    else:
+        from napari_mammo.models.idbll.predict import Detection
+        from napari_mammo.models.screener import Screener
+
+        screener = Screener.load(args.weights)
+
+        def detections_of(path: str) -> list:
+            boxes = screener.screen_file(path, other_film(args.other, path)).boxes
+            return [Detection(box, "lesion", score) for box, score in boxes if score >= args.score_threshold]
 
     def detect(path: str) -> dict:
-        detections = detector.detect_file(path, score_threshold=args.score_threshold)
-        return {"path": path, "detections": [d.to_json() for d in detections]}
+        return {"path": path, "detections": [d.to_json() for d in detections_of(path)]}
 
     results, failed = each_image(args.images, detect, args.jsonl)
     if args.json and not args.jsonl:  # with --jsonl each result was printed as it came
@@ -36,15 +55,19 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The `detect` command's arguments."""
-    detect = sub.add_parser("detect", help="find lesions with the IDBLL detector",
+    detect = sub.add_parser("detect", help="find lesions with the IDBLL detector or the screening model",
                             description="Boxes in each image's pixel coordinates (row 0 at the top), sorted by "
                                         "score, every one above the threshold.")
     detect.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images")
-    detect.add_argument("--weights", metavar="FILE", help="an IDBLL .safetensors file (default: shipped)")
+    detect.add_argument("--model", default="idbll", choices=["idbll", "screening", "detector"], type=model_name,
+                        help="the poster's IDBLL (default), or the screening model's boxes (local maxima of its "
+                             "tuned cell map, 96x96 pixels at 0.2 mm)")
+    detect.add_argument("--weights", metavar="FILE", help="a .safetensors file of that model (default: shipped)")
     detect.add_argument("--score-threshold", type=probability, default=BOX_THRESHOLD, metavar="T",
                         help=f"keep detections scoring at least T, between 0 and 1 (default {BOX_THRESHOLD}, as in "
                              "the widget; 0.05 for a FROC curve)")
-    detect.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
+    add_other_film_argument(detect)
+    detect.add_argument("--device", default="auto", choices=DEVICES, help="IDBLL: where torch runs (default: auto)")
     detect.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     detect.add_argument("--jsonl", action="store_true",
                         help="print one JSON object per line as each image is done (kept if interrupted)")
