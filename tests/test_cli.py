@@ -97,7 +97,7 @@ def test_napari_memory_benchmark_runs_the_whole_workflow():
 
     report = bench_viewer_memory()
     assert report["layers"] == ["mdb001", "mdb001 lesions", "mdb001 CNNI-BCC patches", "mdb001 suspicion",
-                                "mdb001 IDBLL detections"]
+                                "mdb001 detections"]
     stages = list(report["stages_mb"].values())
     assert stages == sorted(stages) and report["peak_rss_mb"] == stages[-1]  # a peak never falls
     assert report["peak_rss_mb"] < report["limit_mb"], format_memory_report(report)

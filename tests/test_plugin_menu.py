@@ -63,7 +63,7 @@ def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napar
     assert labels.data.shape == viewer.layers["mdb005"].data.shape
     assert labels.metadata["verdict"] in classify.verdict.value
     detect.threshold.value = 0.01
-    boxes = viewer.layers["mdb005 IDBLL detections"]
+    boxes = viewer.layers["mdb005 detections"]
     assert len(boxes.data) > 0
     review.image.value = viewer.layers["mdb005"]
     counts = review.compare()

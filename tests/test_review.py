@@ -25,13 +25,13 @@ def test_compare_open_image_colours_hits_and_marks_missed(open_widget, make_napa
     centre = truth.data[0].mean(axis=0)
     boxes = [np.array([centre - 5, [centre[0] - 5, centre[1] + 5], centre + 5, [centre[0] + 5, centre[1] - 5]]),
              np.array([[0, 0], [0, 10], [10, 10], [10, 0]], float)]
-    viewer.add_shapes(boxes, shape_type="rectangle", name="mdb005 IDBLL detections", scale=image.scale)
+    viewer.add_shapes(boxes, shape_type="rectangle", name="mdb005 detections", scale=image.scale)
     widget = open_widget(viewer, "review")
     widget.image.value = viewer.layers["mdb005"]
     counts = widget.compare()
     assert counts["hits"] == 1 and counts["false_positives"] == 1
     assert counts["missed"] == len(truth.data) - 1 and counts["truth"] == "malignant"
-    colours = viewer.layers["mdb005 IDBLL detections"].edge_color
+    colours = viewer.layers["mdb005 detections"].edge_color
     np.testing.assert_allclose(colours[0][:3], [0x30 / 255, 1, 0x30 / 255], atol=0.01)
     np.testing.assert_allclose(colours[1][:3], [1, 0x30 / 255, 0x30 / 255], atol=0.01)
     assert len(viewer.layers["mdb005 missed lesions"].data) == counts["missed"]
@@ -70,7 +70,7 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(open_widget,
     for row, values in enumerate(rows):
         widget._open_row(row)
         ref = values[0]
-        boxes = viewer.layers[f"{ref} IDBLL detections"]
+        boxes = viewer.layers[f"{ref} detections"]
         prediction = next(p for p in widget.predictions if p.record.ref == ref)
         assert len(boxes.data) == len(prediction.detections) > 0  # all kept boxes score >= 0.01
         assert f"{values[7]} false positive(s)" in widget.image_summary.value

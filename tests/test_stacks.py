@@ -109,7 +109,7 @@ def test_review_compares_the_shown_slice_of_a_stack(open_widget, make_napari_vie
 
     far = (5.0, 5.0)  # the image's corner: no lesion there
     boxes = viewer.add_shapes([box(4, first.row, first.col), box(3, 50, 50), box(4, *far)], shape_type="rectangle",
-                              name=f"{name} IDBLL detections", scale=stack.scale)
+                              name=f"{name} detections", scale=stack.scale)
     widget = open_widget(viewer, "review")
     widget.image.value = viewer.layers[name]
     counts = widget.compare()

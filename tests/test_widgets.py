@@ -192,7 +192,7 @@ def test_detect_widget_slider_refilters_and_corrections_round_trip(open_widget,
     widget.weights_file.value = str(detector_file)
     widget.threshold.value = 0.01
     layer = _detect(qtbot, widget)
-    assert layer is not None and layer.metadata["kind"] == "idbll"
+    assert layer is not None and layer.metadata["kind"] == "detections" and layer.metadata["model"] == "idbll"
     np.testing.assert_allclose(layer.scale, image.scale)
     everything = len(layer.data)
     assert everything == len([d for d in layer.metadata["detections"] if d["score"] >= 0.01]) > 0
@@ -292,7 +292,7 @@ def test_save_annotations_never_replaces_another_image(open_widget,
     shutil.copy(synthetic_folder / "mdb003.pgm", folder / "mdb005.pgm")  # another image under the same name
     before = (folder / "mdb005.pgm").read_bytes()
     viewer.add_shapes(np.array([[[150, 217], [150, 227], [160, 227], [160, 217]]]), shape_type="rectangle",
-                      name="mdb005 IDBLL detections", scale=image.scale)
+                      name="mdb005 detections", scale=image.scale)
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
     widget = open_widget(viewer, "detect")
@@ -360,3 +360,29 @@ def test_choices_are_remembered_for_the_next_session(open_widget, make_napari_vi
     # a damaged settings file is ignored, never an error
     (widget_settings / "widgets.json").write_text("{not json")
     assert open_widget(make_napari_viewer(), "classify").patches.value == "breast"
+
+
+def test_detect_widget_offers_the_screening_models_boxes(open_widget, make_napari_viewer, qtbot, screening_file,
+                                                          synthetic_folder):
+    from napari_mammo.models.screener import Screener
+
+    viewer = make_napari_viewer()
+    image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
+    widget = open_widget(viewer, "detect")
+    widget.model.value = "screening (tuned cell map)"
+    assert not widget.device.visible
+    widget.weights.value = "other file…"
+    widget.weights_file.value = str(screening_file)
+    widget.threshold.value = 0.01
+    layer = _detect(qtbot, widget)
+    assert layer.metadata["model"] == "screening"
+    expected = [(b, s) for b, s in Screener.load(screening_file).screen(image.data).boxes if s >= 0.01]
+    assert len(layer.data) == len(expected) > 0
+    np.testing.assert_allclose(sorted(layer.features["score"]), sorted(s for _, s in expected), atol=1e-6)
+    # a region keeps the boxes centred in it
+    roi = viewer.add_shapes(np.array([[[0, 0], [0, 128], [256, 128], [256, 0]]]), shape_type="rectangle", name="roi",
+                            scale=image.scale)
+    widget.roi.value = roi
+    layer = _detect(qtbot, widget)
+    inside = [s for b, s in expected if (b[1] + b[3]) / 2 <= 128]
+    np.testing.assert_allclose(sorted(layer.features["score"]), sorted(inside), atol=1e-6)

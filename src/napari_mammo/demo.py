@@ -66,7 +66,7 @@ def other_film(image: ImageData) -> tuple[np.ndarray, tuple[float, float] | None
 
 
 def run_models(image: ImageData, threshold: float = BOX_THRESHOLD):
-    """Screening (with the other film when it is beside the image) and IDBLL detections, shipped weights."""
+    """Screening (with the other film when it is beside the image) and detections, shipped weights."""
     from napari_mammo.models.idbll.predict import LesionDetector
     from napari_mammo.models.screener import Screener
 

@@ -3,7 +3,7 @@
 Every widget finds an image's companions through these names, so an image named
 "mdb001" has "mdb001 lesions" (the ground truth, from the reader or drawn), "mdb001
 CNNI-BCC patches" (Classify's Labels), "mdb001 suspicion" (the screening heatmap),
-"mdb001 IDBLL detections" (Detect's boxes) and "mdb001 missed lesions" (Review).
+"mdb001 detections" (Detect's boxes) and "mdb001 missed lesions" (Review).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 LESIONS = "lesions"
 PATCHES = "CNNI-BCC patches"
 SUSPICION = "suspicion"
-DETECTIONS = "IDBLL detections"
+DETECTIONS = "detections"
 MISSED = "missed lesions"
 COMPANIONS = (LESIONS, PATCHES, SUSPICION, DETECTIONS, MISSED)
 
-TRUTH_KIND, PATCHES_KIND, SUSPICION_KIND, DETECTIONS_KIND = "ground truth", "cnni-bcc", "suspicion", "idbll"
+TRUTH_KIND, PATCHES_KIND, SUSPICION_KIND, DETECTIONS_KIND = "ground truth", "cnni-bcc", "suspicion", "detections"
 KIND_OF = {LESIONS: None, PATCHES: PATCHES_KIND, SUSPICION: SUSPICION_KIND, DETECTIONS: DETECTIONS_KIND, MISSED: None}
 """The `kind` metadata of each companion this plugin makes (None: the user may have drawn it)."""
 
@@ -35,7 +35,8 @@ class Key:
     REFS, LABELS, SIZES = "refs", "labels", "sizes"  # a stack's per-slice references, labels, (rows, cols)
     HEIGHTS = "heights"  # lesion Shapes: each reference's image height, for MIAS' bottom-left origin
     VERDICT, PROBABILITIES, SLICE, VERDICTS = "verdict", "probabilities", "slice", "verdicts"  # patches
-    DETECTIONS, SLICES, THRESHOLD = "detections", "slices", "threshold"  # IDBLL boxes, every one found
+    DETECTIONS, SLICES, THRESHOLD = "detections", "slices", "threshold"  # Detect's boxes, every one found
+    MODEL = "model"  # which model found a detections layer's boxes: "idbll" or "screening"
     DELETED, SHOWN_IDS = "deleted", "shown_ids"  # boxes the researcher removed, and those now shown
     PATIENT, LATERALITY, VIEW = "patient", "laterality", "view"  # a DICOM film's PatientID, L/R, CC/MLO
 

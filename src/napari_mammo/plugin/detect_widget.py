@@ -1,4 +1,5 @@
-"""The Detect widget: IDBLL on an image layer (or a drawn region of it) into an editable Shapes layer.
+"""The Detect widget: IDBLL, or the screening model's tuned cell map, on an image layer (or a drawn region of
+it) into an editable Shapes layer.
 
 The threshold slider re-filters the kept detections without running the model again. The
 researcher's corrections survive re-filtering: boxes they deleted stay deleted, boxes they
@@ -40,7 +41,8 @@ from napari_mammo.plugin.worker_widget import ModelWidget
 if TYPE_CHECKING:
     import napari
 
-MODEL = "idbll"
+MODELS = {"IDBLL (poster's SSD)": "idbll", "screening (tuned cell map)": "screening"}
+"""The models that give boxes: label in the widget -> name in the weights registry; the first is the default."""
 NO_ROI = "whole image"
 USER_BOX = {"id": -1, "label": "lesion", "score": 1.0}
 """Features of a box the researcher draws."""
@@ -82,7 +84,7 @@ def refilter(layer, threshold: float) -> None:
     meta.update({Key.DELETED: sorted(deleted), Key.SHOWN_IDS: [d["id"] for d in shown], Key.THRESHOLD: threshold})
 
 
-def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, threshold: float):
+def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, threshold: float, model: str = "idbll"):
     """Add or refill the Shapes layer of detections aligned with `image_layer`.
 
     `results` is a list of (slice index, detections); on a stack the boxes carry their slice,
@@ -106,7 +108,8 @@ def add_detection_layer(viewer: napari.Viewer, image_layer, results: list, thres
             text={"string": "{label} {score:.2f}", "color": "white", "size": 9, "anchor": "upper_left"},
         )
         layer.metadata = {Key.KIND: DETECTIONS_KIND, Key.SOURCE: image_layer.name, Key.DELETED: [], Key.SHOWN_IDS: []}
-    layer.metadata.update({Key.DETECTIONS: stored, Key.SLICES: sorted({tuple(d["slice"]) for d in stored})})
+    layer.metadata.update({Key.DETECTIONS: stored, Key.SLICES: sorted({tuple(d["slice"]) for d in stored}),
+                           Key.MODEL: model})
     refilter(layer, threshold)
     return layer
 
@@ -119,17 +122,50 @@ def box_count_text(layer, threshold: float) -> str:
     return text + (f", {own} of yours" if own else "")
 
 
+def box_finder(model: str, weights, device: str, layer, roi):
+    """A function of a slice's pixels giving a generator of progress events that returns its boxes."""
+    from napari_mammo.engine.weights import cached_load
+
+    if model == "idbll":
+        from napari_mammo.models.idbll.predict import LesionDetector
+
+        detector = cached_load(weights, "idbll", device, lambda: LesionDetector.load(weights, device))
+        return lambda pixels: detector.iter_detect(pixels, pixel_spacing(layer), roi, KEEP_FROM)
+    from napari_mammo.models.screener import Screener
+
+    screener = cached_load(weights, "screening", "cpu", lambda: Screener.load(weights))
+    return lambda pixels: screening_boxes(screener, pixels, pixel_spacing(layer), roi)
+
+
+def screening_boxes(screener, pixels: np.ndarray, spacing_mm, roi):
+    """Generator of progress events returning the screening model's boxes scoring ≥ KEEP_FROM, those centred
+    in `roi` when one is given (the map is made from the whole film, as it was trained)."""
+    from napari_mammo.models.idbll.predict import Detection
+
+    result = yield from screener.iter_screen(pixels, spacing_mm)
+    boxes = [Detection(box, "lesion", score) for box, score in result.boxes if score >= KEEP_FROM]
+    if roi is None:
+        return boxes
+    return [d for d in boxes if roi[0] <= (d.box[0] + d.box[2]) / 2 <= roi[2]
+            and roi[1] <= (d.box[1] + d.box[3]) / 2 <= roi[3]]
+
+
 class DetectWidget(ModelWidget):
     """Choose an image, weights, a threshold and optionally a region; Detect writes editable boxes."""
 
-    model_name = MODEL
     idle_text = "Detect"
+
+    @property
+    def model_name(self) -> str:
+        """The chosen model's name in the weights registry."""
+        return MODELS[self.model.value] if hasattr(self, "model") else next(iter(MODELS.values()))
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         viewer = napari_viewer  # napari injects the viewer by this parameter's name
         super().__init__()
         self.viewer = viewer
         self.image = image_box(viewer)
+        self.model = ComboBox(label="model", choices=list(MODELS), value=next(iter(MODELS)))
         self.threshold = FloatSlider(label="score threshold", value=BOX_THRESHOLD, min=KEEP_FROM, max=1.0, step=0.01)
         self.slices = slices_box()
         self.roi = ComboBox(label="region", choices=self._roi_choices)
@@ -138,7 +174,8 @@ class DetectWidget(ModelWidget):
         self.key = Label(label="colours", value=colour_key([(MODEL_BOX, "model's boxes"), (USER_BOX_COLOUR, "yours")]))
         self.save_folder = FileEdit(label="annotations", mode="d")
         self.save_button = PushButton(text="Save annotations")
-        self.extend([self.notice, self.key, self.image, self.slices, self.weights, self.weights_file, self.threshold,
+        self.extend([self.notice, self.key, self.image, self.slices, self.model, self.weights, self.weights_file,
+                     self.threshold,
                      self.roi, self.device, self.run_button, self.progress, self.status, self.save_folder,
                      self.save_button])
         show_for_stacks(self.image, self.slices)
@@ -146,19 +183,28 @@ class DetectWidget(ModelWidget):
         self.explain((self.image, "the image layer to search for lesions"),
                      (self.threshold, "show boxes scoring at least this (the model is not run again)"),
                      (self.roi, "a Shapes layer whose last rectangle limits the search"),
-                     (self.weights, "the shipped IDBLL weights, weights trained in this session, or a file"),
-                     (self.weights_file, "an IDBLL .safetensors weights file"),
+                     (self.model, "the poster's IDBLL detector, or the boxes of the screening model's tuned cell "
+                                  "map (local maxima, 96x96 pixels at 0.2 mm)"),
+                     (self.weights, "the shipped weights, weights trained in this session, or a file"),
+                     (self.weights_file, "a .safetensors weights file of the chosen model"),
                      (self.slices, "on a stack: the shown slice, or every slice in turn"),
                      (self.device, "where torch runs"),
                      (self.run_button, "run the detector in the background; press again to cancel"),
                      (self.save_folder, "a MIAS-style folder (PGM + Info.txt) for your corrected boxes"),
                      (self.save_button, "write the image and the shown boxes as lesion circles"))
+        self.model.changed.connect(self._on_model)
+        self._on_model()
         self.threshold.changed.connect(self._on_threshold)
         self.save_button.changed.connect(self.save_annotations)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(lambda _: self.roi.reset_choices())
-        remember("detect", {"weights": self.weights, "weights_file": self.weights_file, "device": self.device,
-                            "save_folder": self.save_folder})
+        remember("detect", {"model": self.model, "weights": self.weights, "weights_file": self.weights_file,
+                            "device": self.device, "save_folder": self.save_folder})
+
+    def _on_model(self, _=None) -> None:
+        """Offer the chosen model's weights; the screening model runs on the CPU."""
+        self.device.visible = self.model_name == "idbll"
+        self.weights.reset_choices()
 
     def _roi_choices(self, _=None) -> list:
         """'whole image' or any Shapes layer that is not our output."""
@@ -204,25 +250,21 @@ class DetectWidget(ModelWidget):
         except ValueError as err:
             show_error(f"napari-mammo: {err}")
             return None
-        weights, device = self.weights_path(), self.device.value
+        weights, device, model = self.weights_path(), self.device.value, self.model_name
 
         def job():
-            from napari_mammo.engine.weights import cached_load
-            from napari_mammo.models.idbll.predict import LesionDetector
-
-            detector = cached_load(weights, "idbll", device, lambda: LesionDetector.load(weights, device))
-            results, skipped = yield from run_on_slices(
-                layer, indices, lambda pixels: detector.iter_detect(pixels, pixel_spacing(layer), roi, KEEP_FROM))
+            results, skipped = yield from run_on_slices(layer, indices, box_finder(model, weights, device, layer, roi))
             return layer, results, skipped
 
-        return self.launch(job, self._on_result, self.status, "detection failed", "detecting…")
+        return self.launch(job, lambda value: self._on_result(value, model), self.status, "detection failed",
+                           "detecting…")
 
-    def _on_result(self, value) -> None:
-        """Write the detections."""
+    def _on_result(self, value, model: str) -> None:
+        """Write the detections of `model`."""
         layer, results, skipped = value
         kept = sum(len(dets) for _, dets in results)
         if results:
-            out = add_detection_layer(self.viewer, layer, results, self.threshold.value)
+            out = add_detection_layer(self.viewer, layer, results, self.threshold.value, model)
             where = f" on {len(results)} slices" if len(results) > 1 else ""
             self.status.value = (box_count_text(out, self.threshold.value) + f"{where} ({kept} kept)"
                                  + describe_skipped(skipped))
