@@ -101,7 +101,7 @@ def use_weights_file(widget, path) -> None:
 
 WIDGETS = {
     "classify": "Classify (screening, CNNI-BCC)",
-    "detect": "Detect lesions (IDBLL)",
+    "detect": "Detect lesions (IDBLL, screening)",
     "review": "Review",
     "train": "Train",
 }

@@ -143,7 +143,7 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     if partner is not None and other_layer in classify.other.choices:
         classify.other.value = other_layer
     classify.verdict.value = verdict_text(classification)
-    _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL)")
+    _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL, screening)")
     detect.image.value = layer
     detect.status.value = box_count_text(boxes, BOX_THRESHOLD)
     viewer.layers.selection.active = layer
