@@ -9,9 +9,14 @@ from napari_mammo.models.idbll.predict import LesionDetector
 
 
 def test_shipped_files_and_model_cards_exist():
-    for model in ("cnni-bcc", "idbll", "screening"):
+    from napari_mammo.models.screener import Screener
+
+    assert Screener.load().tuned is not None  # the shipped screening model has its tuned cell map
+    # a few MB each; the screening model's tuned cell map (2.3 M float32 values, stored as they were
+    # cross-validated) makes it the largest, under the 25 MB its issue allows
+    for model, mib in (("cnni-bcc", 4), ("idbll", 4), ("screening", 10)):
         path = shipped_weights(model)
-        assert path.is_file() and path.stat().st_size < 8 * 2**20
+        assert path.is_file() and path.stat().st_size < mib * 2**20
         card = path.with_suffix(".md")
         assert card.is_file() and "Suckling" in card.read_text()
 
