@@ -166,7 +166,7 @@ def main() -> None:
             tuned = np.array([own[r.ref] for r in test])
             detections = [[Detection(b, "lesion", s) for b, s in cell_boxes(maps[r.ref], blocks[r.ref].breast, STRIDE)]
                           for r in test]
-            frozen = run_fold(train, test, blocks, by_ref, seed * 100 + k, ScreeningConfig())
+            frozen = run_fold(train, test, blocks, by_ref, seed * 100 + k, ScreeningConfig(tune_epochs=0))
             train_tuned = np.array([own[r.ref] for r in train])
             fused2 = frozen.scores["fused"] + standardised(tuned, train_tuned)
             row = {"cells": roc_auc(truth, tuned), "asymmetry": roc_auc(truth, np.array([asym[r.ref] for r in test])),
