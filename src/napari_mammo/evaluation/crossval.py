@@ -71,11 +71,10 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
     `train` too and the boxes are its local maxima; else they are the cell head's.
     """
     heads = fit_heads(train, cells, by_ref, config, seed)
-    tuned = None
-    if stage4 is not None and config.tuned is not None:
-        from napari_mammo.models.tuned_cells import fine_tune_cells
+    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_scores
 
-        tuned = fine_tune_cells(train, stage4, cells, config, seed)
+    tuned = fine_tune_cells(train, stage4, cells, config, seed) \
+        if stage4 is not None and config.tuned is not None else None
     per_film, malignancy, detections = [], [], []
     for record in test:
         found = cells[record.ref]
@@ -85,8 +84,6 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
         per_film.append(values)
         malignancy.append(heads.malignancy(found, scores))
         if tuned is not None:
-            from napari_mammo.models.tuned_cells import tuned_scores
-
             scores = tuned_scores(tuned, stage4[record.ref].features)
         boxes = cell_boxes(scores, found.breast, found.stride)
         detections.append([Detection(box, "lesion", score) for box, score in boxes])

@@ -4,7 +4,8 @@ Its image verdict is calibrated on cross-validated (held-out) scores, and its op
 point was chosen on them for a stated sensitivity; both travel in the weights' metadata
 with the cross-validated figures. When the woman's other film is given, the
 left-minus-right head and the difference of the two films' cell scores join the cell score;
-without it the single-film path runs and the result says so.
+without it the single-film path runs and the result says so. The heatmap and the boxes come
+from the tuned cell map (`tuned_cells`) when the weights hold one, else from the cell head.
 """
 
 from __future__ import annotations
