@@ -10,8 +10,8 @@ channels, stride 16), so the frozen first five stages are run once per film inst
 once per crop: a fold takes about a minute instead of six. Crops are `--crop` stage-4
 cells wide (16 = 256 pixels at 0.2 mm), half near a lesion, flipped at random. The
 held-out films are scored whole. Beside the tuned cells' own figures, their image score
-(the film's most suspicious cell, standardised on the training films) is added to the
-shipped fused score.
+(the film's most suspicious cell), or their asymmetry (that minus the other film's), each
+standardised on the training films, is added to the shipped fused score.
 """
 
 from __future__ import annotations
@@ -169,10 +169,13 @@ def main() -> None:
             frozen = run_fold(train, test, blocks, by_ref, seed * 100 + k, ScreeningConfig(tune_epochs=0))
             train_tuned = np.array([own[r.ref] for r in train])
             fused2 = frozen.scores["fused"] + standardised(tuned, train_tuned)
+            train_asym = np.array([asym[r.ref] for r in train])
+            fused3 = frozen.scores["fused"] + standardised(np.array([asym[r.ref] for r in test]), train_asym)
             row = {"cells": roc_auc(truth, tuned), "asymmetry": roc_auc(truth, np.array([asym[r.ref] for r in test])),
                    "sensitivity": sensitivity_at(froc(list(zip(detections, test, strict=True))), 1),
                    "frozen fused": roc_auc(truth, frozen.scores["fused"]),
                    "fused + tuned cells": roc_auc(truth, fused2),
+                   "fused + tuned asymmetry": roc_auc(truth, fused3),
                    "frozen sensitivity": sensitivity_at(froc(list(zip(frozen.detections, test, strict=True))), 1)}
             rows.append(row)
             kept.extend({"seed": seed, "fold": k, "ref": r.ref, "truth": r.label, "tuned_cells": float(tuned[i]),
