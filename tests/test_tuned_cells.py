@@ -91,3 +91,11 @@ def test_weights_without_a_tuned_map_take_their_boxes_from_the_cell_head(screeni
     tuned = Screener.load(screening_file).screen_file(synthetic_folder / "mdb005.pgm")
     assert result.label == tuned.label and result.probabilities == tuned.probabilities  # the verdict is the heads'
     assert not np.allclose(result.heatmap, tuned.heatmap)
+
+
+def test_a_layer_off_the_tuned_maps_grid_is_refused_with_the_way_out(synthetic_folder, capsys):
+    from napari_mammo.cli import main
+
+    args = ["crossval", "screening", "--data", str(synthetic_folder), "--folds", "3", "--layer", "stage4"]
+    assert main(args) == 2
+    assert "--tune-epochs 0" in capsys.readouterr().err

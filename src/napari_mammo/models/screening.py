@@ -86,8 +86,8 @@ class ScreeningConfig:
         if self.tune_epochs <= 0:
             return None
         if LAYERS[self.layer][1] != 32:
-            raise ValueError(f"the tuned cell map has the 32-pixel grid; layer {self.layer!r} has another "
-                             "(fit it with tune_epochs 0)")
+            raise ValueError(f"the tuned cell map has the 32-pixel grid; layer {self.layer!r} has another: "
+                             "fit this layer without it (tune_epochs 0; on the command line --tune-epochs 0)")
         return FeatureSpec("stage4", self.zoom, self.backbone)
 
 
