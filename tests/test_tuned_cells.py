@@ -99,3 +99,17 @@ def test_a_layer_off_the_tuned_maps_grid_is_refused_with_the_way_out(synthetic_f
     args = ["crossval", "screening", "--data", str(synthetic_folder), "--folds", "3", "--layer", "stage4"]
     assert main(args) == 2
     assert "--tune-epochs 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", [{"tune_epochs": 0}, {"layer": "stage4"}])
+def test_a_tuned_map_its_config_cannot_read_is_refused_naming_the_file(screening_file, tmp_path, config):
+    from napari_mammo.engine.weights import load_weights, save_weights
+    from napari_mammo.models.screener import Screener
+
+    state, metadata = load_weights(screening_file, "screening")
+    metadata.pop("format_version"), metadata.pop("model")
+    metadata["config"].update(config)
+    bad = tmp_path / "odd-config.safetensors"
+    save_weights(bad, state, "screening", metadata)
+    with pytest.raises(MammoInputError, match="odd-config.safetensors.*tuned cell map that cannot be used"):
+        Screener.load(bad)

@@ -22,6 +22,7 @@ from napari_mammo.models.screening import (
     CellFeatures,
     FeatureSpec,
     ScreeningConfig,
+    box_detections,
     cell_boxes,
     fit_heads,
     fuse,
@@ -86,7 +87,7 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
         if tuned is not None:
             scores = tuned_scores(tuned, stage4[record.ref].features)
         boxes = cell_boxes(scores, found.breast, found.stride)
-        detections.append([Detection(box, "lesion", score) for box, score in boxes])
+        detections.append(box_detections(boxes))
     return FoldResult(list(test), {v: np.array([values[v] for values in per_film]) for v in VARIANTS},
                       np.array(malignancy), detections)
 

@@ -12,7 +12,6 @@ from napari_mammo.engine.progress import Progress, progress_event
 from napari_mammo.evaluation.crossval import bootstrap_auc
 from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import confusion_matrix, roc_auc, roc_curve
-from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.models.screener import Screener, partner_file
 from napari_mammo.records import CLASS_NAMES, Mammogram
 
@@ -23,7 +22,7 @@ def evaluate_screener(screener: Screener, records: Sequence[Mammogram], progress
     truth, abnormal_p, malignant_share, predicted, both, refs, boxes = [], [], [], [], [], [], []
     for index, record in enumerate(records):
         result = screener.screen_file(record.path, partner_file(record.path) if other_film else None)
-        boxes.append(([Detection(box, "lesion", score) for box, score in result.boxes], record))
+        boxes.append((result.detections(), record))
         p = result.probabilities
         truth.append(CLASS_NAMES.index(record.label))
         abnormal_p.append(p["benign"] + p["malignant"])

@@ -24,6 +24,7 @@ from napari_mammo.models.screening import (
     CellHead,
     ScreeningConfig,
     ScreeningHeads,
+    box_detections,
     cell_boxes,
     cell_feature_set,
     cell_features,
@@ -86,6 +87,10 @@ class Screening:
     threshold: float
     both_breasts: bool
 
+    def detections(self, min_score: float = 0.0) -> list:
+        """Its boxes scoring at least `min_score`, as lesion Detections (IDBLL's format)."""
+        return box_detections(self.boxes, min_score)
+
     def to_json(self, path: str) -> dict:
         """The command line's JSON object: the CNNI-BCC fields, plus the screening's own."""
         return {"path": path, "label": self.label, "probabilities": self.probabilities, "patches": self.patches,
@@ -124,8 +129,12 @@ class Screener:
         except (KeyError, TypeError):
             raise MammoInputError(path, "no readable screening config or score spreads in its metadata") from None
         tuned = tuned_state(state)
-        if tuned is not None and config.tuned is None:
-            raise MammoInputError(path, f"holds tuned cells but its config cannot read them (layer {config.layer!r})")
+        if tuned is not None:
+            try:
+                if config.tuned is None:
+                    raise ValueError(f"its config has tune_epochs {config.tune_epochs}")
+            except ValueError as err:  # also a layer off the tuned map's grid
+                raise MammoInputError(path, f"holds a tuned cell map that cannot be used: {err}") from None
         return cls(ScreeningHeads(**fitted, standardise=standardise, top_cells=config.top_cells), metadata, path,
                    tuned)
 
@@ -149,11 +158,12 @@ class Screener:
         """The verdict's operating point on the calibrated abnormality probability, with or without the other film."""
         return float(self.metadata["threshold" if both_breasts else "single_film_threshold"])
 
-    def _cells(self, pixels: np.ndarray, spacing_mm) -> tuple[CellFeatures, np.ndarray | None, np.ndarray]:
-        """Backbone cells of an image at 0.2 mm, its tuned cell map (None without one), and its (row, column)
-        resampling scale."""
+    def _cells(self, pixels: np.ndarray, spacing_mm, tuned: bool = False
+               ) -> tuple[CellFeatures, np.ndarray | None, np.ndarray]:
+        """Backbone cells of an image at 0.2 mm, its tuned cell map when `tuned` and the weights hold one (else
+        None), and its (row, column) resampling scale."""
         scaled, scale = to_mias_scale(model_pixels(pixels, "screen"), spacing_mm)
-        if self._tuned_tensors is None:
+        if not tuned or self._tuned_tensors is None:
             return cell_features(self.backbone, scaled, None, self.config.features), None, scale
         cells, stage4 = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
         return cells, tuned_scores(self.tuned, stage4.features), scale
@@ -167,7 +177,7 @@ class Screener:
         `check_partner` refuses one of another size.
         """
         steps = 3 if other is not None else 2
-        cells, tuned, (scale_r, scale_c) = self._cells(pixels, spacing_mm)
+        cells, tuned, (scale_r, scale_c) = self._cells(pixels, spacing_mm, tuned=True)
         yield progress_event("screening", 1, steps)
         both = other is not None
         partner = None

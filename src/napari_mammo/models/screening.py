@@ -259,6 +259,13 @@ def cell_boxes(scores: np.ndarray, breast: np.ndarray, stride: float, limit: int
     return boxes
 
 
+def box_detections(boxes: Sequence[tuple[tuple[float, float, float, float], float]], min_score: float = 0.0):
+    """`cell_boxes`-style (box, score) pairs scoring at least `min_score`, as lesion Detections (IDBLL's format)."""
+    from napari_mammo.models.idbll.predict import Detection
+
+    return [Detection(box, "lesion", score) for box, score in boxes if score >= min_score]
+
+
 def breast_embedding(cells: CellFeatures) -> np.ndarray:
     """One vector per image: the mean of its breast cells' features."""
     flat = cells.features.reshape(cells.features.shape[0], -1).astype(np.float32)

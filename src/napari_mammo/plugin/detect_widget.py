@@ -140,10 +140,8 @@ def box_finder(model: str, weights, device: str, layer, roi):
 def screening_boxes(screener, pixels: np.ndarray, spacing_mm, roi):
     """Generator of progress events returning the screening model's boxes scoring ≥ KEEP_FROM, those centred
     in `roi` when one is given (the map is made from the whole film, as it was trained)."""
-    from napari_mammo.models.idbll.predict import Detection
-
     result = yield from screener.iter_screen(pixels, spacing_mm)
-    boxes = [Detection(box, "lesion", score) for box, score in result.boxes if score >= KEEP_FROM]
+    boxes = result.detections(KEEP_FROM)
     if roi is None:
         return boxes
     return [d for d in boxes if roi[0] <= (d.box[0] + d.box[2]) / 2 <= roi[2]
