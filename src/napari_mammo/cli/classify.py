@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_mammo.cli.common import add_other_film_argument, each_image, json_safe, other_film
+from napari_mammo.cli.common import each_image, json_safe
 from napari_mammo.engine.runtime import DEVICES
 
 
@@ -19,12 +19,13 @@ def run(args: argparse.Namespace) -> int:
             args.images, lambda path: classifier.classify_file(path, selection=args.patches).to_json(path),
             args.jsonl)
     else:
-        from napari_mammo.models.screener import Screener
+        from napari_mammo.models.screener import Screener, partner_file
 
         screener = Screener.load(args.weights)
 
         def screen(path: str) -> dict:
-            return screener.screen_file(path, other_film(args.other, path)).to_json(path)
+            other = partner_file(path) if args.other == "auto" else args.other
+            return screener.screen_file(path, None if other == "none" else other).to_json(path)
 
         results, failed = each_image(args.images, screen, args.jsonl)
     if args.json and not args.jsonl:  # with --jsonl each result was printed as it came
@@ -50,7 +51,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     classify.add_argument("--model", default="screening", choices=["screening", "cnni-bcc"],
                           help="the screening model on the pretrained backbone (default), or the poster's CNNI-BCC")
     classify.add_argument("--weights", metavar="FILE", help="a .safetensors file of that model (default: shipped)")
-    add_other_film_argument(classify)
+    classify.add_argument("--other", default="auto", metavar="FILE|auto|none",
+                          help="screening: the woman's other film (same view); 'auto' (default) takes the one "
+                               "beside the image (MIAS mdb001 <-> mdb002; DICOM: same PatientID and ViewPosition, "
+                               "other ImageLaterality), 'none' screens the film alone")
     classify.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")
     classify.add_argument("--patches", default="breast", choices=["breast", "all", "middle"],
                           help="which patches to classify (default: those in the breast)")

@@ -205,19 +205,3 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
                         help="screening: epochs of fine-tuning the tuned cell map that gives the boxes and heatmap "
                              "(default 15, about 2 min on 2 cores; 0: boxes from the cell head)")
     parser.add_argument("--tune-steps", type=int, default=30, help=argparse.SUPPRESS)
-
-
-def add_other_film_argument(parser: argparse.ArgumentParser) -> None:
-    """The screening model's --other option (classify and detect)."""
-    parser.add_argument("--other", default="auto", metavar="FILE|auto|none",
-                        help="screening: the woman's other film (same view); 'auto' (default) takes the one "
-                             "beside the image (MIAS mdb001 <-> mdb002; DICOM: same PatientID and ViewPosition, "
-                             "other ImageLaterality), 'none' screens the film alone")
-
-
-def other_film(choice: str, path: str):
-    """The other film that --other names for `path`: a file, the one found beside it ('auto'), or None."""
-    from napari_mammo.models.screener import partner_file
-
-    other = partner_file(path) if choice == "auto" else choice
-    return None if other == "none" else other

@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_mammo.cli.common import (
-    add_other_film_argument,
-    each_image,
-    json_safe,
-    model_name,
-    other_film,
-    probability,
-)
+from napari_mammo.cli.common import each_image, json_safe, model_name, probability
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 
@@ -27,14 +20,13 @@ def run(args: argparse.Namespace) -> int:
         def detections_of(path: str) -> list:
             return detector.detect_file(path, score_threshold=args.score_threshold)
     else:
-        from napari_mammo.models.idbll.predict import Detection
         from napari_mammo.models.screener import Screener
 
         screener = Screener.load(args.weights)
 
         def detections_of(path: str) -> list:
-            boxes = screener.screen_file(path, other_film(args.other, path)).boxes
-            return [Detection(box, "lesion", score) for box, score in boxes if score >= args.score_threshold]
+            # the boxes come from this film alone; the other film would only change the verdict
+            return screener.screen_file(path).detections(args.score_threshold)
 
     def detect(path: str) -> dict:
         return {"path": path, "detections": [d.to_json() for d in detections_of(path)]}
@@ -66,7 +58,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     detect.add_argument("--score-threshold", type=probability, default=BOX_THRESHOLD, metavar="T",
                         help=f"keep detections scoring at least T, between 0 and 1 (default {BOX_THRESHOLD}, as in "
                              "the widget; 0.05 for a FROC curve)")
-    add_other_film_argument(detect)
     detect.add_argument("--device", default="auto", choices=DEVICES, help="IDBLL: where torch runs (default: auto)")
     detect.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     detect.add_argument("--jsonl", action="store_true",
