@@ -34,27 +34,30 @@ def test_fine_tuning_learns_where_the_lesions_are(synthetic_folder):
     assert after > 0.9 and after > before + 0.1, (before, after)
 
 
-def test_screener_boxes_and_heatmap_come_from_the_tuned_map(screening_file, synthetic_folder):
+def test_screener_boxes_and_heatmap_come_from_the_tuned_map_as_fitted(screening_file, synthetic_folder):
     from napari_mammo.data.preprocess import to_mias_scale
     from napari_mammo.io.images import read_image
     from napari_mammo.models.screener import Screener
 
     screener = Screener.load(screening_file)
     assert screener.tuned is not None
-    path = synthetic_folder / "mdb005.pgm"
-    result = screener.screen_file(path)
-    record = next(r for r in read_folder(synthetic_folder) if r.ref == "mdb005")
-    cells, stage4 = load_screening_features([record], screener.config)
-    expected = tuned_scores(screener.tuned, stage4["mdb005"].features)
-    breast = cells["mdb005"].breast
-    np.testing.assert_allclose(result.heatmap, np.where(breast, expected, 0), atol=1e-5)
-    boxes = cell_boxes(expected, breast, 32.0)  # a 0.2 mm image: no rescaling
-    np.testing.assert_allclose([(*b, s) for b, s in result.boxes], [(*b, s) for b, s in boxes], atol=1e-5)
-    assert to_mias_scale(read_image(path).pixels, None)[1] == pytest.approx((1.0, 1.0))
+    for ref in ("mdb005", "mdb006"):
+        path = synthetic_folder / f"{ref}.pgm"
+        result = screener.screen_file(path)
+        record = next(r for r in read_folder(synthetic_folder) if r.ref == ref)
+        cells, stage4 = load_screening_features([record], screener.config)  # as the model was fitted
+        expected = tuned_scores(screener.tuned, stage4[ref].features)
+        breast = cells[ref].breast
+        np.testing.assert_allclose(result.heatmap, np.where(breast, expected, 0), atol=1e-5)
+        boxes = cell_boxes(expected, breast, 32.0)  # a 0.2 mm image: no rescaling
+        np.testing.assert_allclose([(*b, s) for b, s in result.boxes], [(*b, s) for b, s in boxes], atol=1e-5)
+        assert to_mias_scale(read_image(path).pixels, None)[1] == pytest.approx((1.0, 1.0))
+    assert read_image(synthetic_folder / "mdb006.pgm").pixels.max() < 255  # uint8 not spanning 0-255, as MIAS's
 
 
-def rewrite(screening_file, tmp_path, change) -> object:
-    """A copy of the screening weights with `change(state)` applied, written as another program would."""
+def rewrite(screening_file, tmp_path, change, change_metadata=None) -> object:
+    """A copy of the screening weights with `change(state)` (and `change_metadata(metadata)`) applied, written as
+    another program would."""
     from safetensors.torch import save_file
 
     from napari_mammo.engine.weights import load_weights
@@ -62,6 +65,8 @@ def rewrite(screening_file, tmp_path, change) -> object:
     state, metadata = load_weights(screening_file, "screening")
     metadata.pop("format_version"), metadata.pop("model")
     change(state)
+    if change_metadata is not None:
+        change_metadata(metadata)
     out = tmp_path / "changed.safetensors"
     save_file(state, str(out), metadata={"model": "screening", **{k: json.dumps(v) for k, v in metadata.items()}})
     return out
@@ -78,19 +83,59 @@ def test_tuned_cells_with_nan_are_refused_on_load(screening_file, tmp_path):
         Screener.load(rewrite(screening_file, tmp_path, poison))
 
 
+def drop_tuned(state) -> None:
+    """Remove the tuned map's tensors from a weights file's state."""
+    for key in [k for k in state if k.startswith("tuned.")]:
+        del state[key]
+
+
 def test_weights_without_a_tuned_map_take_their_boxes_from_the_cell_head(screening_file, synthetic_folder, tmp_path):
     from napari_mammo.models.screener import Screener
 
-    def drop(state):
-        for key in [k for k in state if k.startswith("tuned.")]:
-            del state[key]
-
-    screener = Screener.load(rewrite(screening_file, tmp_path, drop))
+    screener = Screener.load(rewrite(screening_file, tmp_path, drop_tuned,
+                                     lambda metadata: metadata["standardise"].pop("tuned_asymmetry")))
     assert screener.tuned is None
     result = screener.screen_file(synthetic_folder / "mdb005.pgm")
     tuned = Screener.load(screening_file).screen_file(synthetic_folder / "mdb005.pgm")
     assert result.label == tuned.label and result.probabilities == tuned.probabilities  # the verdict is the heads'
     assert not np.allclose(result.heatmap, tuned.heatmap)
+
+
+def test_weights_summing_a_tuned_asymmetry_without_a_tuned_map_are_refused(screening_file, tmp_path):
+    from napari_mammo.models.screener import Screener
+
+    with pytest.raises(MammoInputError, match="changed.safetensors.*asymmetry, but it holds no tuned map"):
+        Screener.load(rewrite(screening_file, tmp_path, drop_tuned))
+
+
+@pytest.mark.parametrize("spread", [[0.1, 0.0], [float("nan"), 1.0], ["a", 1.0], [0.1]])
+def test_a_score_spread_that_cannot_standardise_is_refused(screening_file, tmp_path, spread):
+    from napari_mammo.models.screener import Screener
+
+    def change(metadata):
+        metadata["standardise"]["tuned_asymmetry"] = spread
+
+    with pytest.raises(MammoInputError, match="changed.safetensors.*(spread|spreads)"):
+        Screener.load(rewrite(screening_file, tmp_path, lambda state: None, change))
+
+
+def test_the_both_films_verdict_sums_the_tuned_asymmetry(screening_file, synthetic_folder):
+    from napari_mammo.models.screener import Screener, logistic
+    from napari_mammo.models.screening import fuse, image_score
+
+    screener = Screener.load(screening_file)
+    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "tuned_asymmetry"}
+    result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
+    records = [r for r in read_folder(synthetic_folder) if r.ref in ("mdb005", "mdb006")]
+    cells, stage4 = load_screening_features(records, screener.config)
+    maps = {ref: tuned_scores(screener.tuned, found.features) for ref, found in stage4.items()}
+    values, _ = screener.heads.film_scores(cells["mdb005"], cells["mdb006"], maps["mdb005"], maps["mdb006"])
+    own, other = (image_score(maps[ref], cells[ref].breast) for ref in ("mdb005", "mdb006"))
+    assert values["tuned_asymmetry"] == pytest.approx(own - other)
+    expected = logistic(fuse(values, screener.heads.standardise), *screener.metadata["calibration"]["both"])
+    assert result.both_breasts and result.score == pytest.approx(expected, abs=1e-5)
+    without = {k: v for k, v in screener.heads.standardise.items() if k != "tuned_asymmetry"}
+    assert fuse(values, without) != pytest.approx(fuse(values, screener.heads.standardise))
 
 
 def test_a_layer_off_the_tuned_maps_grid_is_refused_with_the_way_out(synthetic_folder, capsys):

@@ -18,10 +18,10 @@ from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.models.screening import (
-    FUSED,
     CellFeatures,
     FeatureSpec,
     ScreeningConfig,
+    add_tuned_asymmetry,
     box_detections,
     cell_boxes,
     fit_heads,
@@ -29,10 +29,6 @@ from napari_mammo.models.screening import (
     other_film,
 )
 from napari_mammo.records import CLASS_NAMES, Mammogram
-
-VARIANTS = (*FUSED, "fused")
-"""Image scores compared: the most suspicious cell; the left-minus-right head on the breasts' mean
-features; the cell score minus the other film's; and the standardised sum of those three."""
 
 
 def woman_folds(records: Sequence[Mammogram], folds: int, seed: int) -> list[list[Mammogram]]:
@@ -55,7 +51,13 @@ def woman_folds(records: Sequence[Mammogram], folds: int, seed: int) -> list[lis
 
 @dataclass
 class FoldResult:
-    """The held-out images of one fold: their scores per variant and their boxes."""
+    """The held-out images of one fold: their scores per variant and their boxes.
+
+    The variants: the most suspicious cell ("cells"); the left-minus-right head on the breasts'
+    mean features ("contralateral"); the cell score minus the other film's ("asymmetry"); with a
+    tuned cell map, its score minus the other film's ("tuned_asymmetry"); and the standardised
+    sum of these ("fused").
+    """
 
     records: list[Mammogram]
     scores: dict[str, np.ndarray]
@@ -69,26 +71,30 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
     """Fit on `train`, score `test`: cell scores, image scores per variant, malignancy, boxes.
 
     With `stage4` features (and `config.tune_epochs`), the tuned cell map is fine-tuned on
-    `train` too and the boxes are its local maxima; else they are the cell head's.
+    `train` too: the boxes are its local maxima and its asymmetry joins the fused score;
+    else the boxes are the cell head's.
     """
     heads = fit_heads(train, cells, by_ref, config, seed)
-    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_scores
+    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
 
-    tuned = fine_tune_cells(train, stage4, cells, config, seed) \
-        if stage4 is not None and config.tuned is not None else None
+    maps = None
+    if stage4 is not None and config.tuned is not None:
+        maps = tuned_maps(fine_tune_cells(train, stage4, cells, config, seed), stage4)
+        add_tuned_asymmetry(heads, train, cells, maps, by_ref)
     per_film, malignancy, detections = [], [], []
     for record in test:
         found = cells[record.ref]
         partner = other_film(record, by_ref)
-        values, scores = heads.film_scores(found, cells[partner.ref] if partner is not None else None)
+        tuned = maps[record.ref] if maps is not None else None
+        partner_tuned = maps[partner.ref] if maps is not None and partner is not None else None
+        values, scores = heads.film_scores(found, cells[partner.ref] if partner is not None else None, tuned,
+                                           partner_tuned)
         values["fused"] = fuse(values, heads.standardise)
         per_film.append(values)
         malignancy.append(heads.malignancy(found, scores))
-        if tuned is not None:
-            scores = tuned_scores(tuned, stage4[record.ref].features)
-        boxes = cell_boxes(scores, found.breast, found.stride)
+        boxes = cell_boxes(scores if tuned is None else tuned, found.breast, found.stride)
         detections.append(box_detections(boxes))
-    return FoldResult(list(test), {v: np.array([values[v] for values in per_film]) for v in VARIANTS},
+    return FoldResult(list(test), {v: np.array([values[v] for values in per_film]) for v in per_film[0]},
                       np.array(malignancy), detections)
 
 
@@ -112,7 +118,7 @@ def _fold_metrics(result: FoldResult) -> dict:
     abnormal = truth.astype(bool)
     is_malignant = np.array([r.label == "malignant" for r in result.records])
     curve = froc(list(zip(result.detections, result.records, strict=True)))
-    return {**{f"auc_{v}": roc_auc(truth, result.scores[v]) for v in VARIANTS},
+    return {**{f"auc_{v}": roc_auc(truth, scores) for v, scores in result.scores.items()},
             "auc_benign_vs_malignant": roc_auc(is_malignant[abnormal], result.malignancy[abnormal]),
             **{f"sensitivity_at_{fp}_fp": sensitivity_at(curve, fp) for fp in (0.5, 1, 2)}}
 
@@ -182,7 +188,7 @@ def _pooled(results: list[FoldResult], rng: np.random.Generator) -> dict:
     truth = np.array([r.label != "normal" for r in records])
     women = np.array([r.woman for r in records])
     out = {}
-    for variant in VARIANTS:
+    for variant in results[0].scores:
         scores = np.concatenate([result.scores[variant] for result in results])
         out[f"auc_{variant}"] = roc_auc(truth, scores)
         out[f"auc_{variant}_95ci"] = bootstrap_auc(truth, scores, women, rng)

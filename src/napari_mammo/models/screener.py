@@ -3,9 +3,10 @@
 Its image verdict is calibrated on cross-validated (held-out) scores, and its operating
 point was chosen on them for a stated sensitivity; both travel in the weights' metadata
 with the cross-validated figures. When the woman's other film is given, the
-left-minus-right head and the difference of the two films' cell scores join the cell score;
-without it the single-film path runs and the result says so. The heatmap and the boxes come
-from the tuned cell map (`tuned_cells`) when the weights hold one, else from the cell head.
+left-minus-right head and the difference of the two films' cell scores (and of their tuned
+maps' scores, when the weights say so) join the cell score; without it the single-film path
+runs and the result says so. The heatmap and the boxes come from the tuned cell map
+(`tuned_cells`) when the weights hold one, else from the cell head.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from napari_mammo.engine.progress import Progress, StopFlag, progress_event, run
 from napari_mammo.errors import MammoInputError
 from napari_mammo.models.screening import (
     FUSED,
+    TUNED_ASYMMETRY,
     CellFeatures,
     CellHead,
     ScreeningConfig,
@@ -125,10 +127,15 @@ class Screener:
             raise MammoInputError(path, f"a threshold of {thresholds} is outside [0, 1]")
         try:
             config = ScreeningConfig(**metadata["config"])
-            standardise = {key: tuple(metadata["standardise"][key]) for key in FUSED}
-        except (KeyError, TypeError):
+            keys = (*FUSED, TUNED_ASYMMETRY) if TUNED_ASYMMETRY in metadata["standardise"] else FUSED
+            standardise = {key: tuple(float(v) for v in metadata["standardise"][key]) for key in keys}
+        except (KeyError, TypeError, ValueError):
             raise MammoInputError(path, "no readable screening config or score spreads in its metadata") from None
+        if not all(len(pair) == 2 and np.isfinite(pair).all() and pair[1] > 0 for pair in standardise.values()):
+            raise MammoInputError(path, "a score spread in its metadata is not a finite mean and positive sd")
         tuned = tuned_state(state)
+        if TUNED_ASYMMETRY in standardise and tuned is None:
+            raise MammoInputError(path, "its verdict sums the tuned cell map's asymmetry, but it holds no tuned map")
         if tuned is not None:
             try:
                 if config.tuned is None:
@@ -162,7 +169,10 @@ class Screener:
                ) -> tuple[CellFeatures, np.ndarray | None, np.ndarray]:
         """Backbone cells of an image at 0.2 mm, its tuned cell map when `tuned` and the weights hold one (else
         None), and its (row, column) resampling scale."""
-        scaled, scale = to_mias_scale(model_pixels(pixels, "screen"), spacing_mm)
+        model_pixels(pixels, "screen")  # refuses what cannot be screened
+        # the raw pixels, as the heads were fitted on (`load_feature_sets`): a uint8 film is scaled by /255 and
+        # not stretched to its own range, which [0, 1] pixels would be again in `cell_feature_set`
+        scaled, scale = to_mias_scale(np.asarray(pixels), spacing_mm)
         if not tuned or self._tuned_tensors is None:
             return cell_features(self.backbone, scaled, None, self.config.features), None, scale
         cells, stage4 = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
@@ -173,24 +183,26 @@ class Screener:
         """Generator of progress events that returns the image's Screening.
 
         `other` is the woman's other film (same view: pixels and pixel size) when known. Only
-        the mean features of the two breasts are compared, so the films need no alignment;
-        `check_partner` refuses one of another size.
+        the mean features of the two breasts and their most suspicious cells are compared, so
+        the films need no alignment; `check_partner` refuses one of another size.
         """
         steps = 3 if other is not None else 2
         cells, tuned, (scale_r, scale_c) = self._cells(pixels, spacing_mm, tuned=True)
         yield progress_event("screening", 1, steps)
         both = other is not None
-        partner = None
+        partner = partner_tuned = None
         if both:
             if np.array_equal(np.asarray(other[0]), np.asarray(pixels)):
                 raise OtherFilmError("the other film holds the same pixels as this one; it must be the woman's "
                                      "other breast (or none)")
             try:
-                partner, _, _ = self._cells(*other)
+                partner, partner_tuned, _ = self._cells(*other, tuned=TUNED_ASYMMETRY in self.heads.standardise)
             except ValueError as err:
                 raise OtherFilmError(f"the other film: {err}") from None
             yield progress_event("screening", 2, steps)
-        values, scores = self.heads.film_scores(cells, partner)
+        summed = both and TUNED_ASYMMETRY in self.heads.standardise
+        values, scores = self.heads.film_scores(cells, partner, tuned if summed else None,
+                                                partner_tuned if summed else None)
         calibration = self.metadata["calibration"]
         if both:
             p_abnormal = logistic(fuse(values, self.heads.standardise), *calibration["both"])

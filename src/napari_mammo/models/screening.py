@@ -317,6 +317,16 @@ def fuse(scores: dict, standardise: dict[str, tuple[float, float]]):
 
 FUSED = ("cells", "contralateral", "asymmetry")
 """The scores the both-films verdict sums, each standardised."""
+TUNED_ASYMMETRY = "tuned_asymmetry"
+"""The tuned cell map's asymmetry: summed into the both-films verdict too when the model has a tuned map."""
+
+
+def film_asymmetry(scores: np.ndarray, found: CellFeatures, partner_scores: np.ndarray | None,
+                   partner: CellFeatures | None, top: int = 1) -> float:
+    """A film's image score from its cell scores minus its other film's (0 without the other film)."""
+    if partner is None or partner_scores is None:
+        return 0.0
+    return image_score(scores, found.breast, top) - image_score(partner_scores, partner.breast, top)
 
 
 @dataclass
@@ -329,16 +339,20 @@ class ScreeningHeads:
     standardise: dict[str, tuple[float, float]]
     top_cells: int = 1
 
-    def film_scores(self, found: CellFeatures, partner: CellFeatures | None) -> tuple[dict[str, float], np.ndarray]:
-        """A film's cell, left-minus-right and asymmetry scores (the last two 0-based without a partner),
-        and its map of cell scores."""
+    def film_scores(self, found: CellFeatures, partner: CellFeatures | None, tuned: np.ndarray | None = None,
+                    partner_tuned: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
+        """A film's cell, left-minus-right and asymmetry scores (the last two 0-based without a partner), the
+        tuned map's asymmetry when its `tuned` map is given, and its map of cell scores."""
         scores = self.cells.scores(found.features)
         cell = image_score(scores, found.breast, self.top_cells)
         difference = embedding_difference(found, partner)
         contra = float(self.contralateral.scores(difference[:, None, None])[0, 0])
-        asymmetry = cell - image_score(self.cells.scores(partner.features), partner.breast, self.top_cells) \
-            if partner is not None else 0.0
-        return {"cells": cell, "contralateral": contra, "asymmetry": asymmetry}, scores
+        partner_scores = self.cells.scores(partner.features) if partner is not None else None
+        values = {"cells": cell, "contralateral": contra,
+                  "asymmetry": film_asymmetry(scores, found, partner_scores, partner, self.top_cells)}
+        if tuned is not None:
+            values[TUNED_ASYMMETRY] = film_asymmetry(tuned, found, partner_tuned, partner, self.top_cells)
+        return values, scores
 
     def malignancy(self, found: CellFeatures, scores: np.ndarray, severity: np.ndarray | None = None) -> float:
         """p(malignant) of a film: the severity head's mean over its five most suspicious breast cells."""
@@ -368,3 +382,14 @@ def fit_heads(records: Sequence[Mammogram], cells: dict[str, CellFeatures], by_r
     per_film = [heads.film_scores(cells[r.ref], partner_cells(r))[0] for r in records]
     heads.standardise = {key: spread(np.array([values[key] for values in per_film])) for key in FUSED}
     return heads
+
+
+def add_tuned_asymmetry(heads: ScreeningHeads, records: Sequence[Mammogram], cells: dict[str, CellFeatures],
+                        maps: dict[str, np.ndarray], by_ref: dict[str, Mammogram]) -> None:
+    """Sum the tuned map's asymmetry into the heads' verdict, standardised by its spread on `records`."""
+    values = []
+    for record in records:
+        partner = other_film(record, by_ref)
+        values.append(film_asymmetry(maps[record.ref], cells[record.ref], maps[partner.ref] if partner else None,
+                                     cells[partner.ref] if partner else None, heads.top_cells))
+    heads.standardise[TUNED_ASYMMETRY] = spread(np.array(values))

