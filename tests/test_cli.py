@@ -180,3 +180,22 @@ def test_resume_without_a_checkpoint_is_one_line(synthetic_folder, tmp_path, cap
     assert main(["train", "classifier", "--data", str(synthetic_folder), "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no checkpoint beside it" in err
+
+
+def test_train_screening_writes_weights_that_load_with_progress_as_json(synthetic_folder, tmp_path, capsys):
+    from napari_mammo.models.screener import Screener
+
+    out = tmp_path / "screening.safetensors"
+    args = ["train", "screening", "--data", str(synthetic_folder), "--out", str(out), "--cv-seeds", "1",
+            "--tune-epochs", "1", "--tune-steps", "2"]
+    assert main([*args, "--folds", "5"]) == 2  # three women cannot fill five folds
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--folds must be between 2 and the number of women" in err and "(3)" in err
+    assert not out.exists()
+    assert main([*args, "--folds", "3", "--progress-json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"backbone features", "folds", "fine-tuning"} <= {event["phase"] for event in events}
+    assert [e["step"] for e in events if e["phase"] == "folds"] == [1, 2, 3]
+    screener = Screener.load(out)
+    assert screener.tuned is not None and "tuned_asymmetry" in screener.heads.standardise
+    assert screener.metadata["crossval"]["folds"] == 3

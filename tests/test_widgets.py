@@ -280,6 +280,43 @@ def test_train_widget_trains_the_detector_and_detect_offers_it(open_widget, make
     assert str((tmp_path / "idbll-trained.safetensors").resolve()) in detect.weights.choices
 
 
+def test_train_widget_fits_the_screening_model_and_classify_offers_it(open_widget, make_napari_viewer, qtbot,
+                                                                       tmp_path, synthetic_folder):
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "train")
+    classify = open_widget(viewer, "classify")
+    widget.model.value = "screening"
+    assert widget.out.value.name == "screening-trained.safetensors"
+    assert not widget.cv_seeds.native.isHidden()
+    assert widget.epochs.native.isHidden() and widget.device.native.isHidden()
+    out = tmp_path / "screening-trained.safetensors"
+    _set_up_training(widget, synthetic_folder, out, 1, ("--folds", "3", "--tune-epochs", "1", "--tune-steps", "2"))
+    assert "--epochs" not in widget.command(synthetic_folder)
+    events = []
+    worker = widget.start()
+    worker.yielded.connect(events.append)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=180_000)
+    assert out.is_file() and widget.status.value == f"weights in {out.name}"
+    assert any(e["phase"] == "folds" for e in events)
+    assert str(out.resolve()) in classify.weights.choices  # the screening model is Classify's default choice
+
+
+def test_stopping_screening_training_writes_nothing(open_widget, make_napari_viewer, qtbot, tmp_path,
+                                                    synthetic_folder):
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "train")
+    widget.model.value = "screening"
+    out = tmp_path / "stopped-screening.safetensors"
+    _set_up_training(widget, synthetic_folder, out, 1, ("--folds", "3", "--tune-epochs", "50"))
+    events = []
+    worker = widget.start()
+    worker.yielded.connect(events.append)
+    qtbot.waitUntil(lambda: any(e["phase"] == "backbone features" for e in events), timeout=120_000)
+    widget._toggle()  # Stop, while the first fold is fitted
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert widget.status.value == "stopped; nothing written" and not out.exists()
+
+
 def test_save_annotations_never_replaces_another_image(open_widget,
                                                        make_napari_viewer, synthetic_folder, tmp_path, monkeypatch):
     import shutil

@@ -199,9 +199,17 @@ def untrained_records(records: list, trained: set[str], split: str) -> list:
     return records
 
 
+def check_folds(folds: int, records: list, data: str) -> None:
+    """Refuse a number of folds by woman that the folder cannot fill."""
+    women = len({r.woman for r in records})
+    if folds < 2 or folds > women:
+        raise ValueError(f"--folds must be between 2 and the number of women in {data} ({women}), got {folds}")
+
+
 def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     """The screening model's fine-tuning options (train and crossval)."""
     parser.add_argument("--tune-epochs", type=int, default=15,
-                        help="screening: epochs of fine-tuning the tuned cell map that gives the boxes and heatmap "
-                             "(default 15, about 2 min on 2 cores; 0: boxes from the cell head)")
+                        help="screening: epochs of fine-tuning the tuned cell map that gives the boxes and heatmap, "
+                             "and whose asymmetry joins the verdict (default 15, about 2 min on 2 cores; 0: boxes "
+                             "from the cell head)")
     parser.add_argument("--tune-steps", type=int, default=30, help=argparse.SUPPRESS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_mammo.cli.common import add_tuning_arguments, json_safe, model_name, progress_bar
+from napari_mammo.cli.common import add_tuning_arguments, check_folds, json_safe, model_name, progress_bar
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.models.backbone import BACKBONES
 
@@ -17,8 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_mammo.io.mias import read_folder
 
     records = read_folder(args.data)
-    if args.folds < 2 or args.folds > len({r.woman for r in records}):
-        raise ValueError(f"--folds must be between 2 and the number of women in {args.data}")
+    check_folds(args.folds, records, args.data)
     report = (screening_report if args.model == "screening" else poster_report)(args, records)
     text = json.dumps(json_safe(report), indent=2, allow_nan=False)
     if args.out:

@@ -10,8 +10,8 @@ from pathlib import Path
 from napari_mammo.cli.common import (
     ALIASES,
     add_tuning_arguments,
+    check_folds,
     model_name,
-    progress_bar,
     progress_printer,
     training_records,
 )
@@ -46,16 +46,19 @@ def check_output(path: str, overwrite: bool) -> None:
 def train_screening(args: argparse.Namespace) -> int:
     """Fit the screening model on every image of a folder, calibrated on held-out folds; write its weights."""
     from napari_mammo.evaluation.crossval import format_crossval, load_screening_features
-    from napari_mammo.io.mias import read_folder
     from napari_mammo.models.screening import ScreeningConfig
     from napari_mammo.training.screening import fit_screener
 
-    records = read_folder(args.data)
+    records = training_records(args.data)
+    check_folds(args.folds, records, args.data)
     config = ScreeningConfig(tune_epochs=args.tune_epochs, tune_steps=args.tune_steps)
-    with progress_bar("backbone features", "image") as show:
+    show, close = progress_printer(args.progress_json)
+    try:
         cells, stage4 = load_screening_features(records, config, show)
-    with progress_bar("folds", "fold") as show:
-        metadata = fit_screener(records, cells, args.out, config, seeds=args.cv_seeds, progress=show, stage4=stage4)
+        metadata = fit_screener(records, cells, args.out, config, folds=args.folds, seeds=args.cv_seeds,
+                                progress=show, stage4=stage4)
+    finally:
+        close()
     print(format_crossval(metadata["crossval"]), file=sys.stderr)
     point = metadata["operating_point"]["both"]
     print(f"operating point (held-out, both films): p(abnormal) >= {point['threshold']:.3f}, sensitivity "
@@ -74,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
             raise MammoInputError(Path(args.out), f"has no checkpoint beside it ({checkpoint_path(args.out).name}) "
                                                   "to resume from: that run finished, or never ended an epoch")
     check_output(args.out, args.overwrite or args.resume)
+    stop_on_signals()
     if args.model == "screening":
         return train_screening(args)
-    stop_on_signals()
     records = training_records(args.data)
     show, close = progress_printer(args.progress_json)
     try:
@@ -145,7 +148,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        help="patch labels from the lesion circles (default) or the image label")
     train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
     train.add_argument("--cv-seeds", type=int, default=3,
-                       help="screening: fold seeds of the cross-validation kept in the model card (default 3)")
+                       help="screening: fold seeds of the cross-validation kept in the model card (default 3; the "
+                            "first calibrates the verdict, so the model is the same with 1)")
+    train.add_argument("--folds", type=int, default=5,
+                       help="screening: folds by woman of that cross-validation (default 5)")
     add_tuning_arguments(train)
     train.add_argument("--progress-json", action="store_true", help="print progress as JSON lines on stdout")
     return train

@@ -35,12 +35,15 @@ RECIPES = {
 """Classifier recipes: the one the shipped weights were trained with, and the poster's."""
 
 
-def training_command(model: str, data: Path, out: Path, epochs: int, device: str,
-                     extra: tuple[str, ...] = ()) -> list[str]:
+MODELS = {"classifier": "cnni-bcc", "detector": "idbll", "screening": "screening"}
+"""The widget's model choices and the weights each one writes."""
+
+
+def training_command(model: str, data: Path, out: Path, options: tuple[str, ...] = ()) -> list[str]:
     """The command line that trains `model` with JSON progress on stdout (the output was chosen in a save
     dialog, so it may replace that file)."""
     return [sys.executable, "-m", "napari_mammo", "train", model, "--data", str(data), "--out", str(out),
-            "--epochs", str(epochs), "--device", device, "--progress-json", "--overwrite", *extra]
+            "--progress-json", "--overwrite", *options]
 
 
 class TrainingProcess:
@@ -111,11 +114,12 @@ class TrainWidget(ScrollingContainer):
         self.viewer = viewer
         self._worker = None
         self._process: TrainingProcess | None = None
-        self.model = ComboBox(label="model", choices=["classifier", "detector"], value=model)
+        self.model = ComboBox(label="model", choices=list(MODELS), value=model)
         self.source = ComboBox(label="data", choices=["MIAS folder", OPEN_LAYERS], value="MIAS folder")
         self.data = FileEdit(label="folder", mode="d")
         self.epochs = SpinBox(label="epochs", value=10, min=1, max=1000)
         self.recipe = ComboBox(label="recipe", choices=list(RECIPES), value=next(iter(RECIPES)))
+        self.cv_seeds = SpinBox(label="fold seeds", value=1, min=1, max=10)
         self.device = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.out = FileEdit(label="output", mode="w", filter="*.safetensors",
                             value=str(Path.home() / "napari-mammo" / "cnni-bcc-trained.safetensors"))
@@ -123,27 +127,32 @@ class TrainWidget(ScrollingContainer):
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(label="status", value="")
         self.plot = LossPlot()
-        self.extend([self.model, self.source, self.data, self.epochs, self.recipe, self.device, self.out,
+        self.extend([self.model, self.source, self.data, self.epochs, self.recipe, self.cv_seeds, self.device,
+                     self.out,
                      self.train_button,
                      self.progress, self.status])
         add_qt_widget(self, self.plot.canvas)
-        self.explain((self.model, "CNNI-BCC (the poster's patch classifier) or the IDBLL detector"),
+        self.explain((self.model, "CNNI-BCC (the poster's patch classifier), the IDBLL detector, or the screening "
+                                  "model (Classify's default: heads and a tuned cell map on the pretrained "
+                                  "backbone, fitted on every image)"),
                      (self.source, "a MIAS-style folder (PGM + Info.txt), or the open image and its "
                                    "'<image> lesions' shapes"),
                      (self.data, "the folder holding Info.txt and the images"),
                      (self.epochs, "passes over the training images"),
                      (self.recipe, "the shipped weights' recipe, or the poster's middle four columns"),
+                     (self.cv_seeds, "screening: seeds of the 5-fold cross-validation by woman that calibrates "
+                                     "the verdict and gives the held-out figures (the model is the same; each seed "
+                                     "is about 15 min on 2 cores; the shipped model used 3)"),
                      (self.device, "where torch runs"),
                      (self.out, "the weights file to write (the best epoch on validation)"),
                      (self.train_button, "train in a separate process; press again to stop and keep "
                                          "the best weights so far"))
-        if model != "classifier":
-            self.recipe.hide()
+        self._show_options(model)
         self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))
         self.model.changed.connect(self._default_output)
         self.train_button.changed.connect(self._toggle)
         remember("train", {"source": self.source, "data": self.data, "epochs": self.epochs, "recipe": self.recipe,
-                           "device": self.device, "out": self.out})
+                           "cv_seeds": self.cv_seeds, "device": self.device, "out": self.out})
         self.extra_args: tuple[str, ...] = ()
 
     @property
@@ -151,11 +160,16 @@ class TrainWidget(ScrollingContainer):
         """Whether training is running (the button then reads Stop)."""
         return self._worker is not None
 
-    def _default_output(self, model: str) -> None:
-        """Suggest an output file named for the model."""
-        name = "cnni-bcc" if model == "classifier" else "idbll"
+    def _show_options(self, model: str) -> None:
+        """Show the options the chosen model takes (the screening model has no epochs, recipe or device)."""
         self.recipe.visible = model == "classifier"
-        self.out.value = str(Path(self.out.value).with_name(f"{name}-trained.safetensors"))
+        self.cv_seeds.visible = model == "screening"
+        self.epochs.visible = self.device.visible = model != "screening"
+
+    def _default_output(self, model: str) -> None:
+        """Suggest an output file named for the model, and show its options."""
+        self._show_options(model)
+        self.out.value = str(Path(self.out.value).with_name(f"{MODELS[model]}-trained.safetensors"))
 
     def _toggle(self, _=None) -> None:
         """Start training, or stop the running one."""
@@ -176,10 +190,13 @@ class TrainWidget(ScrollingContainer):
         return folder
 
     def command(self, data: Path) -> list[str]:
-        """The training command for the chosen model, recipe, epochs, device and output."""
-        recipe = RECIPES[self.recipe.value] if self.model.value == "classifier" else ()
-        return training_command(self.model.value, data, Path(self.out.value), self.epochs.value, self.device.value,
-                                (*recipe, *self.extra_args))
+        """The training command for the chosen model, recipe, epochs (or fold seeds), device and output."""
+        if self.model.value == "screening":
+            options = ("--cv-seeds", str(self.cv_seeds.value))
+        else:
+            recipe = RECIPES[self.recipe.value] if self.model.value == "classifier" else ()
+            options = ("--epochs", str(self.epochs.value), "--device", self.device.value, *recipe)
+        return training_command(self.model.value, data, Path(self.out.value), (*options, *self.extra_args))
 
     def start(self):
         """Launch the training process in a worker; returns the worker."""
@@ -214,16 +231,22 @@ class TrainWidget(ScrollingContainer):
                                  f"about {event['eta_s'] / 60:.1f} min left")
         elif event["phase"] == "reading":
             self.status.value = f"reading images {event['step']}/{event['steps']}"
+        elif "step" in event and "steps" in event:  # the screening model: features, folds, fine-tuning
+            self.progress.max, self.progress.value = event["steps"], event["step"]
+            self.status.value = f"{event['phase']} {event['step']}/{event['steps']}"
 
     def _on_done(self, value, out: Path) -> None:
         """Register the trained weights, or report why there are none."""
         from napari.utils.notifications import show_error, show_info
 
         code, message = value
-        if out.is_file() and code in (0, 130):
-            REGISTRY.add("cnni-bcc" if self.model.value == "classifier" else "idbll", out)
+        if out.is_file() and code in (0, 130) and not (code == 130 and self.model.value == "screening"):
+            REGISTRY.add(MODELS[self.model.value], out)
             show_info(f"napari-mammo: weights saved to {out}")
             self.status.value = f"{'stopped; ' if code == 130 else ''}weights in {out.name}"
+        elif code == 130 and self.model.value == "screening":
+            show_info("napari-mammo: stopped; the screening model is fitted whole, so nothing new was written")
+            self.status.value = "stopped; nothing written"
         else:
             show_error(f"napari-mammo: training ended without weights: {message or f'exit code {code}'}")
             self.status.value = "failed"

@@ -75,7 +75,7 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     heads = fit_heads(records, cells, by_ref, config)
     state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
     if config.tuned is not None:
-        tuned = fine_tune_cells(records, stage4, cells, config)
+        tuned = fine_tune_cells(records, stage4, cells, config, progress=progress)
         add_tuned_asymmetry(heads, records, cells, tuned_maps(tuned, stage4), by_ref)
         state.update(tuned_tensors(tuned))
     a, b = calibration["single"]

@@ -1,0 +1,180 @@
+"""Cross-validate the tuned cell map with mirrored images: in training, at test time, and a finer box search.
+
+    python tools/flipped_tuned_experiment.py --data "$NAPARI_MAMMO_MIAS" [--seeds 1] [--out runs/flips.json]
+
+Mirroring the stage-4 *features* made the tuned map worse (docs/experiments.md); this
+mirrors the *images* instead: each film's left-right mirror image is run through the
+backbone once (its features cached beside the originals' under a "-fliplr" key), and
+its lesions mirrored with it. In each fold of each seed the tuned map is fitted as the
+shipped model fits it, once on the training films alone and once on them and their
+mirror images; each is read on the held-out films as is, and averaged with its reading
+of the mirror image (mirrored back, "test-time flip"). Every reading gives the lesion
+sensitivity at 0.5, 1 and 2 false positives per image with the shipped box search, with
+box centres moved to the score-weighted centre of the 3x3 cells around each maximum
+("centroid"), and on the map upsampled twice ("up2"); and the verdict's AUC when its
+asymmetry joins the fused score. Mirror images must keep the 32-pixel grid (widths a
+multiple of 32, as mini-MIAS' 1024): other films keep their plain reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_mammo.evaluation.crossval import load_screening_features, mean_sd, woman_folds
+from napari_mammo.evaluation.detector import froc, sensitivity_at
+from napari_mammo.evaluation.metrics import roc_auc
+from napari_mammo.io.mias import read_folder
+from napari_mammo.models.screening import (
+    ScreeningConfig,
+    add_tuned_asymmetry,
+    box_detections,
+    cell_boxes,
+    fit_heads,
+    fuse,
+    other_film,
+    smooth_scores,
+)
+from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
+
+MIRROR = "~m"
+"""Suffix of a mirror image's reference."""
+
+
+def mirrored_records(records):
+    """Each record's left-right mirror image: same file, lesion columns mirrored, reference + MIRROR."""
+    from napari_mammo.io.images import read_image
+
+    out = []
+    for record in records:
+        width = read_image(record.path).pixels.shape[1]
+        lesions = tuple(replace(les, col=width - les.col) if les.located else les for les in record.lesions)
+        out.append(replace(record, ref=record.ref + MIRROR, lesions=lesions))
+    return out
+
+
+def mirrored_features(records, config: ScreeningConfig):
+    """Screening-grid and stage-4 features of each record's mirror image, cached by file hash + '-fliplr'."""
+    from napari_mammo.data.preprocess import to_mias_scale
+    from napari_mammo.io.images import read_image
+    from napari_mammo.models.backbone import load_backbone
+    from napari_mammo.models.screening import cell_feature_set, file_key
+
+    model = load_backbone(config.backbone)
+    cells, stage4 = {}, {}
+    for record in records:
+        image = read_image(record.path)
+        pixels, _ = to_mias_scale(image.pixels, image.spacing_mm)
+        key = f"{file_key(record.path)}-{pixels.shape[0]}x{pixels.shape[1]}-fliplr"
+        found, deep = cell_feature_set(model, np.ascontiguousarray(pixels[:, ::-1]), key,
+                                       (config.features, config.tuned))
+        cells[record.ref + MIRROR], stage4[record.ref + MIRROR] = found, deep
+    return cells, stage4
+
+
+def centroid_boxes(scores, breast, stride: float):
+    """The shipped boxes with each centre moved to the score-weighted centre of its 3x3 cells."""
+    smoothed = smooth_scores(scores)
+    out = []
+    for box, score in cell_boxes(scores, breast, stride):
+        r, c = int((box[0] + box[2]) / 2 // stride), int((box[1] + box[3]) / 2 // stride)
+        r0, r1, c0, c1 = max(r - 1, 0), min(r + 2, scores.shape[0]), max(c - 1, 0), min(c + 2, scores.shape[1])
+        weights = smoothed[r0:r1, c0:c1] * breast[r0:r1, c0:c1]
+        rows, cols = np.mgrid[r0:r1, c0:c1]
+        total = max(float(weights.sum()), 1e-9)
+        centre_r = (float((weights * rows).sum()) / total + 0.5) * stride
+        centre_c = (float((weights * cols).sum()) / total + 0.5) * stride
+        half = (box[2] - box[0]) / 2
+        out.append(((centre_r - half, centre_c - half, centre_r + half, centre_c + half), score))
+    return out
+
+
+def up2_boxes(scores, breast, stride: float):
+    """Boxes on the map upsampled twice (bilinear), the same 64-pixel suppression."""
+    from scipy import ndimage
+
+    up = ndimage.zoom(scores, 2, order=1, mode="nearest")
+    return cell_boxes(up, np.repeat(np.repeat(breast, 2, 0), 2, 1), stride / 2)
+
+
+SEARCHES = {"shipped": cell_boxes, "centroid": centroid_boxes, "up2": up2_boxes}
+
+
+def readings(net, refs, stage4, grids) -> dict[str, dict]:
+    """The map of each held-out or training film as is ("plain") and averaged with its mirror's ("tta")."""
+    plain = tuned_maps(net, {ref: stage4[ref] for ref in refs})
+    mirror = tuned_maps(net, {ref: stage4[ref + MIRROR] for ref in refs})
+    tta = {ref: (plain[ref] + mirror[ref][:, ::-1]) / 2 if grids[ref] else plain[ref] for ref in refs}
+    return {"plain": plain, "tta": tta}
+
+
+def main() -> None:
+    """Each fold of each seed: fit both ways, read both ways, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--tune-epochs", type=int, default=ScreeningConfig.tune_epochs, help="fewer for a smoke run")
+    args = parser.parse_args()
+    config = ScreeningConfig(tune_epochs=args.tune_epochs)
+    records = read_folder(args.data)
+    by_ref = {r.ref: r for r in records}
+    cells, stage4 = load_screening_features(records, config)
+    mirror_cells, mirror_stage4 = mirrored_features(records, config)
+    cells, stage4 = {**cells, **mirror_cells}, {**stage4, **mirror_stage4}
+    mirrors = {m.ref[: -len(MIRROR)]: m for m in mirrored_records(records)}
+    grids = {r.ref: cells[r.ref].features.shape[2] * 32 == read_width(r) for r in records}
+    rows = []
+    for seed in range(args.seeds):
+        parts = woman_folds(records, args.folds, seed)
+        for k, test in enumerate(parts):
+            started = time.monotonic()
+            train = [r for i, part in enumerate(parts) if i != k for r in part]
+            heads = fit_heads(train, cells, by_ref, config, seed * 100 + k)
+            truth = np.array([r.label != "normal" for r in test])
+            row = {"seed": seed, "fold": k}
+            for fitted, fit_on in (("originals", train), ("with mirrors", train + [mirrors[r.ref] for r in train])):
+                net = fine_tune_cells(fit_on, stage4, cells, config, seed * 100 + k)
+                for read, maps in readings(net, list(by_ref), stage4, grids).items():
+                    name = f"{fitted}/{read}"
+                    for search, boxes_of in SEARCHES.items():
+                        detections = [box_detections(boxes_of(maps[r.ref], cells[r.ref].breast, 32.0)) for r in test]
+                        curve = froc(list(zip(detections, test, strict=True)))
+                        for fp in (0.5, 1, 2):
+                            row[f"{name}/{search}/sens@{fp}"] = sensitivity_at(curve, fp)
+                    add_tuned_asymmetry(heads, train, cells, maps, by_ref)
+                    fused = []
+                    for record in test:
+                        partner = other_film(record, by_ref)
+                        values, _ = heads.film_scores(cells[record.ref], cells[partner.ref] if partner else None,
+                                                      maps[record.ref], maps[partner.ref] if partner else None)
+                        fused.append(fuse(values, heads.standardise))
+                    row[f"{name}/auc_fused"] = roc_auc(truth, np.array(fused))
+            rows.append(row)
+            print(f"seed {seed} fold {k} ({time.monotonic() - started:.0f} s): "
+                  + ", ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("seed", "fold")),
+                  flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(rows, indent=1))
+    keys = [key for key in rows[0] if key not in ("seed", "fold")]
+    print("| reading | mean ± sd |\n|---|---|")
+    for key in keys:
+        s = mean_sd([r[key] for r in rows])
+        print(f"| {key} | {s['mean']:.3f} ± {s['sd']:.3f} |")
+
+
+def read_width(record) -> int:
+    """The width of a record's film in pixels."""
+    from napari_mammo.io.images import read_image
+
+    return read_image(record.path).pixels.shape[1]
+
+
+if __name__ == "__main__":
+    main()
