@@ -73,8 +73,8 @@ def test_bench_report_structure():
 
 def test_review_prints_the_folder_by_suspicion_with_plots(synthetic_folder, detector_file, tmp_path, capsys):
     plot = tmp_path / "review.png"
-    args = ["review", "--data", str(synthetic_folder), "--split", "all", "--detector-weights", str(detector_file),
-            "--threshold", "0.01", "--device", "cpu"]
+    args = ["review", "--data", str(synthetic_folder), "--model", "poster", "--split", "all", "--detector-weights",
+            str(detector_file), "--threshold", "0.01", "--device", "cpu"]
     assert main([*args, "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
     images, summary = report["images"], report["summary"]
@@ -88,8 +88,26 @@ def test_review_prints_the_folder_by_suspicion_with_plots(synthetic_folder, dete
     text = capsys.readouterr().out
     assert "verdict accuracy" in text and "mdb005" in text
     # the shipped weights' test split names mini-MIAS images, not these
-    assert main(["review", "--data", str(synthetic_folder), "--split", "test"]) == 2
+    assert main(["review", "--data", str(synthetic_folder), "--model", "poster", "--split", "test"]) == 2
     assert "none of the weights' 'test' images are in this folder; use --split all" in capsys.readouterr().err
+
+
+def test_review_screens_by_default_with_the_other_film(synthetic_folder, screening_file, capsys):
+    from napari_mammo.models.screener import Screener, partner_file
+
+    args = ["review", "--data", str(synthetic_folder), "--weights", str(screening_file), "--threshold", "0.01"]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "screening" and len(report["images"]) == 6
+    screener = Screener.load(screening_file)
+    row = next(i for i in report["images"] if i["ref"] == "mdb005")
+    expected = screener.screen_file(row["path"], partner_file(row["path"]))
+    assert expected.both_breasts and row["verdict"] == expected.label
+    assert row["abnormality"] == pytest.approx(1 - expected.probabilities["normal"])
+    assert row["best_box"] == pytest.approx(max(s for _, s in expected.boxes))
+    # the poster's weights with the screening model are refused, not ignored
+    assert main([*args, "--detector-weights", str(screening_file)]) == 2
+    assert "add --model poster" in capsys.readouterr().err
 
 
 def test_napari_memory_benchmark_runs_the_whole_workflow():

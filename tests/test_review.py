@@ -44,6 +44,8 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(open_widget,
     viewer = make_napari_viewer()
     widget = open_widget(viewer, "review")
     widget.folder.value = str(synthetic_folder)
+    widget.models.value = "poster (CNNI-BCC verdict, IDBLL boxes)"
+    assert widget.screening_weights.native.isHidden() and not widget.detector_weights.native.isHidden()
     widget.detector_weights.set_choice(str(detector_file), str(detector_file))
     widget.detector_weights.value = str(detector_file)
     widget.threshold.value = 0.01
@@ -80,6 +82,33 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(open_widget,
     assert [layer.name for layer in viewer.layers if layer.name in {r[0] for r in rows}] == [rows[-1][0]]
 
 
+def test_review_folder_with_the_screening_model(open_widget, make_napari_viewer, qtbot, synthetic_folder,
+                                                screening_file):
+    from napari_mammo.models.screener import Screener, partner_file
+
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "review")
+    assert widget.models.value.startswith("screening")  # the default, as in Classify
+    assert widget.detector_weights.native.isHidden() and not widget.screening_weights.native.isHidden()
+    widget.folder.value = str(synthetic_folder)
+    widget.screening_weights.set_choice(str(screening_file), str(screening_file))
+    widget.screening_weights.value = str(screening_file)
+    widget.threshold.value = 0.01
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    rows = widget.table.data.to_list()
+    assert len(rows) == 6
+    row = next(r for r in rows if r[0] == "mdb005")
+    expected = Screener.load(screening_file).screen_file(synthetic_folder / "mdb005.pgm",
+                                                         partner_file(synthetic_folder / "mdb005.pgm"))
+    assert row[2] == expected.label and row[3] == pytest.approx(1 - expected.probabilities["normal"], abs=1e-3)
+    widget._open_row(rows.index(row))
+    boxes = viewer.layers["mdb005 detections"]
+    assert boxes.metadata["model"] == "screening"
+    assert len(boxes.data) == len(expected.detections(0.01))
+    assert f"screening {expected.label} (truth malignant)" in widget.image_summary.value
+
+
 def test_review_folder_without_a_folder_is_a_message(open_widget, make_napari_viewer, monkeypatch, tmp_path):
     viewer = make_napari_viewer()
     shown = []
@@ -114,7 +143,7 @@ def test_a_broken_image_is_skipped_not_the_whole_review(open_widget,
     shutil.copytree(synthetic_folder, folder)
     data = (folder / "mdb002.pgm").read_bytes()
     (folder / "mdb002.pgm").write_bytes(data[: len(data) // 2])  # truncated
-    assert main(["review", "--data", str(folder), "--split", "all", "--device", "cpu"]) == 0
+    assert main(["review", "--data", str(folder), "--model", "poster", "--split", "all", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "mdb002.pgm: truncated" in captured.err
     assert "5 images" in captured.out
@@ -127,3 +156,8 @@ def test_a_broken_image_is_skipped_not_the_whole_review(open_widget,
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert len(widget.table.data.to_list()) == 5 and "1 image(s) skipped" in widget.summary.value
     assert "mdb002.pgm: truncated" in warned[0]
+    # the poster's models too
+    widget.models.value = "poster (CNNI-BCC verdict, IDBLL boxes)"
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert len(widget.table.data.to_list()) == 5 and "1 image(s) skipped" in widget.summary.value

@@ -52,7 +52,8 @@ def summarise(reviews: Sequence[ImageReview]) -> dict:
 
 @dataclass
 class Prediction:
-    """Both models' raw output on one labelled image, kept so a new box threshold needs no rerun."""
+    """The models' raw output on one labelled image (verdict, p(abnormal), boxes), kept so a new box threshold
+    needs no rerun."""
 
     record: Mammogram
     verdict: str
@@ -61,28 +62,59 @@ class Prediction:
 
 
 def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
-    """Generator of progress events that classifies and detects every image.
+    """Generator of progress events that classifies (CNNI-BCC) and detects (IDBLL) every image.
 
     Returns (predictions, skipped): an image that cannot be read or run (truncated, constant,
     …) is skipped with its error message instead of ending the review.
     """
-    from napari_mammo.errors import MammoInputError
     from napari_mammo.io.images import read_image
-    from napari_mammo.records import CLASS_NAMES
+
+    def predict(record: Mammogram) -> Prediction:
+        image = read_image(record.path)
+        result = classifier.classify(image.pixels, image.spacing_mm)
+        detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
+        return Prediction(record, result.label, 1.0 - result.probabilities["normal"], detections)
+
+    return (yield from _iter_folder(records, predict))
+
+
+def iter_screen_folder(records: Sequence[Mammogram], screener):
+    """Generator of progress events that screens every image, with the woman's other film when it is beside it
+    (its verdict and its boxes); returns (predictions, skipped) as `iter_predict_folder`.
+
+    An other film that cannot be read is left out (the film is screened alone; the broken film
+    is reported as skipped in its own turn); one that is read but refused (another size, view or
+    woman) skips the image with the reason, as `evaluate screening` refuses it.
+    """
+    from napari_mammo.errors import MammoInputError
+    from napari_mammo.io.images import read_single_image
+    from napari_mammo.models.screener import partner_file
+
+    def predict(record: Mammogram) -> Prediction:
+        partner = partner_file(record.path)
+        if partner is not None:
+            try:
+                read_single_image(partner)
+            except MammoInputError:
+                partner = None
+        result = screener.screen_file(record.path, partner)
+        return Prediction(record, result.label, 1.0 - result.probabilities["normal"], result.detections())
+
+    return (yield from _iter_folder(records, predict))
+
+
+def _iter_folder(records: Sequence[Mammogram], predict):
+    """Run `predict` on every record, reporting progress; an image it cannot take is skipped with its message."""
+    from napari_mammo.errors import MammoInputError
 
     predictions, skipped = [], []
     for index, record in enumerate(records):
         try:
-            image = read_image(record.path)
-            result = classifier.classify(image.pixels, image.spacing_mm)
-            detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
+            predictions.append(predict(record))
         except MammoInputError as err:
             skipped.append(str(err))
         except ValueError as err:  # the models' own checks (a constant image, …) do not name the file
             skipped.append(str(MammoInputError(record.path, str(err))))
-        else:
-            abnormality = 1.0 - result.probabilities[CLASS_NAMES[0]]
-            predictions.append(Prediction(record, result.label, abnormality, detections))
         yield progress_event("reviewing", index + 1, len(records))
     return predictions, skipped
 

@@ -10,7 +10,7 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSlider, Label, PushButton,
 
 from napari_mammo.evaluation.detector import match_lesions
 from napari_mammo.evaluation.plots import draw_review
-from napari_mammo.evaluation.review import Prediction, iter_predict_folder, review_predictions
+from napari_mammo.evaluation.review import Prediction, iter_predict_folder, iter_screen_folder, review_predictions
 from napari_mammo.models.idbll.predict import BOX_THRESHOLD, Detection
 from napari_mammo.plugin.classify_widget import verdict_on
 from napari_mammo.plugin.companions import (
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 HIT, FALSE_POSITIVE = "#30ff30", "#ff3030"
 COLUMNS = ("image", "truth", "verdict", "abnormality", "best box", "found", "lesions", "false positives")
+MODELS = {"screening (verdict and boxes)": "screening", "poster (CNNI-BCC verdict, IDBLL boxes)": "poster"}
+"""The Review widget's model choices."""
 
 
 def compare_open_image(viewer: napari.Viewer, image) -> dict:
@@ -116,6 +118,8 @@ class ReviewWidget(WorkerWidget):
         self.compare_button = PushButton(text="Compare open image with truth")
         self.image_summary = Label(label="this image", value="")
         self.folder = FileEdit(label="folder", mode="d")
+        self.models = ComboBox(label="model", choices=list(MODELS), value=next(iter(MODELS)))
+        self.screening_weights = ComboBox(label="screening weights", choices=lambda _: REGISTRY.choices("screening"))
         self.classifier_weights = ComboBox(label="CNNI-BCC weights", choices=lambda _: REGISTRY.choices("cnni-bcc"))
         self.detector_weights = ComboBox(label="IDBLL weights", choices=lambda _: REGISTRY.choices("idbll"))
         self.threshold = FloatSlider(label="box threshold", value=BOX_THRESHOLD, min=0.01, max=1.0, step=0.01)
@@ -128,31 +132,44 @@ class ReviewWidget(WorkerWidget):
         self.figure = Figure(figsize=(6, 2.6), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(220)
-        self.extend([self.image, self.compare_button, self.image_summary, self.folder, self.classifier_weights,
-                     self.detector_weights, self.threshold, self.run_button, self.progress, self.summary])
+        self.extend([self.image, self.compare_button, self.image_summary, self.folder, self.models,
+                     self.screening_weights, self.classifier_weights, self.detector_weights, self.threshold,
+                     self.run_button, self.progress, self.summary])
         add_qt_widget(self, self.canvas)
         self.append(self.table)
         self.explain((self.image, "the open image whose boxes to compare with its ground truth"),
                      (self.compare_button, "colour the boxes as hits (green) or false positives (red) and "
                                            "mark the missed lesions"),
                      (self.folder, "a labelled MIAS-style folder to review as a whole"),
+                     (self.models, "the screening model's verdicts and boxes (with the woman's other film when "
+                                   "it is in the folder), or the poster's CNNI-BCC verdicts and IDBLL boxes"),
+                     (self.screening_weights, "screening weights for the verdicts and boxes"),
                      (self.classifier_weights, "CNNI-BCC weights for the verdicts"),
                      (self.detector_weights, "IDBLL weights for the boxes"),
                      (self.threshold, "box score threshold: moving it re-reviews without running the models"),
-                     (self.run_button, "run both models on every image of the folder; press again to "
+                     (self.run_button, "run the model(s) on every image of the folder; press again to "
                                        "cancel"))
+        self.models.changed.connect(self._show_weights)
+        self._show_weights()
         self.compare_button.changed.connect(self.compare)
         self.threshold.changed.connect(lambda _: self._show())
         self.table.native.cellDoubleClicked.connect(self._open_row)
-        follow_registry(self, [self.classifier_weights, self.detector_weights])
-        remember("review", {"folder": self.folder, "classifier_weights": self.classifier_weights,
-                            "detector_weights": self.detector_weights})
+        follow_registry(self, [self.screening_weights, self.classifier_weights, self.detector_weights])
+        remember("review", {"folder": self.folder, "models": self.models, "screening_weights": self.screening_weights,
+                            "classifier_weights": self.classifier_weights, "detector_weights": self.detector_weights})
+        self.reviewed_model = MODELS[self.models.value]
         self.paths: dict[str, str] = {}
         self.predictions: list[Prediction] = []
         self.skipped: list[str] = []
         self._opened: list = []
         self.reviews: list = []
         self.report: dict = {}
+
+    def _show_weights(self, _=None) -> None:
+        """Show the weights the chosen model reads."""
+        screening = MODELS[self.models.value] == "screening"
+        self.screening_weights.visible = screening
+        self.classifier_weights.visible = self.detector_weights.visible = not screening
 
     def compare(self, _=None) -> dict | None:
         """Compare the chosen image's predictions with its truth."""
@@ -172,13 +189,14 @@ class ReviewWidget(WorkerWidget):
         return counts
 
     def start(self):
-        """Classify and detect every image of the folder in a worker; fills the table and the plots."""
+        """Screen (or classify and detect) every image of the folder in a worker; fills the table and the plots."""
         from napari.utils.notifications import show_error
 
         from napari_mammo.errors import MammoInputError
         from napari_mammo.io.mias import read_folder
         from napari_mammo.models.cnni_bcc.predict import PatchClassifier
         from napari_mammo.models.idbll.predict import LesionDetector
+        from napari_mammo.models.screener import Screener
 
         if not self.folder.value or not Path(self.folder.value).is_dir():
             show_error("napari-mammo: choose a MIAS-style folder (images + Info.txt) to review")
@@ -191,22 +209,29 @@ class ReviewWidget(WorkerWidget):
         if not records:
             show_error(f"napari-mammo: {self.folder.value}: no labelled images to review")
             return None
-        weights = [None if w == SHIPPED else w for w in (self.classifier_weights.value, self.detector_weights.value)]
+        model = MODELS[self.models.value]
+        weights = [None if w == SHIPPED else w for w in (self.classifier_weights.value, self.detector_weights.value,
+                                                         self.screening_weights.value)]
 
         def job():
             from napari_mammo.engine.weights import cached_load
 
+            if model == "screening":
+                screener = cached_load(weights[2], "screening", "cpu", lambda: Screener.load(weights[2]))
+                return (yield from iter_screen_folder(records, screener))
             classifier = cached_load(weights[0], "cnni-bcc", "auto", lambda: PatchClassifier.load(weights[0]))
             detector = cached_load(weights[1], "idbll", "auto", lambda: LesionDetector.load(weights[1]))
             return (yield from iter_predict_folder(records, classifier, detector))
 
-        return self.launch(job, self._on_predictions, self.summary, "review failed", "reviewing…")
+        return self.launch(job, lambda value: self._on_predictions(value, model), self.summary, "review failed",
+                           "reviewing…")
 
-    def _on_predictions(self, value: tuple[list[Prediction], list[str]]) -> None:
-        """Keep the predictions and show them; say which images were skipped."""
+    def _on_predictions(self, value: tuple[list[Prediction], list[str]], model: str) -> None:
+        """Keep the predictions (of `model`) and show them; say which images were skipped."""
         from napari.utils.notifications import show_warning
 
         self.predictions, self.skipped = value
+        self.reviewed_model = model
         for message in self.skipped:
             show_warning(f"napari-mammo: skipped {message}")
         if not self.predictions:
@@ -246,10 +271,13 @@ class ReviewWidget(WorkerWidget):
         prediction = next((p for p in self.predictions if p.record.ref == ref), None)
         if not layers or prediction is None:
             return
-        add_detection_layer(self.viewer, layers[0], [((), prediction.detections)], self.threshold.value)
+        screening = self.reviewed_model == "screening"
+        add_detection_layer(self.viewer, layers[0], [((), prediction.detections)], self.threshold.value,
+                            "screening" if screening else "idbll")
         self.image.reset_choices()
         self.image.value = layers[0]
         counts = self.compare()
         self._opened = [layer for layer in self.viewer.layers if id(layer) not in before]
         if counts is not None:
-            self.image_summary.value += f"; CNNI-BCC {prediction.verdict} (truth {prediction.record.label})"
+            verdict = "screening" if screening else "CNNI-BCC"
+            self.image_summary.value += f"; {verdict} {prediction.verdict} (truth {prediction.record.label})"
