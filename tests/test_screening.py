@@ -87,6 +87,8 @@ def test_folds_keep_women_together_and_partners_are_found(synthetic_folder):
     by_ref = {r.ref: r for r in records}
     assert other_film(by_ref["mdb001"], by_ref).ref == "mdb002"
     assert other_film(by_ref["mdb002"], by_ref).ref == "mdb001"
+    with pytest.raises(ValueError, match="3 women cannot be dealt into 4 folds"):
+        woman_folds(records, 4, seed=0)  # an empty fold would have nothing to score
 
 
 def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypatch, capsys):

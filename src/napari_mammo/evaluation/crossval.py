@@ -38,6 +38,8 @@ def woman_folds(records: Sequence[Mammogram], folds: int, seed: int) -> list[lis
     going on where the previous stratum stopped, so no fold is left empty while women remain.
     """
     women = group_by_woman(records)
+    if not 2 <= folds <= len(women):
+        raise ValueError(f"{len(women)} women cannot be dealt into {folds} folds by woman (2 to {len(women)})")
     rng = np.random.default_rng(seed)
     parts: list[list[Mammogram]] = [[] for _ in range(folds)]
     turn = 0

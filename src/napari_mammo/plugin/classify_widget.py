@@ -76,7 +76,7 @@ class ClassifyWidget(ModelWidget):
         caption_stacks(viewer)
         self.explain((self.image, "the image layer to classify"),
                      (self.slices, "on a stack: the shown slice, or every slice in turn"),
-                     (self.model, "the screening model on the pretrained backbone (cross-validated AUC 0.73), "
+                     (self.model, "the screening model on the pretrained backbone (cross-validated AUC 0.75), "
                                   "or the poster's CNNI-BCC"),
                      (self.other, "the same woman's other breast, same view: compared with this one"),
                      (self.weights, "the shipped weights, weights trained in this session, or a file"),
