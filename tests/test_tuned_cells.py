@@ -34,6 +34,46 @@ def test_fine_tuning_learns_where_the_lesions_are(synthetic_folder):
     assert after > 0.9 and after > before + 0.1, (before, after)
 
 
+@pytest.mark.parametrize("width", [256, 250])
+def test_a_mirror_image_is_its_film_mirrored_cell_for_cell(width):
+    from napari_mammo import Lesion, Mammogram
+    from napari_mammo.models.screening import CellFeatures
+    from napari_mammo.models.tuned_cells import is_mirror, mirror_pixels, mirrored_record
+
+    pixels = np.arange(200 * width, dtype=np.float32).reshape(200, width)
+    mirrored = mirror_pixels(pixels)
+    grid = (7, -(-width // 32))
+    assert mirrored.shape == (200, grid[1] * 32)
+    np.testing.assert_array_equal(mirrored[:, ::-1][:, :width], pixels)  # padding on the right, then mirrored
+    record = Mammogram("mdb005", "F", (Lesion("CIRC", "B", 100.0, 40.0, 20.0), Lesion("CALC", "M")))
+    cells = CellFeatures(np.zeros((1, *grid), np.float16), np.ones(grid, bool), 32.0)
+    twin = mirrored_record(record, cells)
+    assert is_mirror(twin.ref) and not is_mirror(record.ref) and twin.lesions[1] == record.lesions[1]
+    np.testing.assert_array_equal(cell_labels(twin, grid, 32.0), cell_labels(record, grid, 32.0)[:, ::-1])
+
+
+def test_mirror_images_train_beside_their_films(synthetic_folder):
+    from napari_mammo.data.preprocess import to_mias_scale
+    from napari_mammo.io.images import read_image
+    from napari_mammo.models.backbone import load_backbone
+    from napari_mammo.models.screening import cell_feature_set
+    from napari_mammo.models.tuned_cells import mirror_pixels, mirror_ref, tuned_maps
+
+    records = read_folder(synthetic_folder)
+    config = ScreeningConfig(tune_epochs=1, tune_steps=40, tune_batch=8, tune_mirrors=True)
+    cells, stage4 = load_screening_features(records, config)
+    assert set(stage4) == {r.ref for r in records} | {mirror_ref(r.ref) for r in records}
+    pixels, _ = to_mias_scale(read_image(records[4].path).pixels, None)
+    expected = cell_feature_set(load_backbone(), mirror_pixels(pixels), None, (config.features, config.tuned))
+    np.testing.assert_array_equal(stage4[mirror_ref(records[4].ref)].features, expected[1].features)
+    net = fine_tune_cells(records, stage4, cells, config)
+    assert lesion_cell_auc(net, records, cells, stage4) > 0.9
+    assert set(tuned_maps(net, stage4)) == {r.ref for r in records}  # the films' maps, not the mirrors'
+    plain_cells, plain_stage4 = load_screening_features(records, ScreeningConfig())
+    with pytest.raises(ValueError, match="tune_mirrors needs the mirror images' features"):
+        fine_tune_cells(records, plain_stage4, plain_cells, config)
+
+
 def test_screener_boxes_and_heatmap_come_from_the_tuned_map_as_fitted(screening_file, synthetic_folder):
     from napari_mammo.data.preprocess import to_mias_scale
     from napari_mammo.io.images import read_image

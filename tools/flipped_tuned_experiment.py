@@ -3,17 +3,16 @@
     python tools/flipped_tuned_experiment.py --data "$NAPARI_MAMMO_MIAS" [--seeds 1] [--out runs/flips.json]
 
 Mirroring the stage-4 *features* made the tuned map worse (docs/experiments.md); this
-mirrors the *images* instead: each film's left-right mirror image is run through the
-backbone once (its features cached beside the originals' under a "-fliplr" key), and
-its lesions mirrored with it. In each fold of each seed the tuned map is fitted as the
+mirrors the *images* instead: each film's left-right mirror image (`tuned_cells.mirror_pixels`)
+is run through the backbone once (its features cached beside the film's), and its lesions
+mirrored with it (`ScreeningConfig.tune_mirrors`). In each fold of each seed the tuned map is fitted as the
 shipped model fits it, once on the training films alone and once on them and their
 mirror images; each is read on the held-out films as is, and averaged with its reading
 of the mirror image (mirrored back, "test-time flip"). Every reading gives the lesion
 sensitivity at 0.5, 1 and 2 false positives per image with the shipped box search, with
 box centres moved to the score-weighted centre of the 3x3 cells around each maximum
 ("centroid"), and on the map upsampled twice ("up2"); and the verdict's AUC when its
-asymmetry joins the fused score. Mirror images must keep the 32-pixel grid (widths a
-multiple of 32, as mini-MIAS' 1024): other films keep their plain reading.
+asymmetry joins the fused score.
 """
 
 from __future__ import annotations
@@ -40,41 +39,7 @@ from napari_mammo.models.screening import (
     other_film,
     smooth_scores,
 )
-from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
-
-MIRROR = "~m"
-"""Suffix of a mirror image's reference."""
-
-
-def mirrored_records(records):
-    """Each record's left-right mirror image: same file, lesion columns mirrored, reference + MIRROR."""
-    from napari_mammo.io.images import read_image
-
-    out = []
-    for record in records:
-        width = read_image(record.path).pixels.shape[1]
-        lesions = tuple(replace(les, col=width - les.col) if les.located else les for les in record.lesions)
-        out.append(replace(record, ref=record.ref + MIRROR, lesions=lesions))
-    return out
-
-
-def mirrored_features(records, config: ScreeningConfig):
-    """Screening-grid and stage-4 features of each record's mirror image, cached by file hash + '-fliplr'."""
-    from napari_mammo.data.preprocess import to_mias_scale
-    from napari_mammo.io.images import read_image
-    from napari_mammo.models.backbone import load_backbone
-    from napari_mammo.models.screening import cell_feature_set, file_key
-
-    model = load_backbone(config.backbone)
-    cells, stage4 = {}, {}
-    for record in records:
-        image = read_image(record.path)
-        pixels, _ = to_mias_scale(image.pixels, image.spacing_mm)
-        key = f"{file_key(record.path)}-{pixels.shape[0]}x{pixels.shape[1]}-fliplr"
-        found, deep = cell_feature_set(model, np.ascontiguousarray(pixels[:, ::-1]), key,
-                                       (config.features, config.tuned))
-        cells[record.ref + MIRROR], stage4[record.ref + MIRROR] = found, deep
-    return cells, stage4
+from napari_mammo.models.tuned_cells import fine_tune_cells, mirror_ref, tuned_maps, tuned_scores
 
 
 def centroid_boxes(scores, breast, stride: float):
@@ -105,12 +70,11 @@ def up2_boxes(scores, breast, stride: float):
 SEARCHES = {"shipped": cell_boxes, "centroid": centroid_boxes, "up2": up2_boxes}
 
 
-def readings(net, refs, stage4, grids) -> dict[str, dict]:
-    """The map of each held-out or training film as is ("plain") and averaged with its mirror's ("tta")."""
+def readings(net, refs, stage4) -> dict[str, dict]:
+    """The map of each film as is ("plain") and averaged with its mirror image's, mirrored back ("tta")."""
     plain = tuned_maps(net, {ref: stage4[ref] for ref in refs})
-    mirror = tuned_maps(net, {ref: stage4[ref + MIRROR] for ref in refs})
-    tta = {ref: (plain[ref] + mirror[ref][:, ::-1]) / 2 if grids[ref] else plain[ref] for ref in refs}
-    return {"plain": plain, "tta": tta}
+    mirror = {ref: tuned_scores(net, stage4[mirror_ref(ref)].features)[:, ::-1] for ref in refs}
+    return {"plain": plain, "tta": {ref: (plain[ref] + mirror[ref]) / 2 for ref in refs}}
 
 
 def main() -> None:
@@ -125,11 +89,7 @@ def main() -> None:
     config = ScreeningConfig(tune_epochs=args.tune_epochs)
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
-    cells, stage4 = load_screening_features(records, config)
-    mirror_cells, mirror_stage4 = mirrored_features(records, config)
-    cells, stage4 = {**cells, **mirror_cells}, {**stage4, **mirror_stage4}
-    mirrors = {m.ref[: -len(MIRROR)]: m for m in mirrored_records(records)}
-    grids = {r.ref: cells[r.ref].features.shape[2] * 32 == read_width(r) for r in records}
+    cells, stage4 = load_screening_features(records, replace(config, tune_mirrors=True))  # films and mirrors
     rows = []
     for seed in range(args.seeds):
         parts = woman_folds(records, args.folds, seed)
@@ -139,9 +99,9 @@ def main() -> None:
             heads = fit_heads(train, cells, by_ref, config, seed * 100 + k)
             truth = np.array([r.label != "normal" for r in test])
             row = {"seed": seed, "fold": k}
-            for fitted, fit_on in (("originals", train), ("with mirrors", train + [mirrors[r.ref] for r in train])):
-                net = fine_tune_cells(fit_on, stage4, cells, config, seed * 100 + k)
-                for read, maps in readings(net, list(by_ref), stage4, grids).items():
+            for fitted, mirrors in (("originals", False), ("with mirrors", True)):
+                net = fine_tune_cells(train, stage4, cells, replace(config, tune_mirrors=mirrors), seed * 100 + k)
+                for read, maps in readings(net, list(by_ref), stage4).items():
                     name = f"{fitted}/{read}"
                     for search, boxes_of in SEARCHES.items():
                         detections = [box_detections(boxes_of(maps[r.ref], cells[r.ref].breast, 32.0)) for r in test]
@@ -167,13 +127,6 @@ def main() -> None:
     for key in keys:
         s = mean_sd([r[key] for r in rows])
         print(f"| {key} | {s['mean']:.3f} ± {s['sd']:.3f} |")
-
-
-def read_width(record) -> int:
-    """The width of a record's film in pixels."""
-    from napari_mammo.io.images import read_image
-
-    return read_image(record.path).pixels.shape[1]
 
 
 if __name__ == "__main__":

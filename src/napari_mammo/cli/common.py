@@ -206,6 +206,12 @@ def check_folds(folds: int, records: list, data: str) -> None:
         raise ValueError(f"--folds must be between 2 and the number of women in {data} ({women}), got {folds}")
 
 
+def tuning_options(args: argparse.Namespace) -> dict:
+    """The ScreeningConfig fields the fine-tuning options set (those not given keep the config's defaults)."""
+    given = {"tune_epochs": args.tune_epochs, "tune_steps": args.tune_steps, "tune_mirrors": args.tune_mirrors}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     """The screening model's fine-tuning options (train and crossval)."""
     parser.add_argument("--tune-epochs", type=int, default=15,
@@ -213,3 +219,6 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
                              "and whose asymmetry joins the verdict (default 15, about 2 min on 2 cores; 0: boxes "
                              "from the cell head)")
     parser.add_argument("--tune-steps", type=int, default=30, help=argparse.SUPPRESS)
+    parser.add_argument("--tune-mirrors", action=argparse.BooleanOptionalAction, default=None,
+                        help="screening: fine-tune the tuned cell map on each film's left-right mirror image too "
+                             "(its backbone features are computed and cached once)")

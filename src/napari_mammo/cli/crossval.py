@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_mammo.cli.common import add_tuning_arguments, check_folds, json_safe, model_name, progress_bar
+from napari_mammo.cli.common import (
+    add_tuning_arguments,
+    check_folds,
+    json_safe,
+    model_name,
+    progress_bar,
+    tuning_options,
+)
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.models.backbone import BACKBONES
 
@@ -33,7 +40,7 @@ def screening_report(args: argparse.Namespace, records: list) -> dict:
 
     config = ScreeningConfig(backbone=args.backbone, layer=args.layer, zoom=args.zoom, weight_decay=args.weight_decay,
                              contralateral_weight_decay=args.contralateral_weight_decay, top_cells=args.top_cells,
-                             tune_epochs=args.tune_epochs, tune_steps=args.tune_steps)
+                             **tuning_options(args))
     with progress_bar("backbone features", "image") as show:
         cells, stage4 = load_screening_features(records, config, show)
     with progress_bar("folds", "fold") as show:

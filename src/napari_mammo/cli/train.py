@@ -14,6 +14,7 @@ from napari_mammo.cli.common import (
     model_name,
     progress_printer,
     training_records,
+    tuning_options,
 )
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
@@ -51,7 +52,7 @@ def train_screening(args: argparse.Namespace) -> int:
 
     records = training_records(args.data)
     check_folds(args.folds, records, args.data)
-    config = ScreeningConfig(tune_epochs=args.tune_epochs, tune_steps=args.tune_steps)
+    config = ScreeningConfig(**tuning_options(args))
     show, close = progress_printer(args.progress_json)
     try:
         cells, stage4 = load_screening_features(records, config, show)

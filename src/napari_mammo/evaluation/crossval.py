@@ -222,12 +222,14 @@ def load_cells(records: Sequence[Mammogram], progress: Progress | None = None,
 
 
 def load_feature_sets(records: Sequence[Mammogram], specs: Sequence[FeatureSpec],
-                      progress: Progress | None = None) -> list[dict[str, CellFeatures]]:
-    """Several layers' features of every record's image (one backbone pass per image), cached by file hash."""
+                      progress: Progress | None = None, mirrors: bool = False) -> list[dict[str, CellFeatures]]:
+    """Several layers' features of every record's image (one backbone pass per image), cached by file hash; with
+    `mirrors`, also of each image's mirror image (`tuned_cells.mirror_pixels`), under `mirror_ref(ref)`."""
     from napari_mammo.data.preprocess import to_mias_scale
     from napari_mammo.io.images import read_image
     from napari_mammo.models.backbone import load_backbone
     from napari_mammo.models.screening import cell_feature_set, file_key
+    from napari_mammo.models.tuned_cells import mirror_pixels, mirror_ref
 
     model = None
     sets: list[dict[str, CellFeatures]] = [{} for _ in specs]
@@ -239,6 +241,10 @@ def load_feature_sets(records: Sequence[Mammogram], specs: Sequence[FeatureSpec]
             model = load_backbone(specs[0].backbone)
         for found, features in zip(sets, cell_feature_set(model, pixels, key, specs), strict=True):
             found[record.ref] = features
+        if mirrors:
+            mirrored = mirror_pixels(pixels, int(round(specs[0].stride)))
+            for found, features in zip(sets, cell_feature_set(model, mirrored, f"{key}-mirror", specs), strict=True):
+                found[mirror_ref(record.ref)] = features
         if progress:
             progress(progress_event("backbone features", index + 1, len(records)))
     return sets
@@ -246,7 +252,9 @@ def load_feature_sets(records: Sequence[Mammogram], specs: Sequence[FeatureSpec]
 
 def load_screening_features(records: Sequence[Mammogram], config: ScreeningConfig, progress: Progress | None = None
                             ) -> tuple[dict[str, CellFeatures], dict[str, CellFeatures] | None]:
-    """The features a screening model reads: its cells' layer, and stage 4 when it fine-tunes the tuned cell map."""
+    """The features a screening model reads: its cells' layer, and stage 4 when it fine-tunes the tuned cell map
+    (with `config.tune_mirrors`, of the mirror images too)."""
     tuned = config.tuned
-    sets = load_feature_sets(records, (config.features, tuned) if tuned else (config.features,), progress)
+    sets = load_feature_sets(records, (config.features, tuned) if tuned else (config.features,), progress,
+                             mirrors=bool(tuned) and config.tune_mirrors)
     return sets[0], sets[1] if tuned else None

@@ -59,8 +59,40 @@ def tuned_scores(net, stage4: np.ndarray) -> np.ndarray:
 
 
 def tuned_maps(net, stage4: dict[str, CellFeatures]) -> dict[str, np.ndarray]:
-    """The tuned cell map of every image whose stage-4 features are given."""
-    return {ref: tuned_scores(net, found.features) for ref, found in stage4.items()}
+    """The tuned cell map of every film whose stage-4 features are given (not of the mirror images)."""
+    return {ref: tuned_scores(net, found.features) for ref, found in stage4.items() if not is_mirror(ref)}
+
+
+MIRROR = "~mirror"
+"""Suffix of a mirror image's reference in the feature dictionaries (`ScreeningConfig.tune_mirrors`)."""
+
+
+def mirror_ref(ref: str) -> str:
+    """The reference under which a film's left-right mirror image's features are kept."""
+    return ref + MIRROR
+
+
+def is_mirror(ref: str) -> bool:
+    """Whether a feature dictionary's reference is a mirror image's."""
+    return ref.endswith(MIRROR)
+
+
+def mirror_pixels(pixels: np.ndarray, stride: int = 32) -> np.ndarray:
+    """A 0.2 mm film padded on the right to whole 32-pixel cells, then mirrored left-right: its cell grid is
+    the film's grid mirrored, cell for cell."""
+    width = -(-pixels.shape[1] // stride) * stride
+    padded = np.zeros((pixels.shape[0], width), pixels.dtype)
+    padded[:, :pixels.shape[1]] = pixels
+    return np.ascontiguousarray(padded[:, ::-1])
+
+
+def mirrored_record(record: Mammogram, cells: CellFeatures) -> Mammogram:
+    """A film's record as its mirror image (`mirror_pixels`) sees it: lesion columns mirrored across the grid."""
+    from dataclasses import replace
+
+    width = cells.breast.shape[1] * cells.stride
+    lesions = tuple(replace(les, col=width - les.col) if les.located else les for les in record.lesions)
+    return replace(record, ref=mirror_ref(record.ref), lesions=lesions)
 
 
 def tuned_tensors(net) -> dict:
@@ -150,6 +182,12 @@ def fine_tune_cells(records: Sequence[Mammogram], stage4: dict[str, CellFeatures
     head, stages = net[-1], net[:-1]
     optimiser = torch.optim.AdamW([{"params": stages.parameters(), "lr": config.tune_learning_rate},
                                    {"params": head.parameters(), "lr": 1e-3}], weight_decay=1e-4)
+    if config.tune_mirrors:  # each film's mirror image trains beside it (load_screening_features loads them)
+        missing = [r.ref for r in records if mirror_ref(r.ref) not in stage4]
+        if missing:
+            raise ValueError(f"tune_mirrors needs the mirror images' features (load_screening_features); "
+                             f"{len(missing)} missing, first {missing[0]}")
+        records = [*records, *(mirrored_record(r, cells[r.ref]) for r in records)]
     sources = {r.ref: crop_source(r, stage4[r.ref], cells[r.ref], config.tune_crop) for r in records}
     stride = next(iter(cells.values())).stride
     total = config.tune_epochs * config.tune_steps
