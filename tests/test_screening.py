@@ -103,9 +103,10 @@ def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypa
     assert report["folds"] == 3 and len(report["per_fold"]) == 3 and report["config"]["tune_epochs"] == 1
     assert {"auc_cells", "auc_fused", "sensitivity_at_1_fp"} <= set(report["summary"])
     assert "pooled, seed 0" in capsys.readouterr().out
-    # features cached, one file per image and layer (the cells' and the tuned map's stage 4)
-    assert len(list((tmp_path / "cache").rglob("blocks-x1/*.npz"))) == 6
-    assert len(list((tmp_path / "cache").rglob("stage4-x1/*.npz"))) == 6
+    # features cached, one file per image and its mirror image and layer (the cells' and the tuned map's stage 4)
+    for layer in ("blocks-x1", "stage4-x1"):
+        cached = list((tmp_path / "cache").rglob(f"{layer}/*.npz"))
+        assert len(cached) == 12 and sum(path.stem.endswith("-mirror") for path in cached) == 6
     records = read_folder(synthetic_folder)
     config = ScreeningConfig(tune_epochs=1, tune_steps=2)
     cells, stage4 = load_screening_features(records, config)

@@ -69,7 +69,7 @@ def test_mirror_images_train_beside_their_films(synthetic_folder):
     net = fine_tune_cells(records, stage4, cells, config)
     assert lesion_cell_auc(net, records, cells, stage4) > 0.9
     assert set(tuned_maps(net, stage4)) == {r.ref for r in records}  # the films' maps, not the mirrors'
-    plain_cells, plain_stage4 = load_screening_features(records, ScreeningConfig())
+    plain_cells, plain_stage4 = load_screening_features(records, ScreeningConfig(tune_mirrors=False))
     with pytest.raises(ValueError, match="tune_mirrors needs the mirror images' features"):
         fine_tune_cells(records, plain_stage4, plain_cells, config)
 

@@ -221,4 +221,4 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-steps", type=int, default=30, help=argparse.SUPPRESS)
     parser.add_argument("--tune-mirrors", action=argparse.BooleanOptionalAction, default=None,
                         help="screening: fine-tune the tuned cell map on each film's left-right mirror image too "
-                             "(its backbone features are computed and cached once)")
+                             "(default; its backbone features are computed and cached once)")

@@ -74,7 +74,7 @@ class ScreeningConfig:
     tune_crop: int = 16
     """Crop width in stage-4 features (16 = 256 pixels at 0.2 mm)."""
     tune_learning_rate: float = 1e-4
-    tune_mirrors: bool = False
+    tune_mirrors: bool = True
     """Fit the tuned cell map on each film's left-right mirror image too (its own backbone features)."""
 
     @property

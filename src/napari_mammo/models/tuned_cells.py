@@ -11,7 +11,9 @@ Fitting runs only the last two stages, on 256-pixel crops of the cached stage-4 
 anywhere in the breast; cells are labelled lesion-aware like the screening heads' and
 the loss is class-balanced over breast cells. BatchNorm keeps its ImageNet statistics.
 Crops are not flipped: flipping features (not images) made the map worse in
-cross-validation.
+cross-validation. Each film's mirror image (padded to whole cells, mirrored, run through
+the backbone once) trains beside it instead (`ScreeningConfig.tune_mirrors`): that finds
+more lesions (0.405 ± 0.113 against 0.346 ± 0.095 at 1 false positive per image, 15 folds).
 """
 
 from __future__ import annotations
