@@ -50,7 +50,7 @@ def test_sample_and_mammogram_open_the_users_way(make_napari_viewer, synthetic_f
 
 
 def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napari_viewer, qtbot, classifier_file,
-                                                          detector_file, synthetic_folder):
+                                                          detector_file, screening_file, synthetic_folder):
     viewer = make_napari_viewer(show=True)
     viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     classify, detect, review = (open_widget(viewer, key) for key in ("classify", "detect", "review"))
@@ -69,6 +69,14 @@ def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napar
     counts = review.compare()
     assert counts["hits"] + counts["false_positives"] == len(boxes.data)
     assert counts["truth"] == "malignant"
+    review.compare_button.changed.emit(True)  # the button fills the summary line
+    assert f"CNNI-BCC {labels.metadata['verdict']} (truth malignant)" in review.image_summary.value
+    # classified again with the screening model, the summary names it
+    use_weights_file(classify, screening_file)
+    classify.start()
+    qtbot.waitUntil(lambda: not classify.busy, timeout=60_000)
+    review.compare_button.changed.emit(True)
+    assert f"screening {labels.metadata['verdict']} (truth malignant)" in review.image_summary.value
 
 
 def test_screening_from_the_menu_uses_the_other_film_and_adds_an_aligned_heatmap(

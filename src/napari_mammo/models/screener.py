@@ -88,6 +88,8 @@ class Screening:
     score: float
     threshold: float
     both_breasts: bool
+    model = MODEL_NAME
+    """The model that gave it (a class constant, not a field)."""
 
     def detections(self, min_score: float = 0.0) -> list:
         """Its boxes scoring at least `min_score`, as lesion Detections (IDBLL's format)."""

@@ -267,7 +267,8 @@ def add_classification_layer(viewer: napari.Viewer, image_layer, results: list):
     for index, result in results:
         # each pixel holds its patch's feature id, so napari shows that patch's class and probabilities
         data[index] = np.where(result.patch_image > 0, next_id + result.patch_image - 1, 0)
-        verdicts[_slice_key(index)] = {"label": result.label, "probabilities": result.probabilities}
+        verdicts[_slice_key(index)] = {"label": result.label, "probabilities": result.probabilities,
+                                       "model": result.model}
         rows += [{"index": next_id + k, "slice": _slice_key(index), "row": p["row"], "col": p["col"],
                   "label": p["label"], **p["probabilities"]} for k, p in enumerate(result.patches)]
         next_id += len(result.patches)

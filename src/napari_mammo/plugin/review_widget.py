@@ -35,14 +35,17 @@ HIT, FALSE_POSITIVE = "#30ff30", "#ff3030"
 COLUMNS = ("image", "truth", "verdict", "abnormality", "best box", "found", "lesions", "false positives")
 MODELS = {"screening (verdict and boxes)": "screening", "poster (CNNI-BCC verdict, IDBLL boxes)": "poster"}
 """The Review widget's model choices."""
+MODEL_NAMES = {"screening": "screening", "cnni-bcc": "CNNI-BCC"}
+"""How the verdict's model is named in the summary (layers from before the model was recorded: CNNI-BCC)."""
 
 
 def compare_open_image(viewer: napari.Viewer, image) -> dict:
     """Colour the image's detection boxes as hits or false positives and mark missed lesions.
 
-    Needs the '<image> lesions' ground truth (from the reader) and the '<image> IDBLL
-    detections' layer (from Detect); the CNNI-BCC verdict is read from '<image> CNNI-BCC
-    patches' when present. On a stack, the shown slice is compared. Returns the counts.
+    Needs the '<image> lesions' ground truth (from the reader) and the '<image> detections'
+    layer (from Detect, either model); Classify's verdict (and its model) is read from the
+    '<image> CNNI-BCC patches' layer when present. On a stack, the shown slice is compared.
+    Returns the counts.
     """
     from napari.utils.colormaps.standardize_color import transform_color
 
@@ -81,6 +84,7 @@ def compare_open_image(viewer: napari.Viewer, image) -> dict:
     verdict = verdict_on(labels, index) if labels is not None else None
     return {"hits": int(hit.sum()), "false_positives": int((~hit).sum()), "missed": len(missed),
             "lesions": len(located), "verdict": verdict["label"] if verdict else None,
+            "verdict_model": MODEL_NAMES.get(verdict.get("model", "cnni-bcc"), "") if verdict else None,
             "truth": _truth_label(image, record, index)}
 
 
@@ -183,7 +187,8 @@ class ReviewWidget(WorkerWidget):
         except (ValueError, KeyError) as err:
             show_error(f"napari-mammo: {err}")
             return None
-        verdict = f"; CNNI-BCC {counts['verdict']} (truth {counts['truth']})" if counts["verdict"] else ""
+        verdict = (f"; {counts['verdict_model']} {counts['verdict']} (truth {counts['truth']})"
+                   if counts["verdict"] else "")
         self.image_summary.value = (f"{counts['hits']} hit(s), {counts['false_positives']} false positive(s), "
                                     f"{counts['missed']} of {counts['lesions']} lesion(s) missed{verdict}")
         return counts

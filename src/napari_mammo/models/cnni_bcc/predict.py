@@ -96,6 +96,8 @@ class Classification:
     label_image: np.ndarray
     patch_image: np.ndarray | None = None
     """k + 1 on the pixels of patch k (0 outside every patch): which patch a pixel belongs to."""
+    model = "cnni-bcc"
+    """The model that gave it (a class constant, not a field)."""
 
     def to_json(self, path: str) -> dict:
         """The command line's JSON object for this image."""
