@@ -179,9 +179,10 @@ def progress_bar(description: str, unit: str) -> Iterator[Progress]:
         yield show
 
 
-def untrained_records(records: list, trained: set[str], split: str) -> list:
-    """The images a whole-folder model was not fitted on (--split auto or test); all of them, said to be
-    optimistic, when none is left or with --split all."""
+def untrained_records(data: str, metadata: dict, split: str) -> list:
+    """The images of a folder that a whole-folder model (its metadata names what it was `trained_on`) was not
+    fitted on (--split auto or test); all of them, said to be optimistic, when none is left or with --split all."""
+    records, trained = evaluation_records(data, "all"), set(metadata["trained_on"])
     fresh = [r for r in records if r.ref not in trained]
     if split in ("auto", "test") and fresh:
         if len(fresh) < len(records):

@@ -14,8 +14,7 @@ def run(args: argparse.Namespace) -> int:
     parts = {"screening": screening_parts, "cnni-bcc": classifier_parts, "idbll": detector_parts}[args.model]
     model, measure, plot, describe = parts(args)
     if "trained_on" in model.metadata:  # fitted on whole folders, not on a recorded split
-        records = untrained_records(evaluation_records(args.data, "all"), set(model.metadata["trained_on"]),
-                                    args.split)
+        records = untrained_records(args.data, model.metadata, args.split)
     else:
         records = evaluation_records(args.data, args.split, model.metadata)
     with progress_bar("evaluating", "image") as show:

@@ -53,9 +53,7 @@ def screening_predictions(args: argparse.Namespace):
     from napari_mammo.models.screener import Screener
 
     screener = Screener.load(args.weights)
-    records = untrained_records(evaluation_records(args.data, "all"), set(screener.metadata["trained_on"]),
-                                args.split)
-    return iter_screen_folder(records, screener)
+    return iter_screen_folder(untrained_records(args.data, screener.metadata, args.split), screener)
 
 
 def poster_predictions(args: argparse.Namespace):

@@ -91,13 +91,14 @@ def iter_screen_folder(records: Sequence[Mammogram], screener):
     from napari_mammo.models.screener import partner_file
 
     def predict(record: Mammogram) -> Prediction:
-        partner = partner_file(record.path)
+        image = read_single_image(record.path)
+        partner, second = partner_file(record.path), None
         if partner is not None:
             try:
-                read_single_image(partner)
+                second = read_single_image(partner)
             except MammoInputError:
                 partner = None
-        result = screener.screen_file(record.path, partner)
+        result = screener.screen_read(image, record.path, second, partner)
         return Prediction(record, result.label, 1.0 - result.probabilities["normal"], result.detections())
 
     return (yield from _iter_folder(records, predict))

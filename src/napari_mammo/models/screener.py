@@ -261,10 +261,15 @@ class Screener:
         """Read an image file (and the woman's other film, when given) and screen it."""
         from napari_mammo.io.images import read_single_image
 
-        image = read_single_image(path)
+        second = read_single_image(other) if other is not None else None
+        return self.screen_read(read_single_image(path), path, second, other, **kwargs)
+
+    def screen_read(self, image, path: str | Path, second=None, other: str | Path | None = None,
+                    **kwargs) -> Screening:
+        """Screen an image read from `path` (and the woman's other film read from `other`), refusing an other
+        film of another woman, breast side, view or size, and naming the file at fault."""
         partner = None
-        if other is not None:
-            second = read_single_image(other)
+        if second is not None:
             check_views(image.metadata, second.metadata, other)
             check_partner(image.pixels.shape, image.spacing_mm, second.pixels.shape, second.spacing_mm, other)
             partner = (second.pixels, second.spacing_mm)

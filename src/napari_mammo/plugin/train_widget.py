@@ -240,13 +240,13 @@ class TrainWidget(ScrollingContainer):
         from napari.utils.notifications import show_error, show_info
 
         code, message = value
-        if out.is_file() and code in (0, 130) and not (code == 130 and self.model.value == "screening"):
+        if code == 130 and self.model.value == "screening":  # fitted whole: a stopped fit leaves nothing new
+            show_info("napari-mammo: stopped; the screening model is fitted whole, so nothing new was written")
+            self.status.value = "stopped; nothing written"
+        elif out.is_file() and code in (0, 130):
             REGISTRY.add(MODELS[self.model.value], out)
             show_info(f"napari-mammo: weights saved to {out}")
             self.status.value = f"{'stopped; ' if code == 130 else ''}weights in {out.name}"
-        elif code == 130 and self.model.value == "screening":
-            show_info("napari-mammo: stopped; the screening model is fitted whole, so nothing new was written")
-            self.status.value = "stopped; nothing written"
         else:
             show_error(f"napari-mammo: training ended without weights: {message or f'exit code {code}'}")
             self.status.value = "failed"
