@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mammo.data.patches import breast_mask
 from napari_mammo.data.preprocess import normalise, to_mias_scale
 from napari_mammo.evaluation.crossval import ScreeningConfig, load_cells, run_fold, woman_folds
 from napari_mammo.evaluation.detector import froc, sensitivity_at
@@ -46,7 +47,7 @@ def prepare(records) -> dict:
         padded = np.zeros((rows * STRIDE, cols * STRIDE), np.float32)
         padded[: grey.shape[0], : grey.shape[1]] = grey
         films[record.ref] = (padded, cell_labels(record, (rows, cols), STRIDE).astype(np.float32),
-                             cell_breast(pixels, (rows, cols), STRIDE))
+                             cell_breast(breast_mask(pixels), (rows, cols), STRIDE))
     return films
 
 

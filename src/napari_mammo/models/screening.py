@@ -123,6 +123,7 @@ def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
                 found[spec] = CellFeatures(stored["features"], stored["breast"], spec.stride)
     missing = [spec for spec in specs if spec not in found]
     if missing:
+        mask = breast_mask(pixels)  # once for every layer: it costs a third of the backbone's pass
         grey = normalise(pixels)
         if missing[0].zoom != 1:
             from skimage.transform import rescale
@@ -132,7 +133,7 @@ def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
         maps = feature_maps(model, grey, tuple(spec.layer for spec in missing))
         for spec in missing:
             features = maps[spec.layer].astype(np.float16)
-            found[spec] = CellFeatures(features, cell_breast(pixels, features.shape[1:], spec.stride), spec.stride)
+            found[spec] = CellFeatures(features, cell_breast(mask, features.shape[1:], spec.stride), spec.stride)
             if paths[spec] is not None:
                 import io
 
@@ -148,11 +149,11 @@ def file_key(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def cell_breast(pixels: np.ndarray, grid: tuple[int, int], stride: float) -> np.ndarray:
-    """Which cells of the grid hold at least a quarter of breast tissue."""
+def cell_breast(mask: np.ndarray, grid: tuple[int, int], stride: float) -> np.ndarray:
+    """Which cells of the grid hold at least a quarter of breast tissue (`mask`: the image's `breast_mask`)."""
     from skimage.transform import resize
 
-    mask = breast_mask(pixels).astype(np.float32)
+    mask = np.asarray(mask, np.float32)
     padded = np.zeros((int(np.ceil(grid[0] * stride)), int(np.ceil(grid[1] * stride))), np.float32)
     rows, cols = min(mask.shape[0], padded.shape[0]), min(mask.shape[1], padded.shape[1])
     padded[:rows, :cols] = mask[:rows, :cols]
