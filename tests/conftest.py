@@ -84,15 +84,16 @@ def screening_file(synthetic_folder, tmp_path_factory) -> Path:
 
 def use_weights_file(widget, path) -> None:
     """Point a model widget at a weights file, choosing the model that the file holds."""
+    import sys
+
     from safetensors import safe_open
 
-    from napari_mammo.plugin.classify_widget import MODELS
-
     if hasattr(widget, "model"):
+        models = sys.modules[type(widget).__module__].MODELS  # the widget's model labels -> registry names
         try:
             with safe_open(str(path), framework="pt") as handle:
                 model = handle.metadata()["model"]
-            widget.model.value = next(label for label, name in MODELS.items() if name == model)
+            widget.model.value = next(label for label, name in models.items() if name == model)
         except Exception:  # not weights at all: the widget must say so itself
             pass
     widget.weights.value = "other file…"
@@ -101,7 +102,7 @@ def use_weights_file(widget, path) -> None:
 
 WIDGETS = {
     "classify": "Classify (screening, CNNI-BCC)",
-    "detect": "Detect lesions (IDBLL, screening)",
+    "detect": "Detect lesions (screening, IDBLL)",
     "review": "Review",
     "train": "Train",
 }

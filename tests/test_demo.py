@@ -12,7 +12,8 @@ def test_headless_demo_writes_screenshot_and_report(tmp_path, monkeypatch, capsy
     report = json.loads((tmp_path / "demo.json").read_text())
     assert report["image"] == "synthetic sample" and report["truth"]["label"] == "malignant"
     assert report["classification"]["label"] in ("normal", "benign", "malignant")
-    assert all(d["score"] >= 0.3 for d in report["detections"])
+    assert 0 < report["box_threshold"] < 1
+    assert all(d["score"] >= report["box_threshold"] for d in report["detections"])
     assert "screenshot:" in capsys.readouterr().out
 
 
@@ -25,11 +26,12 @@ def test_demo_opens_napari_with_all_layers(make_napari_viewer, monkeypatch):
     viewers = []
     monkeypatch.setattr(napari, "run", lambda: viewers.append(napari.current_viewer()))
     image, record, title = demo.demo_image()
-    classification, detections = demo.run_models(image)
-    demo.open_in_napari(image, record, classification, detections, title)
+    classification, detections, threshold = demo.run_models(image)
+    demo.open_in_napari(image, record, classification, detections, title, threshold)
     (viewer,) = viewers
     kinds = [type(layer).__name__ for layer in viewer.layers]
     assert kinds == ["Image", "Labels", "Image", "Shapes", "Shapes"]  # image, patches, heatmap, boxes, truth
+    assert viewer.layers[3].metadata["model"] == "screening"
     viewer.close()
 
 

@@ -123,7 +123,7 @@ def test_manifest_is_valid_and_contributes_everything():
     manifest = npe2.PluginManifest.from_distribution("napari-mammo")
     contributions = manifest.contributions
     assert {w.display_name for w in contributions.widgets} == {"Classify (screening, CNNI-BCC)",
-                                                               "Detect lesions (IDBLL, screening)", "Review", "Train"}
+                                                               "Detect lesions (screening, IDBLL)", "Review", "Train"}
     assert contributions.readers and contributions.writers and contributions.sample_data
     for command in contributions.commands:
         module, _, attribute = command.python_name.partition(":")

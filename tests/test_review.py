@@ -46,6 +46,7 @@ def test_review_folder_table_sorted_by_suspicion_and_opens_rows(open_widget,
     widget.folder.value = str(synthetic_folder)
     widget.models.value = "poster (CNNI-BCC verdict, IDBLL boxes)"
     assert widget.screening_weights.native.isHidden() and not widget.detector_weights.native.isHidden()
+    assert widget.threshold.value == pytest.approx(0.3)  # IDBLL's default box threshold
     widget.detector_weights.set_choice(str(detector_file), str(detector_file))
     widget.detector_weights.value = str(detector_file)
     widget.threshold.value = 0.01
@@ -90,9 +91,11 @@ def test_review_folder_with_the_screening_model(open_widget, make_napari_viewer,
     widget = open_widget(viewer, "review")
     assert widget.models.value.startswith("screening")  # the default, as in Classify
     assert widget.detector_weights.native.isHidden() and not widget.screening_weights.native.isHidden()
+    assert widget.threshold.value == pytest.approx(Screener.load().box_threshold, abs=0.006)  # its own default
     widget.folder.value = str(synthetic_folder)
     widget.screening_weights.set_choice(str(screening_file), str(screening_file))
     widget.screening_weights.value = str(screening_file)
+    assert widget.threshold.value == pytest.approx(Screener.load(screening_file).box_threshold, abs=0.006)
     widget.threshold.value = 0.01
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)

@@ -137,7 +137,7 @@ def test_screener_classifies_with_and_without_the_other_film(screening_file, syn
     json.dumps(alone.to_json(str(path)), allow_nan=False)
 
 
-@pytest.mark.parametrize("problem", ["nan", "threshold"])
+@pytest.mark.parametrize("problem", ["nan", "threshold", "box threshold"])
 def test_screener_refuses_broken_weights(screening_file, tmp_path, problem):
     from napari_mammo import MammoInputError
     from napari_mammo.engine.weights import load_weights, save_weights
@@ -151,10 +151,13 @@ def test_screener_refuses_broken_weights(screening_file, tmp_path, problem):
 
         state["cells.weight"][0] = float("nan")
         save_file(state, str(bad), metadata={"model": "screening", **{k: json.dumps(v) for k, v in metadata.items()}})
-    else:
+    elif problem == "threshold":
         metadata["threshold"] = 1.5
         save_weights(bad, state, "screening", metadata)
-    with pytest.raises(MammoInputError, match="NaN|outside"):
+    else:
+        metadata["box_operating_point"]["threshold"] = float("nan")
+        save_weights(bad, state, "screening", metadata)
+    with pytest.raises(MammoInputError, match="NaN|outside|not finite"):
         Screener.load(bad)
 
 
@@ -312,3 +315,37 @@ def test_detect_command_gives_the_screening_models_boxes_in_idbll_format(screeni
     assert main(["detect", str(path), "--model", "screening", "--weights", str(screening_file), "--json",
                  "--score-threshold", f"{high:.6f}"]) == 0
     assert len(json.loads(capsys.readouterr().out)[0]["detections"]) <= 1
+
+
+def test_screening_weights_record_the_boxes_operating_point_and_detect_uses_it(screening_file, synthetic_folder,
+                                                                               capsys):
+    from napari_mammo.cli import main
+    from napari_mammo.engine.weights import weights_metadata
+    from napari_mammo.models.screener import Screener
+
+    point = weights_metadata(screening_file, "screening")["box_operating_point"]
+    assert point["target_fp_per_image"] == 1.0 and point["fp_per_image"] <= 1.0
+    assert 0 <= point["threshold"] <= 1 and 0 <= point["sensitivity"] <= 1
+    screener = Screener.load(screening_file)
+    assert screener.box_threshold == point["threshold"]
+    path = synthetic_folder / "mdb005.pgm"
+    # no --model: the model the weights file holds (screening), at its own box threshold
+    assert main(["detect", str(path), "--weights", str(screening_file), "--json"]) == 0
+    detections = json.loads(capsys.readouterr().out)[0]["detections"]
+    expected = screener.screen_file(path).detections(point["threshold"])
+    assert [d["score"] for d in detections] == pytest.approx([d.score for d in expected], abs=1e-5)
+    assert main(["detect", str(path), "--weights", str(screening_file)]) == 0
+    assert f"score >= {point['threshold']:.3f}" in capsys.readouterr().out
+
+
+def test_detect_and_classify_take_the_model_of_their_weights_file(detector_file, classifier_file, synthetic_folder,
+                                                                  capsys):
+    from napari_mammo.cli import main
+
+    path = str(synthetic_folder / "mdb005.pgm")
+    assert main(["detect", path, "--weights", str(detector_file), "--json"]) == 0
+    assert all(d["score"] >= 0.3 for d in json.loads(capsys.readouterr().out)[0]["detections"])  # IDBLL's default
+    assert main(["classify", path, "--weights", str(classifier_file), "--json"]) == 0
+    assert "both_breasts" not in json.loads(capsys.readouterr().out)[0]  # CNNI-BCC's format
+    assert main(["detect", path, "--model", "screening", "--weights", str(detector_file)]) == 2
+    assert "not 'screening'" in capsys.readouterr().err

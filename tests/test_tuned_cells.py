@@ -123,17 +123,22 @@ def test_tuned_cells_with_nan_are_refused_on_load(screening_file, tmp_path):
         Screener.load(rewrite(screening_file, tmp_path, poison))
 
 
-def drop_tuned(state) -> None:
-    """Remove the tuned map's tensors from a weights file's state."""
-    for key in [k for k in state if k.startswith("tuned.")]:
+def drop_tuned(state, prefixes=("tuned.", "verdict_map.")) -> None:
+    """Remove the tuned maps' tensors (those whose names start with `prefixes`) from a weights file's state."""
+    for key in [k for k in state if k.startswith(prefixes)]:
         del state[key]
+
+
+def drop_tuned_scores(metadata) -> None:
+    """Remove the tuned maps' asymmetries from a weights file's verdict."""
+    for key in ("tuned_asymmetry", "verdict_map_asymmetry"):
+        metadata["standardise"].pop(key, None)
 
 
 def test_weights_without_a_tuned_map_take_their_boxes_from_the_cell_head(screening_file, synthetic_folder, tmp_path):
     from napari_mammo.models.screener import Screener
 
-    screener = Screener.load(rewrite(screening_file, tmp_path, drop_tuned,
-                                     lambda metadata: metadata["standardise"].pop("tuned_asymmetry")))
+    screener = Screener.load(rewrite(screening_file, tmp_path, drop_tuned, drop_tuned_scores))
     assert screener.tuned is None
     result = screener.screen_file(synthetic_folder / "mdb005.pgm")
     tuned = Screener.load(screening_file).screen_file(synthetic_folder / "mdb005.pgm")
@@ -141,11 +146,18 @@ def test_weights_without_a_tuned_map_take_their_boxes_from_the_cell_head(screeni
     assert not np.allclose(result.heatmap, tuned.heatmap)
 
 
-def test_weights_summing_a_tuned_asymmetry_without_a_tuned_map_are_refused(screening_file, tmp_path):
+def test_weights_summing_a_tuned_asymmetry_without_its_map_are_refused(screening_file, tmp_path):
     from napari_mammo.models.screener import Screener
 
+    with pytest.raises(MammoInputError, match="changed.safetensors.*verdict map's asymmetry, but it holds no verdict"):
+        Screener.load(rewrite(screening_file, tmp_path, lambda state: drop_tuned(state, ("verdict_map.",))))
+
+    def boxes_map_summed(metadata):
+        metadata["standardise"]["tuned_asymmetry"] = [0.0, 1.0]
+
     with pytest.raises(MammoInputError, match="changed.safetensors.*asymmetry, but it holds no tuned map"):
-        Screener.load(rewrite(screening_file, tmp_path, drop_tuned))
+        Screener.load(rewrite(screening_file, tmp_path, lambda state: drop_tuned(state, ("tuned.",)),
+                              boxes_map_summed))
 
 
 @pytest.mark.parametrize("spread", [[0.1, 0.0], [float("nan"), 1.0], ["a", 1.0], [0.1]])
@@ -153,29 +165,59 @@ def test_a_score_spread_that_cannot_standardise_is_refused(screening_file, tmp_p
     from napari_mammo.models.screener import Screener
 
     def change(metadata):
-        metadata["standardise"]["tuned_asymmetry"] = spread
+        metadata["standardise"]["verdict_map_asymmetry"] = spread
 
     with pytest.raises(MammoInputError, match="changed.safetensors.*(spread|spreads)"):
         Screener.load(rewrite(screening_file, tmp_path, lambda state: None, change))
 
 
-def test_the_both_films_verdict_sums_the_tuned_asymmetry(screening_file, synthetic_folder):
-    from napari_mammo.models.screener import Screener, logistic
+def verdict_of_maps(screener, key: str, synthetic_folder) -> tuple[dict, float]:
+    """The both-films scores of mdb005 (with mdb006) computed by hand from the tuned map whose asymmetry is `key`,
+    and the calibrated probability they give."""
+    from napari_mammo.models.screener import logistic
     from napari_mammo.models.screening import fuse, image_score
 
-    screener = Screener.load(screening_file)
-    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "tuned_asymmetry"}
-    result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
     records = [r for r in read_folder(synthetic_folder) if r.ref in ("mdb005", "mdb006")]
     cells, stage4 = load_screening_features(records, screener.config)
-    maps = {ref: tuned_scores(screener.tuned, found.features) for ref, found in stage4.items()}
-    values, _ = screener.heads.film_scores(cells["mdb005"], cells["mdb006"], maps["mdb005"], maps["mdb006"])
+    maps = {ref: tuned_scores(screener.tuned_map(key), stage4[ref].features) for ref in ("mdb005", "mdb006")}
+    values, _ = screener.heads.film_scores(cells["mdb005"], cells["mdb006"], {key: (maps["mdb005"], maps["mdb006"])})
     own, other = (image_score(maps[ref], cells[ref].breast) for ref in ("mdb005", "mdb006"))
-    assert values["tuned_asymmetry"] == pytest.approx(own - other)
-    expected = logistic(fuse(values, screener.heads.standardise), *screener.metadata["calibration"]["both"])
+    assert values[key] == pytest.approx(own - other)
+    return values, logistic(fuse(values, screener.heads.standardise), *screener.metadata["calibration"]["both"])
+
+
+def test_the_both_films_verdict_sums_the_verdict_maps_asymmetry(screening_file, synthetic_folder):
+    from napari_mammo.models.screener import Screener
+    from napari_mammo.models.screening import fuse
+
+    screener = Screener.load(screening_file)
+    assert screener.config.two_maps
+    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "verdict_map_asymmetry"}
+    result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
+    values, expected = verdict_of_maps(screener, "verdict_map_asymmetry", synthetic_folder)
     assert result.both_breasts and result.score == pytest.approx(expected, abs=1e-5)
-    without = {k: v for k, v in screener.heads.standardise.items() if k != "tuned_asymmetry"}
+    without = {k: v for k, v in screener.heads.standardise.items() if k != "verdict_map_asymmetry"}
     assert fuse(values, without) != pytest.approx(fuse(values, screener.heads.standardise))
+    # two maps, fitted apart: the boxes' map with mirror images, the verdict's on the films alone
+    boxes, verdict = screener.tuned_map("tuned_asymmetry"), screener.tuned_map("verdict_map_asymmetry")
+    assert not np.array_equal(boxes[-1].weight.detach().numpy(), verdict[-1].weight.detach().numpy())
+
+
+def test_one_map_weights_sum_its_own_asymmetry(synthetic_folder, tmp_path):
+    from napari_mammo.models.screener import Screener
+    from napari_mammo.models.screening import ScreeningConfig
+    from napari_mammo.training.screening import fit_screener
+
+    records = read_folder(synthetic_folder)
+    config = ScreeningConfig(tune_epochs=1, tune_steps=2, tune_batch=4, verdict_map=False)
+    cells, stage4 = load_screening_features(records, config)
+    out = tmp_path / "one-map.safetensors"
+    fit_screener(records, cells, out, config, folds=3, seeds=1, stage4=stage4)
+    screener = Screener.load(out)
+    assert not screener.config.two_maps and screener.tuned_map("verdict_map_asymmetry") is None
+    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "tuned_asymmetry"}
+    result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
+    assert result.score == pytest.approx(verdict_of_maps(screener, "tuned_asymmetry", synthetic_folder)[1], abs=1e-5)
 
 
 def test_a_layer_off_the_tuned_maps_grid_is_refused_with_the_way_out(synthetic_folder, capsys):

@@ -188,8 +188,7 @@ def test_detect_widget_slider_refilters_and_corrections_round_trip(open_widget,
     viewer = make_napari_viewer()
     image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     widget = open_widget(viewer, "detect")
-    widget.weights.value = "other file…"
-    widget.weights_file.value = str(detector_file)
+    use_weights_file(widget, detector_file)
     widget.threshold.value = 0.01
     layer = _detect(qtbot, widget)
     assert layer is not None and layer.metadata["kind"] == "detections" and layer.metadata["model"] == "idbll"
@@ -240,8 +239,7 @@ def test_detect_roi_stays_inside(open_widget, make_napari_viewer, qtbot, detecto
     roi = viewer.add_shapes(np.array([[[100, 120], [100, 250], [220, 250], [220, 120]]]), shape_type="rectangle",
                             name="roi", scale=image.scale)
     widget = open_widget(viewer, "detect")
-    widget.weights.value = "other file…"
-    widget.weights_file.value = str(detector_file)
+    use_weights_file(widget, detector_file)
     widget.roi.value = roi
     widget.threshold.value = 0.01
     layer = _detect(qtbot, widget)
@@ -277,7 +275,10 @@ def test_train_widget_trains_the_detector_and_detect_offers_it(open_widget, make
                      ("--max-steps-per-epoch", "1", "--batch-size", "2"))
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=180_000)
-    assert str((tmp_path / "idbll-trained.safetensors").resolve()) in detect.weights.choices
+    trained = str((tmp_path / "idbll-trained.safetensors").resolve())
+    assert trained not in detect.weights.choices  # Detect opens on the screening model's weights
+    detect.model.value = "IDBLL (poster's SSD)"
+    assert trained in detect.weights.choices
 
 
 def test_train_widget_fits_the_screening_model_and_classify_offers_it(open_widget, make_napari_viewer, qtbot,
@@ -406,10 +407,11 @@ def test_detect_widget_offers_the_screening_models_boxes(open_widget, make_napar
     viewer = make_napari_viewer()
     image, _ = viewer.open(str(synthetic_folder / "mdb005.pgm"), plugin="napari-mammo")
     widget = open_widget(viewer, "detect")
-    widget.model.value = "screening (tuned cell map)"
-    assert not widget.device.visible
-    widget.weights.value = "other file…"
-    widget.weights_file.value = str(screening_file)
+    assert widget.model.value == "screening (tuned cell map)" and not widget.device.visible  # the default
+    shipped = Screener.load().box_threshold
+    assert widget.threshold.value == pytest.approx(shipped, abs=0.006)  # its own default, from its weights
+    use_weights_file(widget, screening_file)
+    assert widget.threshold.value == pytest.approx(Screener.load(screening_file).box_threshold, abs=0.006)
     widget.threshold.value = 0.01
     layer = _detect(qtbot, widget)
     assert layer.metadata["model"] == "screening"
@@ -423,3 +425,19 @@ def test_detect_widget_offers_the_screening_models_boxes(open_widget, make_napar
     layer = _detect(qtbot, widget)
     inside = [s for b, s in expected if (b[1] + b[3]) / 2 <= 128]
     np.testing.assert_allclose(sorted(layer.features["score"]), sorted(inside), atol=1e-6)
+
+
+def test_detect_threshold_follows_the_model_until_the_researcher_moves_it(open_widget, make_napari_viewer):
+    from napari_mammo.models.screener import Screener
+
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "detect")
+    screening = Screener.load().box_threshold
+    assert widget.threshold.value == pytest.approx(screening, abs=0.006)
+    widget.model.value = "IDBLL (poster's SSD)"
+    assert widget.threshold.value == pytest.approx(0.3)
+    widget.model.value = "screening (tuned cell map)"
+    assert widget.threshold.value == pytest.approx(screening, abs=0.006)
+    widget.threshold.value = 0.5  # the researcher's own choice stays
+    widget.model.value = "IDBLL (poster's SSD)"
+    assert widget.threshold.value == pytest.approx(0.5)

@@ -30,6 +30,7 @@ from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import (
+    TUNED_ASYMMETRY,
     ScreeningConfig,
     add_tuned_asymmetry,
     box_detections,
@@ -112,8 +113,9 @@ def main() -> None:
                     fused = []
                     for record in test:
                         partner = other_film(record, by_ref)
+                        tuned = {TUNED_ASYMMETRY: (maps[record.ref], maps[partner.ref] if partner else None)}
                         values, _ = heads.film_scores(cells[record.ref], cells[partner.ref] if partner else None,
-                                                      maps[record.ref], maps[partner.ref] if partner else None)
+                                                      tuned)
                         fused.append(fuse(values, heads.standardise))
                     row[f"{name}/auc_fused"] = roc_auc(truth, np.array(fused))
             rows.append(row)

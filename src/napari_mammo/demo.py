@@ -15,7 +15,6 @@ import numpy as np
 
 from napari_mammo.io.image_data import ImageData
 from napari_mammo.io.images import read_image
-from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 from napari_mammo.plugin.companions import LESIONS, companion
 from napari_mammo.records import MIAS_PIXEL_MM, Mammogram
 
@@ -23,7 +22,8 @@ NOTICE = "research use only, not for diagnosis"
 
 
 def demo_image() -> tuple[ImageData, Mammogram, str]:
-    """A mini-MIAS test-split image with a lesion when NAPARI_MAMMO_MIAS is set, else the synthetic sample.
+    """A mini-MIAS image with a lesion that the shipped screening model was not fitted on when NAPARI_MAMMO_MIAS is
+    set, else the synthetic sample.
 
     Says on stderr which image it shows and why, when the folder lacks what it looks for.
     """
@@ -31,16 +31,16 @@ def demo_image() -> tuple[ImageData, Mammogram, str]:
 
     folder = os.environ.get("NAPARI_MAMMO_MIAS")
     if folder and Path(folder, "Info.txt").is_file():
-        from napari_mammo.engine.weights import load_weights, shipped_weights
+        from napari_mammo.engine.weights import weights_metadata
         from napari_mammo.io.mias import read_folder
 
         records = read_folder(folder)
-        test = set(load_weights(shipped_weights("idbll"), "idbll")[1]["split"]["test"])
-        chosen = next((r for r in records if r.ref in test and any(les.located for les in r.lesions)), None)
+        seen = set(weights_metadata(None, "screening")["trained_on"])
+        chosen = next((r for r in records if r.ref not in seen and any(les.located for les in r.lesions)), None)
         if chosen is None:
             chosen = next((r for r in records if any(les.located for les in r.lesions)), records[0])
-            print(f"napari-mammo: none of the detector's test images with a lesion is in {folder}; showing "
-                  f"{chosen.ref} ({chosen.label}), which the models may have been trained on", file=sys.stderr)
+            print(f"napari-mammo: the shipped screening model was fitted on every image with a lesion in {folder}; "
+                  f"showing {chosen.ref} ({chosen.label}), which it has seen", file=sys.stderr)
         return read_image(chosen.path), chosen, f"mini-MIAS {chosen.ref}"
     from napari_mammo.io.synthetic import sample_mammogram
 
@@ -65,17 +65,17 @@ def other_film(image: ImageData) -> tuple[np.ndarray, tuple[float, float] | None
     return other.pixels, other.spacing_mm
 
 
-def run_models(image: ImageData, threshold: float = BOX_THRESHOLD):
-    """Screening (with the other film when it is beside the image) and detections, shipped weights."""
-    from napari_mammo.models.idbll.predict import LesionDetector
+def run_models(image: ImageData):
+    """Screening with the shipped weights (with the other film when it is beside the image): its verdict, and
+    its boxes at its own default threshold (Detect's default)."""
     from napari_mammo.models.screener import Screener
 
-    classification = Screener.load().screen(image.pixels, image.spacing_mm, other_film(image))
-    detections = LesionDetector.load().detect(image.pixels, image.spacing_mm, score_threshold=threshold)
-    return classification, detections
+    screener = Screener.load()
+    classification = screener.screen(image.pixels, image.spacing_mm, other_film(image))
+    return classification, classification.detections(screener.box_threshold), screener.box_threshold
 
 
-def report(image: ImageData, record: Mammogram, source: str, classification, detections) -> dict:
+def report(image: ImageData, record: Mammogram, source: str, classification, detections, threshold: float) -> dict:
     """The JSON report of the demo."""
     return {
         "image": source,
@@ -85,6 +85,7 @@ def report(image: ImageData, record: Mammogram, source: str, classification, det
              "radius": les.radius} for les in record.lesions]},
         "classification": classification.to_json(source),
         "detections": [d.to_json() for d in detections],
+        "box_threshold": threshold,
     }
 
 
@@ -108,13 +109,13 @@ def draw_png(image: ImageData, record: Mammogram, classification, detections, pa
             ax.add_patch(Circle((les.col, les.row), les.radius, fill=False, edgecolor="#ff3030", lw=1.5, ls="--"))
     probs = ", ".join(f"{k} {v:.2f}" for k, v in classification.probabilities.items())
     ax.set_title(f"{title}: truth {record.label}; screening {classification.label} ({probs})\n"
-                 "patches green/amber/red = normal/benign/malignant; magenta boxes IDBLL; dashed red circles "
+                 "patches green/amber/red = normal/benign/malignant; magenta boxes screening; dashed red circles "
                  f"truth; {NOTICE}", fontsize=8)
     ax.set_axis_off()
     return save_figure(fig, path)
 
 
-def open_in_napari(image: ImageData, record: Mammogram, classification, detections, title: str,
+def open_in_napari(image: ImageData, record: Mammogram, classification, detections, title: str, threshold: float,
                    screenshot: Path | None = None) -> Path | None:
     """Show the demo in napari and run its event loop; or, given `screenshot`, save the window as PNG and close."""
     import napari
@@ -128,7 +129,7 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     layer = viewer.add_image(data, **kwargs)
     add_classification_layer(viewer, layer, [((), classification)])
     add_heatmap_layer(viewer, layer, [((), classification)])
-    boxes = add_detection_layer(viewer, layer, [((), detections)], BOX_THRESHOLD)
+    boxes = add_detection_layer(viewer, layer, [((), detections)], threshold, "screening")
     truth = lesion_shapes([record], image.spacing_mm, companion(title, LESIONS))
     if truth is not None:
         viewer.add_shapes(truth[0], **truth[1])
@@ -143,9 +144,10 @@ def open_in_napari(image: ImageData, record: Mammogram, classification, detectio
     if partner is not None and other_layer in classify.other.choices:
         classify.other.value = other_layer
     classify.verdict.value = verdict_text(classification)
-    _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (IDBLL, screening)")
+    _, detect = viewer.window.add_plugin_dock_widget("napari-mammo", "Detect lesions (screening, IDBLL)")
     detect.image.value = layer
-    detect.status.value = box_count_text(boxes, BOX_THRESHOLD)
+    detect.threshold.value = threshold
+    detect.status.value = box_count_text(boxes, threshold)
     viewer.layers.selection.active = layer
     if screenshot is None:
         napari.run()
@@ -178,8 +180,8 @@ def save_window(viewer, path: Path) -> Path:
 def run_demo(out: Path, headless: bool, screenshot: Path | None = None) -> dict:
     """Run the demo; returns the report (and the paths written when headless or taking a screenshot)."""
     image, record, title = demo_image()
-    classification, detections = run_models(image)
-    result = report(image, record, title, classification, detections)
+    classification, detections, threshold = run_models(image)
+    result = report(image, record, title, classification, detections, threshold)
     if headless:
         out.mkdir(parents=True, exist_ok=True)
         png = draw_png(image, record, classification, detections, out / "demo.png", title)
@@ -188,7 +190,7 @@ def run_demo(out: Path, headless: bool, screenshot: Path | None = None) -> dict:
         atomic_write_bytes(out / "demo.json", json.dumps(result, indent=2).encode())
         result["files"] = {"png": str(png), "json": str(out / "demo.json")}
     else:
-        shot = open_in_napari(image, record, classification, detections, title, screenshot)
+        shot = open_in_napari(image, record, classification, detections, title, threshold, screenshot)
         if shot is not None:
             result["files"] = {"png": str(shot)}
     return result

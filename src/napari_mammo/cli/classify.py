@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from napari_mammo.cli.common import each_image, json_safe
+from napari_mammo.cli.common import chosen_model, each_image, json_safe
 from napari_mammo.engine.runtime import DEVICES
+
+MODELS = ("screening", "cnni-bcc")
+"""The models that classify; the first is the default."""
 
 
 def run(args: argparse.Namespace) -> int:
     """Classify images with the screening model or CNNI-BCC; a table, or JSON with --json / --jsonl."""
-    if args.model == "cnni-bcc":
+    if chosen_model(args.model, args.weights, MODELS) == "cnni-bcc":
         from napari_mammo.models.cnni_bcc.predict import PatchClassifier
 
         classifier = PatchClassifier.load(args.weights, device=args.device)
@@ -48,8 +51,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                                           "probabilities and 128x128 patch classes; the screening model also "
                                           "compares the woman's other film when it is found.")
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images")
-    classify.add_argument("--model", default="screening", choices=["screening", "cnni-bcc"],
-                          help="the screening model on the pretrained backbone (default), or the poster's CNNI-BCC")
+    classify.add_argument("--model", choices=list(MODELS),
+                          help="the screening model on the pretrained backbone, or the poster's CNNI-BCC (default: "
+                               "the model of --weights, else screening)")
     classify.add_argument("--weights", metavar="FILE", help="a .safetensors file of that model (default: shipped)")
     classify.add_argument("--other", default="auto", metavar="FILE|auto|none",
                           help="screening: the woman's other film (same view); 'auto' (default) takes the one "

@@ -36,6 +36,24 @@ def model_name(text: str) -> str:
     return ALIASES.get(text, text)
 
 
+def chosen_model(model: str | None, weights: str | None, choices: tuple[str, ...]) -> str:
+    """The model a command runs: `--model` when given, else the one a `--weights` file holds (when it is one of
+    `choices`), else the first choice, the default (its loader then names a foreign file)."""
+    if model is not None:
+        return model
+    if weights is not None:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                held = (handle.metadata() or {}).get("model")
+        except Exception:  # unreadable: the default model's loader says why, naming the file
+            held = None
+        if held in choices:
+            return held
+    return choices[0]
+
+
 def probability(text: str) -> float:
     """An argparse type: a number between 0 and 1."""
     value = float(text)
@@ -209,7 +227,8 @@ def check_folds(folds: int, records: list, data: str) -> None:
 
 def tuning_options(args: argparse.Namespace) -> dict:
     """The ScreeningConfig fields the fine-tuning options set (those not given keep the config's defaults)."""
-    given = {"tune_epochs": args.tune_epochs, "tune_steps": args.tune_steps, "tune_mirrors": args.tune_mirrors}
+    given = {"tune_epochs": args.tune_epochs, "tune_steps": args.tune_steps, "tune_mirrors": args.tune_mirrors,
+             "verdict_map": args.verdict_map}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -223,3 +242,7 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-mirrors", action=argparse.BooleanOptionalAction, default=None,
                         help="screening: fine-tune the tuned cell map on each film's left-right mirror image too "
                              "(default; its backbone features are computed and cached once)")
+    parser.add_argument("--verdict-map", action=argparse.BooleanOptionalAction, default=None,
+                        help="screening, with mirror images: fine-tune a second tuned map on the films alone, whose "
+                             "asymmetry the verdict sums instead of the mirrored map's (default; twice the "
+                             "fine-tuning time)")

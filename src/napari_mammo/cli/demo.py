@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from napari_mammo.cli.common import has_display
-from napari_mammo.models.idbll.predict import BOX_THRESHOLD
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,8 +20,8 @@ def run(args: argparse.Namespace) -> int:
     c = result["classification"]
     films = "both films" if c.get("both_breasts") else "this film only"
     print(f"{result['image']}: truth {result['truth']['label']}, screening {c['label']} (p abnormal "
-          f"{c['score']:.2f}, threshold {c['threshold']:.2f}, {films}), {len(result['detections'])} IDBLL box(es) "
-          f"at score >= {BOX_THRESHOLD}; research use only, not for diagnosis")
+          f"{c['score']:.2f}, threshold {c['threshold']:.2f}, {films}), {len(result['detections'])} box(es) "
+          f"at score >= {result['box_threshold']:.2f}; research use only, not for diagnosis")
     if headless or args.screenshot:
         print(f"screenshot: {result['files']['png']}")
     if headless:
@@ -32,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The `demo` command's arguments."""
-    demo = sub.add_parser("demo", help="run both shipped models on the bundled sample",
+    demo = sub.add_parser("demo", help="run the shipped screening model on the bundled sample",
                           description="The shipped weights on a synthetic mammogram (or, with NAPARI_MAMMO_MIAS "
-                                      "set, a mini-MIAS test image). With a display it opens napari; without one "
-                                      "(or --headless) it writes demo.png and demo.json.")
+                                      "set, a mini-MIAS image it was not fitted on). With a display it opens "
+                                      "napari; without one (or --headless) it writes demo.png and demo.json.")
     demo.add_argument("--headless", action="store_true", help="write a PNG and a JSON report, open no window")
     demo.add_argument("--out", default="napari-mammo-demo", metavar="DIR", help="where headless output goes")
     demo.add_argument("--screenshot", metavar="FILE.png",

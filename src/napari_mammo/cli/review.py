@@ -27,14 +27,15 @@ def run(args: argparse.Namespace) -> int:
     if args.model == "poster" and args.weights:
         raise ValueError("--weights are screening weights; with --model poster give --classifier-weights and "
                          "--detector-weights")
-    generator = screening_predictions(args) if args.model == "screening" else poster_predictions(args)
+    generator, threshold = screening_predictions(args) if args.model == "screening" else poster_predictions(args)
+    threshold = threshold if args.threshold is None else args.threshold
     with progress_bar("reviewing", "image") as show:
         predictions, skipped = run_to_end(generator, show)
     for message in skipped:
         print(f"napari-mammo: warning: skipped {message}", file=sys.stderr)
     if not predictions:
         raise MammoInputError(Path(args.data), "no image could be reviewed")
-    reviews, summary = review_predictions(predictions, args.threshold)
+    reviews, summary = review_predictions(predictions, threshold)
     if args.plot:
         plot_review(summary, args.plot)
     if args.json:
@@ -48,16 +49,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def screening_predictions(args: argparse.Namespace):
-    """The screening model's predictions on the images of the folder it was not fitted on (see --split)."""
+    """The screening model's predictions on the images of the folder it was not fitted on (see --split), and
+    its default box threshold."""
     from napari_mammo.evaluation.review import iter_screen_folder
     from napari_mammo.models.screener import Screener
 
     screener = Screener.load(args.weights)
-    return iter_screen_folder(untrained_records(args.data, screener.metadata, args.split), screener)
+    records = untrained_records(args.data, screener.metadata, args.split)
+    return iter_screen_folder(records, screener), screener.box_threshold
 
 
 def poster_predictions(args: argparse.Namespace):
-    """CNNI-BCC's verdicts and IDBLL's boxes on the split both hold out (see --split)."""
+    """CNNI-BCC's verdicts and IDBLL's boxes on the split both hold out (see --split), and IDBLL's default box
+    threshold."""
     from napari_mammo.evaluation.review import iter_predict_folder
     from napari_mammo.models.cnni_bcc.predict import PatchClassifier
     from napari_mammo.models.idbll.predict import LesionDetector
@@ -65,7 +69,7 @@ def poster_predictions(args: argparse.Namespace):
     classifier = PatchClassifier.load(args.classifier_weights, device=args.device)
     detector = LesionDetector.load(args.detector_weights, device=args.device)
     records = evaluation_records(args.data, args.split, classifier.metadata, detector.metadata)
-    return iter_predict_folder(records, classifier, detector)
+    return iter_predict_folder(records, classifier, detector), BOX_THRESHOLD
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -85,8 +89,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                              "widget); screening: auto or test review the images it was not fitted on, all every "
                              "image")
     review.add_argument("--weights", metavar="FILE", help="screening weights (default: shipped)")
-    review.add_argument("--threshold", type=probability, default=BOX_THRESHOLD,
-                        help=f"box score threshold for the counts (default {BOX_THRESHOLD}; FROC uses every box)")
+    review.add_argument("--threshold", type=probability, default=None,
+                        help="box score threshold for the counts (default: the screening weights' own, 1 false "
+                             f"positive per image on held-out women; for the poster's IDBLL {BOX_THRESHOLD}; FROC "
+                             "uses every box)")
     review.add_argument("--classifier-weights", metavar="FILE", help="CNNI-BCC weights (default: shipped)")
     review.add_argument("--detector-weights", metavar="FILE", help="IDBLL weights (default: shipped)")
     review.add_argument("--device", default="auto", choices=DEVICES, help="where torch runs (default: auto)")

@@ -69,6 +69,11 @@ def load_weights(path: str | Path, model: str) -> tuple[dict, dict[str, Any]]:
                 if tensor.is_floating_point() and not bool(tensor.isfinite().all())), None)
     if bad is not None:
         raise MammoInputError(path, f"tensor {bad} holds NaN or infinite values; these weights cannot be used")
+    return state, parsed_header(header, path, model)
+
+
+def parsed_header(header: dict, path: Path, model: str) -> dict[str, Any]:
+    """A weights file's metadata with its JSON values read; refuse a file of another model."""
     found = header.get("model")
     if found != model:
         what = f"weights of model {found!r}" if found else "weights without a napari-mammo model name"
@@ -82,7 +87,20 @@ def load_weights(path: str | Path, model: str) -> tuple[dict, dict[str, Any]]:
             metadata[key] = json.loads(value)
         except json.JSONDecodeError:
             metadata[key] = value
-    return state, metadata
+    return metadata
+
+
+def weights_metadata(path: str | Path | None, model: str) -> dict[str, Any]:
+    """A weights file's metadata alone (the shipped file's when `path` is None), without reading its tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = shipped_weights(model) if path is None else Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise MammoInputError(path, f"not a readable safetensors weights file ({err})") from None
+    return parsed_header(header, path, model)
 
 
 def load_model(path: str | Path | None, model: str, title: str, build: Callable[[], Any]) -> tuple[Any, dict, Path]:

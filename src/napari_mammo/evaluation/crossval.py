@@ -18,9 +18,12 @@ from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.models.idbll.predict import Detection
 from napari_mammo.models.screening import (
+    TUNED_ASYMMETRY,
+    VERDICT_ASYMMETRY,
     CellFeatures,
     FeatureSpec,
     ScreeningConfig,
+    ScreeningHeads,
     add_tuned_asymmetry,
     box_detections,
     cell_boxes,
@@ -57,8 +60,9 @@ class FoldResult:
 
     The variants: the most suspicious cell ("cells"); the left-minus-right head on the breasts'
     mean features ("contralateral"); the cell score minus the other film's ("asymmetry"); with a
-    tuned cell map, its score minus the other film's ("tuned_asymmetry"); and the standardised
-    sum of these ("fused").
+    tuned cell map, its score minus the other film's ("tuned_asymmetry"), and with a verdict map
+    that map's ("verdict_map_asymmetry"); the standardised sum the verdict uses ("fused"); with
+    two maps, the sum with both maps' asymmetries ("fused_both_maps").
     """
 
     records: list[Mammogram]
@@ -74,30 +78,53 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
 
     With `stage4` features (and `config.tune_epochs`), the tuned cell map is fine-tuned on
     `train` too: the boxes are its local maxima and its asymmetry joins the fused score;
-    else the boxes are the cell head's.
+    else the boxes are the cell head's. With `config.two_maps` a second map, fitted on the
+    films alone, gives the fused score its asymmetry instead, and the variant "fused_both_maps"
+    sums both maps' asymmetries (for comparison).
     """
     heads = fit_heads(train, cells, by_ref, config, seed)
-    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
-
-    maps = None
-    if stage4 is not None and config.tuned is not None:
-        maps = tuned_maps(fine_tune_cells(train, stage4, cells, config, seed), stage4)
-        add_tuned_asymmetry(heads, train, cells, maps, by_ref)
+    maps, summed, both_maps = tuned_fold_maps(train, cells, stage4, by_ref, config, seed, heads)
     per_film, malignancy, detections = [], [], []
     for record in test:
         found = cells[record.ref]
         partner = other_film(record, by_ref)
-        tuned = maps[record.ref] if maps is not None else None
-        partner_tuned = maps[partner.ref] if maps is not None and partner is not None else None
-        values, scores = heads.film_scores(found, cells[partner.ref] if partner is not None else None, tuned,
-                                           partner_tuned)
+        tuned = {key: (found_maps[record.ref], found_maps[partner.ref] if partner is not None else None)
+                 for key, found_maps in summed.items()}
+        values, scores = heads.film_scores(found, cells[partner.ref] if partner is not None else None, tuned)
         values["fused"] = fuse(values, heads.standardise)
+        if both_maps is not None:
+            values["fused_both_maps"] = fuse(values, both_maps)
         per_film.append(values)
         malignancy.append(heads.malignancy(found, scores))
-        boxes = cell_boxes(scores if tuned is None else tuned, found.breast, found.stride)
+        boxes = cell_boxes(scores if maps is None else maps[record.ref], found.breast, found.stride)
         detections.append(box_detections(boxes))
     return FoldResult(list(test), {v: np.array([values[v] for values in per_film]) for v in per_film[0]},
                       np.array(malignancy), detections)
+
+
+def tuned_fold_maps(train: Sequence[Mammogram], cells: dict[str, CellFeatures],
+                    stage4: dict[str, CellFeatures] | None, by_ref: dict[str, Mammogram], config: ScreeningConfig,
+                    seed: int, heads: ScreeningHeads) -> tuple[dict | None, dict[str, dict], dict | None]:
+    """A fold's tuned maps, fitted on `train` and summed into `heads`: the boxes' map (None without one), the
+    maps whose asymmetries are scored (score name -> map of every film), and with two maps the spreads that sum
+    both asymmetries (else None)."""
+    from dataclasses import replace
+
+    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
+
+    if stage4 is None or config.tuned is None:
+        return None, {}, None
+    maps = tuned_maps(fine_tune_cells(train, stage4, cells, config, seed), stage4)
+    summed = {TUNED_ASYMMETRY: maps}
+    if config.two_maps:
+        films = fine_tune_cells(train, stage4, cells, replace(config, tune_mirrors=False), seed)
+        summed[VERDICT_ASYMMETRY] = tuned_maps(films, stage4)
+    for key, found in summed.items():
+        add_tuned_asymmetry(heads, train, cells, found, by_ref, key)
+    both_maps = dict(heads.standardise) if config.two_maps else None
+    if config.two_maps:
+        del heads.standardise[TUNED_ASYMMETRY]  # the verdict sums the films-alone map's asymmetry alone
+    return maps, summed, both_maps
 
 
 def bootstrap_auc(truth: np.ndarray, scores: np.ndarray, women: np.ndarray, rng: np.random.Generator,

@@ -60,6 +60,18 @@ def sensitivity_at(curve: dict, fp: float) -> float:
     return best
 
 
+def operating_point_at(curve: dict, fp: float) -> dict:
+    """The lowest score threshold of a FROC curve with at most `fp` false positives per image, and its figures."""
+    best = 0
+    for i, f in enumerate(curve["fp_per_image"]):
+        if f <= fp:
+            best = i
+    threshold = curve["thresholds"][best]
+    return {"threshold": float(threshold) if math.isfinite(threshold) else 1.0,
+            "fp_per_image": float(curve["fp_per_image"][best]), "sensitivity": float(curve["sensitivity"][best]),
+            "target_fp_per_image": float(fp)}
+
+
 def average_precision(per_image: list[tuple[list[Detection], Mammogram]], iou: float = 0.5) -> float:
     """VOC-style average precision at an IoU threshold, every detection matched once, greedily by score."""
     entries, total = [], 0

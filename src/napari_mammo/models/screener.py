@@ -11,6 +11,7 @@ runs and the result says so. The heatmap and the boxes come from the tuned cell 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from napari_mammo.errors import MammoInputError
 from napari_mammo.models.screening import (
     FUSED,
     TUNED_ASYMMETRY,
+    TUNED_SCORES,
+    VERDICT_ASYMMETRY,
     CellFeatures,
     CellHead,
     ScreeningConfig,
@@ -33,7 +36,7 @@ from napari_mammo.models.screening import (
     fuse,
     smooth_scores,
 )
-from napari_mammo.models.tuned_cells import tuned_net, tuned_scores, tuned_state
+from napari_mammo.models.tuned_cells import VERDICT_PREFIX, tuned_net, tuned_scores, tuned_state
 from napari_mammo.records import CLASS_NAMES, partner_of
 
 MODEL_NAME = "screening"
@@ -67,6 +70,14 @@ def head_from(state: dict, name: str, path: Path) -> CellHead:
 def logistic(x: float, a: float, b: float) -> float:
     """Platt calibration: 1 / (1 + exp(-(a·x + b)))."""
     return float(1.0 / (1.0 + np.exp(-(a * x + b))))
+
+
+def box_threshold(metadata: dict) -> float:
+    """The boxes' default score threshold: the one that gave 1 false positive per image on held-out films, where
+    the weights record it (`fit_screener`), else IDBLL's."""
+    from napari_mammo.models.idbll.predict import BOX_THRESHOLD
+
+    return float((metadata.get("box_operating_point") or {}).get("threshold", BOX_THRESHOLD))
 
 
 class OtherFilmError(ValueError):
@@ -105,11 +116,15 @@ class Screening:
 class Screener:
     """Loaded screening heads with the backbone, ready to screen whole images."""
 
-    def __init__(self, heads: ScreeningHeads, metadata: dict, source: Path, tuned: dict | None = None) -> None:
+    def __init__(self, heads: ScreeningHeads, metadata: dict, source: Path, tuned: dict | None = None,
+                 verdict: dict | None = None) -> None:
         self.heads, self.metadata, self.source = heads, metadata, source
         self.config = ScreeningConfig(**metadata["config"])
         self._backbone = None
-        self._tuned_tensors, self._tuned = tuned, None
+        # each tuned map's tensors by the score its asymmetry gives: the boxes' map, and the verdict's own map
+        self._tensors = {key: tensors for key, tensors in zip(TUNED_SCORES, (tuned, verdict), strict=True)
+                         if tensors is not None}
+        self._nets: dict = {}
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Screener:
@@ -121,6 +136,9 @@ class Screener:
         fitted = {name: head_from(state, name, path) for name in HEADS}
         calibration = metadata.get("calibration", {})
         thresholds = [metadata.get("threshold"), metadata.get("single_film_threshold")]
+        if "box_operating_point" in metadata:  # weights from before it use IDBLL's box threshold
+            point = metadata["box_operating_point"]
+            thresholds.append(point.get("threshold") if isinstance(point, dict) else None)
         numbers = [v for pair in calibration.values() for v in pair] + thresholds
         if not {"single", "both"} <= set(calibration) or not all(
                 isinstance(v, int | float) and np.isfinite(v) for v in numbers):
@@ -129,23 +147,25 @@ class Screener:
             raise MammoInputError(path, f"a threshold of {thresholds} is outside [0, 1]")
         try:
             config = ScreeningConfig(**metadata["config"])
-            keys = (*FUSED, TUNED_ASYMMETRY) if TUNED_ASYMMETRY in metadata["standardise"] else FUSED
+            keys = (*FUSED, *(key for key in TUNED_SCORES if key in metadata["standardise"]))
             standardise = {key: tuple(float(v) for v in metadata["standardise"][key]) for key in keys}
         except (KeyError, TypeError, ValueError):
             raise MammoInputError(path, "no readable screening config or score spreads in its metadata") from None
         if not all(len(pair) == 2 and np.isfinite(pair).all() and pair[1] > 0 for pair in standardise.values()):
             raise MammoInputError(path, "a score spread in its metadata is not a finite mean and positive sd")
-        tuned = tuned_state(state)
+        tuned, verdict = tuned_state(state), tuned_state(state, VERDICT_PREFIX)
         if TUNED_ASYMMETRY in standardise and tuned is None:
             raise MammoInputError(path, "its verdict sums the tuned cell map's asymmetry, but it holds no tuned map")
-        if tuned is not None:
+        if VERDICT_ASYMMETRY in standardise and verdict is None:
+            raise MammoInputError(path, "its verdict sums the verdict map's asymmetry, but it holds no verdict map")
+        if tuned is not None or verdict is not None:
             try:
                 if config.tuned is None:
                     raise ValueError(f"its config has tune_epochs {config.tune_epochs}")
             except ValueError as err:  # also a layer off the tuned map's grid
                 raise MammoInputError(path, f"holds a tuned cell map that cannot be used: {err}") from None
         return cls(ScreeningHeads(**fitted, standardise=standardise, top_cells=config.top_cells), metadata, path,
-                   tuned)
+                   tuned, verdict)
 
     @property
     def backbone(self):
@@ -159,26 +179,38 @@ class Screener:
     @property
     def tuned(self):
         """The tuned cell map (boxes and heatmap), built on first use; None for weights without one."""
-        if self._tuned is None and self._tuned_tensors is not None:
-            self._tuned = tuned_net(self._tuned_tensors, self.backbone, self.source)
-        return self._tuned
+        return self.tuned_map(TUNED_ASYMMETRY)
+
+    def tuned_map(self, key: str):
+        """The tuned map whose asymmetry is score `key` (TUNED_SCORES), built on first use; None when the weights
+        hold none."""
+        if key not in self._nets and key in self._tensors:
+            name = "tuned cells" if key == TUNED_ASYMMETRY else "verdict map's tuned cells"
+            self._nets[key] = tuned_net(self._tensors[key], self.backbone, self.source, name)
+        return self._nets.get(key)
+
+    @property
+    def box_threshold(self) -> float:
+        """The boxes' default score threshold (see `box_threshold`)."""
+        return box_threshold(self.metadata)
 
     def threshold(self, both_breasts: bool) -> float:
         """The verdict's operating point on the calibrated abnormality probability, with or without the other film."""
         return float(self.metadata["threshold" if both_breasts else "single_film_threshold"])
 
-    def _cells(self, pixels: np.ndarray, spacing_mm, tuned: bool = False
-               ) -> tuple[CellFeatures, np.ndarray | None, np.ndarray]:
-        """Backbone cells of an image at 0.2 mm, its tuned cell map when `tuned` and the weights hold one (else
-        None), and its (row, column) resampling scale."""
+    def _cells(self, pixels: np.ndarray, spacing_mm, maps: Iterable[str] = ()
+               ) -> tuple[CellFeatures, dict[str, np.ndarray], np.ndarray]:
+        """Backbone cells of an image at 0.2 mm, its tuned maps named in `maps` (TUNED_SCORES) that the weights
+        hold, and its (row, column) resampling scale."""
         model_pixels(pixels, "screen")  # refuses what cannot be screened
         # the raw pixels, as the heads were fitted on (`load_feature_sets`): a uint8 film is scaled by /255 and
         # not stretched to its own range, which [0, 1] pixels would be again in `cell_feature_set`
         scaled, scale = to_mias_scale(np.asarray(pixels), spacing_mm)
-        if not tuned or self._tuned_tensors is None:
-            return cell_features(self.backbone, scaled, None, self.config.features), None, scale
+        wanted = [key for key in maps if key in self._tensors]
+        if not wanted:
+            return cell_features(self.backbone, scaled, None, self.config.features), {}, scale
         cells, stage4 = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
-        return cells, tuned_scores(self.tuned, stage4.features), scale
+        return cells, {key: tuned_scores(self.tuned_map(key), stage4.features) for key in wanted}, scale
 
     def iter_screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                     other: tuple[np.ndarray, tuple[float, float] | None] | None = None):
@@ -189,22 +221,21 @@ class Screener:
         the films need no alignment; `check_partner` refuses one of another size.
         """
         steps = 3 if other is not None else 2
-        cells, tuned, (scale_r, scale_c) = self._cells(pixels, spacing_mm, tuned=True)
-        yield progress_event("screening", 1, steps)
         both = other is not None
-        partner = partner_tuned = None
+        summed = [key for key in TUNED_SCORES if key in self.heads.standardise] if both else []
+        cells, maps, (scale_r, scale_c) = self._cells(pixels, spacing_mm, {TUNED_ASYMMETRY, *summed})
+        yield progress_event("screening", 1, steps)
+        partner, partner_maps = None, {}
         if both:
             if np.array_equal(np.asarray(other[0]), np.asarray(pixels)):
                 raise OtherFilmError("the other film holds the same pixels as this one; it must be the woman's "
                                      "other breast (or none)")
             try:
-                partner, partner_tuned, _ = self._cells(*other, tuned=TUNED_ASYMMETRY in self.heads.standardise)
+                partner, partner_maps, _ = self._cells(*other, summed)
             except ValueError as err:
                 raise OtherFilmError(f"the other film: {err}") from None
             yield progress_event("screening", 2, steps)
-        summed = both and TUNED_ASYMMETRY in self.heads.standardise
-        values, scores = self.heads.film_scores(cells, partner, tuned if summed else None,
-                                                partner_tuned if summed else None)
+        values, scores = self.heads.film_scores(cells, partner, {key: (maps[key], partner_maps[key]) for key in summed})
         calibration = self.metadata["calibration"]
         if both:
             p_abnormal = logistic(fuse(values, self.heads.standardise), *calibration["both"])
@@ -217,7 +248,7 @@ class Screener:
         label = "normal" if p_abnormal < self.threshold(both) else ("malignant" if p_malignant >= 0.5 else "benign")
         patches, label_image, patch_image = self._patches(np.asarray(pixels).shape, smooth_scores(scores), severity,
                                                           cells, (scale_r, scale_c))
-        where = scores if tuned is None else tuned  # the tuned map, where there is one, says where to look
+        where = maps.get(TUNED_ASYMMETRY, scores)  # the tuned map, where there is one, says where to look
         boxes = [((b[0] / scale_r, b[1] / scale_c, b[2] / scale_r, b[3] / scale_c), s)
                  for b, s in cell_boxes(where, cells.breast, cells.stride)]
         yield progress_event("screening", steps, steps)

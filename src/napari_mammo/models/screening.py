@@ -76,6 +76,9 @@ class ScreeningConfig:
     tune_learning_rate: float = 1e-4
     tune_mirrors: bool = True
     """Fit the tuned cell map on each film's left-right mirror image too (its own backbone features)."""
+    verdict_map: bool = True
+    """With mirror images, fit a second tuned map on the films alone, whose asymmetry the verdict sums instead of
+    the mirrored map's (the mirrored map finds more lesions, the films-alone map ranks images better)."""
 
     @property
     def features(self) -> FeatureSpec:
@@ -91,6 +94,11 @@ class ScreeningConfig:
             raise ValueError(f"the tuned cell map has the 32-pixel grid; layer {self.layer!r} has another: "
                              "fit this layer without it (tune_epochs 0; on the command line --tune-epochs 0)")
         return FeatureSpec("stage4", self.zoom, self.backbone)
+
+    @property
+    def two_maps(self) -> bool:
+        """Whether it fits the verdict's own tuned map beside the boxes' (see `verdict_map`)."""
+        return self.tuned is not None and self.tune_mirrors and self.verdict_map
 
 
 def cache_folder(backbone: str = "lite0") -> Path:
@@ -321,7 +329,12 @@ def fuse(scores: dict, standardise: dict[str, tuple[float, float]]):
 FUSED = ("cells", "contralateral", "asymmetry")
 """The scores the both-films verdict sums, each standardised."""
 TUNED_ASYMMETRY = "tuned_asymmetry"
-"""The tuned cell map's asymmetry: summed into the both-films verdict too when the model has a tuned map."""
+"""The tuned cell map's asymmetry: summed into the both-films verdict too when the model has a tuned map (and
+no verdict map)."""
+VERDICT_ASYMMETRY = "verdict_map_asymmetry"
+"""The verdict map's asymmetry (`ScreeningConfig.verdict_map`): summed into the both-films verdict instead."""
+TUNED_SCORES = (TUNED_ASYMMETRY, VERDICT_ASYMMETRY)
+"""The tuned maps' scores a verdict may sum, each from its own map."""
 
 
 def film_asymmetry(scores: np.ndarray, found: CellFeatures, partner_scores: np.ndarray | None,
@@ -342,10 +355,12 @@ class ScreeningHeads:
     standardise: dict[str, tuple[float, float]]
     top_cells: int = 1
 
-    def film_scores(self, found: CellFeatures, partner: CellFeatures | None, tuned: np.ndarray | None = None,
-                    partner_tuned: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
+    def film_scores(self, found: CellFeatures, partner: CellFeatures | None,
+                    tuned: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None
+                    ) -> tuple[dict[str, float], np.ndarray]:
         """A film's cell, left-minus-right and asymmetry scores (the last two 0-based without a partner), the
-        tuned map's asymmetry when its `tuned` map is given, and its map of cell scores."""
+        tuned maps' asymmetries (`tuned`: score name -> this film's map and its partner's), and its map of cell
+        scores."""
         scores = self.cells.scores(found.features)
         cell = image_score(scores, found.breast, self.top_cells)
         difference = embedding_difference(found, partner)
@@ -353,8 +368,8 @@ class ScreeningHeads:
         partner_scores = self.cells.scores(partner.features) if partner is not None else None
         values = {"cells": cell, "contralateral": contra,
                   "asymmetry": film_asymmetry(scores, found, partner_scores, partner, self.top_cells)}
-        if tuned is not None:
-            values[TUNED_ASYMMETRY] = film_asymmetry(tuned, found, partner_tuned, partner, self.top_cells)
+        for key, (own, other) in (tuned or {}).items():
+            values[key] = film_asymmetry(own, found, other, partner, self.top_cells)
         return values, scores
 
     def malignancy(self, found: CellFeatures, scores: np.ndarray, severity: np.ndarray | None = None) -> float:
@@ -388,11 +403,12 @@ def fit_heads(records: Sequence[Mammogram], cells: dict[str, CellFeatures], by_r
 
 
 def add_tuned_asymmetry(heads: ScreeningHeads, records: Sequence[Mammogram], cells: dict[str, CellFeatures],
-                        maps: dict[str, np.ndarray], by_ref: dict[str, Mammogram]) -> None:
-    """Sum the tuned map's asymmetry into the heads' verdict, standardised by its spread on `records`."""
+                        maps: dict[str, np.ndarray], by_ref: dict[str, Mammogram], key: str = TUNED_ASYMMETRY) -> None:
+    """Sum a tuned map's asymmetry (as score `key`) into the heads' verdict, standardised by its spread on
+    `records`."""
     values = []
     for record in records:
         partner = other_film(record, by_ref)
         values.append(film_asymmetry(maps[record.ref], cells[record.ref], maps[partner.ref] if partner else None,
                                      cells[partner.ref] if partner else None, heads.top_cells))
-    heads.standardise[TUNED_ASYMMETRY] = spread(np.array(values))
+    heads.standardise[key] = spread(np.array(values))

@@ -32,6 +32,8 @@ FIRST_STAGE = 5
 """The backbone's block stages from this one on are fine-tuned (Lite0: stages 6 and 7, 192 and 320 channels)."""
 PREFIX = "tuned."
 """Tensor-name prefix of the tuned cells in a screening weights file."""
+VERDICT_PREFIX = "verdict_map."
+"""Tensor-name prefix of the verdict's own tuned map (fitted on the films alone; `ScreeningConfig.verdict_map`)."""
 
 
 def build_tuned_cells(backbone):
@@ -97,26 +99,26 @@ def mirrored_record(record: Mammogram, cells: CellFeatures) -> Mammogram:
     return replace(record, ref=mirror_ref(record.ref), lesions=lesions)
 
 
-def tuned_tensors(net) -> dict:
+def tuned_tensors(net, prefix: str = PREFIX) -> dict:
     """The tuned cells as named tensors for a weights file."""
-    return {PREFIX + key: value.detach().float().contiguous() for key, value in net.state_dict().items()}
+    return {prefix + key: value.detach().float().contiguous() for key, value in net.state_dict().items()}
 
 
-def tuned_state(state: dict) -> dict | None:
+def tuned_state(state: dict, prefix: str = PREFIX) -> dict | None:
     """The tuned cells' tensors of a weights file (`load_weights` refused non-finite ones); None when it has
     none (weights from before them)."""
-    tensors = {key[len(PREFIX):]: value for key, value in state.items() if key.startswith(PREFIX)}
+    tensors = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     return tensors or None
 
 
-def tuned_net(tensors: dict, backbone, path: Path):
-    """The tuned cells built on the backbone's architecture with a weights file's tensors."""
+def tuned_net(tensors: dict, backbone, path: Path, name: str = "tuned cells"):
+    """The tuned cells (`name` in messages) built on the backbone's architecture with a weights file's tensors."""
     net = build_tuned_cells(backbone)
     try:
         net.load_state_dict(tensors)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise MammoInputError(path, f"the tuned cells do not fit the backbone: {first}") from None
+        raise MammoInputError(path, f"the {name} do not fit the backbone: {first}") from None
     return net.eval()
 
 

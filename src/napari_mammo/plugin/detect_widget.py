@@ -41,7 +41,7 @@ from napari_mammo.plugin.worker_widget import ModelWidget
 if TYPE_CHECKING:
     import napari
 
-MODELS = {"IDBLL (poster's SSD)": "idbll", "screening (tuned cell map)": "screening"}
+MODELS = {"screening (tuned cell map)": "screening", "IDBLL (poster's SSD)": "idbll"}
 """The models that give boxes: label in the widget -> name in the weights registry; the first is the default."""
 NO_ROI = "whole image"
 USER_BOX = {"id": -1, "label": "lesion", "score": 1.0}
@@ -137,6 +137,36 @@ def box_finder(model: str, weights, device: str, layer, roi):
     return lambda pixels: screening_boxes(screener, pixels, pixel_spacing(layer), roi)
 
 
+def default_threshold(model: str, weights: Path | None) -> float | None:
+    """A model's default box threshold: IDBLL's, or the one the screening weights record; None when the file
+    cannot be read yet (the run names it)."""
+    if model == "idbll":
+        return BOX_THRESHOLD
+    from napari_mammo.engine.weights import weights_metadata
+    from napari_mammo.errors import MammoInputError
+    from napari_mammo.models.screener import box_threshold
+
+    try:
+        return box_threshold(weights_metadata(weights, "screening"))
+    except (MammoInputError, TypeError, ValueError, AttributeError):
+        return None
+
+
+class SliderDefault:
+    """Keeps a threshold slider on the chosen model's default, unless the researcher moved it off the last one."""
+
+    def __init__(self, slider) -> None:
+        self.slider, self.last = slider, float(slider.value)
+
+    def follow(self, default: float | None) -> None:
+        """A new default (None: unknown, nothing changes)."""
+        if default is None:
+            return
+        if abs(float(self.slider.value) - self.last) < 1e-6:
+            self.slider.value = default
+        self.last = float(self.slider.value) if abs(float(self.slider.value) - default) < 0.005 else default
+
+
 def screening_boxes(screener, pixels: np.ndarray, spacing_mm, roi):
     """Generator of progress events returning the screening model's boxes scoring ≥ KEEP_FROM, those centred
     in `roi` when one is given (the map is made from the whole film, as it was trained)."""
@@ -165,6 +195,7 @@ class DetectWidget(ModelWidget):
         self.image = image_box(viewer)
         self.model = ComboBox(label="model", choices=list(MODELS), value=next(iter(MODELS)))
         self.threshold = FloatSlider(label="score threshold", value=BOX_THRESHOLD, min=KEEP_FROM, max=1.0, step=0.01)
+        self._default = SliderDefault(self.threshold)
         self.slices = slices_box()
         self.roi = ComboBox(label="region", choices=self._roi_choices)
         self.status = Label(label="status", value="")
@@ -179,10 +210,12 @@ class DetectWidget(ModelWidget):
         show_for_stacks(self.image, self.slices)
         caption_stacks(viewer)
         self.explain((self.image, "the image layer to search for lesions"),
-                     (self.threshold, "show boxes scoring at least this (the model is not run again)"),
+                     (self.threshold, "show boxes scoring at least this (the model is not run again); choosing a "
+                                      "model or weights sets the model's own default (screening: 1 false positive "
+                                      "per image on held-out women)"),
                      (self.roi, "a Shapes layer whose last rectangle limits the search"),
-                     (self.model, "the poster's IDBLL detector, or the boxes of the screening model's tuned cell "
-                                  "map (local maxima, 96x96 pixels at 0.2 mm)"),
+                     (self.model, "the boxes of the screening model's tuned cell map (local maxima, 96x96 pixels "
+                                  "at 0.2 mm; the most lesions found in cross-validation), or the poster's IDBLL"),
                      (self.weights, "the shipped weights, weights trained in this session, or a file"),
                      (self.weights_file, "a .safetensors weights file of the chosen model"),
                      (self.slices, "on a stack: the shown slice, or every slice in turn"),
@@ -192,6 +225,8 @@ class DetectWidget(ModelWidget):
                      (self.save_button, "write the image and the shown boxes as lesion circles"))
         self.model.changed.connect(self._on_model)
         self._on_model()
+        for box in (self.weights, self.weights_file):
+            box.changed.connect(self._follow_default_threshold)
         self.threshold.changed.connect(self._on_threshold)
         self.save_button.changed.connect(self.save_annotations)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -200,9 +235,15 @@ class DetectWidget(ModelWidget):
                             "device": self.device, "save_folder": self.save_folder})
 
     def _on_model(self, _=None) -> None:
-        """Offer the chosen model's weights; the screening model runs on the CPU."""
+        """Offer the chosen model's weights (the screening model runs on the CPU) and its default threshold."""
         self.device.visible = self.model_name == "idbll"
         self.weights.reset_choices()
+        self._follow_default_threshold()
+
+    def _follow_default_threshold(self, _=None) -> None:
+        """Move the slider to the chosen model's default threshold (see `SliderDefault`)."""
+        if hasattr(self, "threshold"):  # the weights box signals before the slider exists
+            self._default.follow(default_threshold(self.model_name, self.weights_path()))
 
     def _roi_choices(self, _=None) -> list:
         """'whole image' or any Shapes layer that is not our output."""

@@ -22,6 +22,7 @@ from napari_mammo.plugin.companions import (
     companion,
     companion_layer,
 )
+from napari_mammo.plugin.detect_widget import SliderDefault, default_threshold
 from napari_mammo.plugin.layers import shape_box
 from napari_mammo.plugin.slices import image_box, on_slice, shown_index
 from napari_mammo.plugin.weights_registry import REGISTRY, SHIPPED, follow_registry
@@ -127,6 +128,7 @@ class ReviewWidget(WorkerWidget):
         self.classifier_weights = ComboBox(label="CNNI-BCC weights", choices=lambda _: REGISTRY.choices("cnni-bcc"))
         self.detector_weights = ComboBox(label="IDBLL weights", choices=lambda _: REGISTRY.choices("idbll"))
         self.threshold = FloatSlider(label="box threshold", value=BOX_THRESHOLD, min=0.01, max=1.0, step=0.01)
+        self._default = SliderDefault(self.threshold)
         self.table = Table(value={"data": [], "index": [], "columns": list(COLUMNS)})
         self.table.native.setSortingEnabled(True)
         self.table.native.setMinimumHeight(260)  # about ten rows
@@ -150,11 +152,13 @@ class ReviewWidget(WorkerWidget):
                      (self.screening_weights, "screening weights for the verdicts and boxes"),
                      (self.classifier_weights, "CNNI-BCC weights for the verdicts"),
                      (self.detector_weights, "IDBLL weights for the boxes"),
-                     (self.threshold, "box score threshold: moving it re-reviews without running the models"),
+                     (self.threshold, "box score threshold: moving it re-reviews without running the models; "
+                                      "choosing a model or weights sets the model's own default"),
                      (self.run_button, "run the model(s) on every image of the folder; press again to "
                                        "cancel"))
         self.models.changed.connect(self._show_weights)
         self._show_weights()
+        self.screening_weights.changed.connect(self._follow_default_threshold)
         self.compare_button.changed.connect(self.compare)
         self.threshold.changed.connect(lambda _: self._show())
         self.table.native.cellDoubleClicked.connect(self._open_row)
@@ -174,6 +178,15 @@ class ReviewWidget(WorkerWidget):
         screening = MODELS[self.models.value] == "screening"
         self.screening_weights.visible = screening
         self.classifier_weights.visible = self.detector_weights.visible = not screening
+        self._follow_default_threshold()
+
+    def _follow_default_threshold(self, _=None) -> None:
+        """Move the slider to the chosen model's default box threshold (see `SliderDefault`)."""
+        if MODELS[self.models.value] == "poster":
+            self._default.follow(BOX_THRESHOLD)
+        else:
+            weights = self.screening_weights.value
+            self._default.follow(default_threshold("screening", None if weights in (None, SHIPPED) else Path(weights)))
 
     def compare(self, _=None) -> dict | None:
         """Compare the chosen image's predictions with its truth."""

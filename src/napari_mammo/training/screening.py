@@ -9,16 +9,18 @@ The heads themselves are then fitted once more on all the images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from napari_mammo.engine.progress import Progress
 from napari_mammo.evaluation.crossval import fold_results, summarise
+from napari_mammo.evaluation.detector import froc, operating_point_at
 from napari_mammo.models.backbone import architecture_of, package_of
 from napari_mammo.models.screener import HEADS, MODEL_NAME, head_tensors
 from napari_mammo.models.screening import (
+    VERDICT_ASYMMETRY,
     CellFeatures,
     ScreeningConfig,
     add_tuned_asymmetry,
@@ -26,6 +28,9 @@ from napari_mammo.models.screening import (
     fit_heads,
 )
 from napari_mammo.records import Mammogram
+
+BOX_FP_PER_IMAGE = 1.0
+"""The boxes' default score threshold gives this many false positives per image on held-out films."""
 
 
 def platt(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -54,7 +59,7 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     from scipy.special import expit
 
     from napari_mammo.engine.weights import save_weights
-    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps, tuned_tensors
+    from napari_mammo.models.tuned_cells import VERDICT_PREFIX, fine_tune_cells, tuned_maps, tuned_tensors
 
     config = config or ScreeningConfig()
     if config.tuned is not None and stage4 is None:
@@ -70,19 +75,27 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     point = operating_point(expit(calibration["both"][0] * both + calibration["both"][1]), truth, sensitivity)
     single_point = operating_point(expit(calibration["single"][0] * single + calibration["single"][1]), truth,
                                    sensitivity)
+    boxes = operating_point_at(froc([pair for held in held_out for pair in zip(held.detections, held.records,
+                                                                                  strict=True)]), BOX_FP_PER_IMAGE)
 
     by_ref = {r.ref: r for r in records}
     heads = fit_heads(records, cells, by_ref, config)
     state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
     if config.tuned is not None:
         tuned = fine_tune_cells(records, stage4, cells, config, progress=progress)
-        add_tuned_asymmetry(heads, records, cells, tuned_maps(tuned, stage4), by_ref)
         state.update(tuned_tensors(tuned))
+        if config.two_maps:  # the verdict's own map, fitted on the films alone
+            verdict = fine_tune_cells(records, stage4, cells, replace(config, tune_mirrors=False), progress=progress)
+            add_tuned_asymmetry(heads, records, cells, tuned_maps(verdict, stage4), by_ref, VERDICT_ASYMMETRY)
+            state.update(tuned_tensors(verdict, VERDICT_PREFIX))
+        else:
+            add_tuned_asymmetry(heads, records, cells, tuned_maps(tuned, stage4), by_ref)
     a, b = calibration["single"]
     cell_threshold = float((np.log(single_point["threshold"] / (1 - single_point["threshold"])) - b) / a)
     metadata = {"config": asdict(config), "calibration": calibration, "threshold": point["threshold"],
                 "single_film_threshold": single_point["threshold"], "cell_threshold": cell_threshold,
-                "operating_point": {"both": point, "single": single_point}, "standardise": heads.standardise,
+                "operating_point": {"both": point, "single": single_point}, "box_operating_point": boxes,
+                "standardise": heads.standardise,
                 "crossval": {k: report[k] for k in ("images", "women", "folds", "seeds", "summary", "pooled")},
                 "trained_on": sorted(r.ref for r in records),
                 "backbone": f"EfficientNet-Lite{config.backbone[-1]}, ImageNet weights of "

@@ -1,0 +1,123 @@
+"""Cross-validate two tuned cell maps together: one fitted on the films alone, one with their mirror images.
+
+    python tools/two_maps_experiment.py --data "$NAPARI_MAMMO_MIAS" [--seeds 1] [--out runs/two-maps.json]
+
+The map fitted with mirror images finds more lesions, the map fitted on the films alone
+gives the verdict a better asymmetry (docs/experiments.md, session 6). In each fold of each
+seed this fits, on the training women, the films-alone map ("films"), the mirrors map
+("mirrors"), a second mirrors map from another random seed ("mirrors'") and a mirrors map
+trained twice as long ("mirrors x2"). It scores the held-out films' boxes (lesion
+sensitivity at 0.5, 1 and 2 false positives per image, the shipped box search) and the
+verdict's AUC (the shipped fused score plus a map's asymmetry) for each map, for the
+averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for both asymmetries
+summed as two standardised scores ("films & mirrors").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_mammo.evaluation.crossval import load_screening_features, mean_sd, woman_folds
+from napari_mammo.evaluation.detector import froc, sensitivity_at
+from napari_mammo.evaluation.metrics import roc_auc
+from napari_mammo.io.mias import read_folder
+from napari_mammo.models.screening import (
+    TUNED_ASYMMETRY,
+    ScreeningConfig,
+    add_tuned_asymmetry,
+    box_detections,
+    cell_boxes,
+    film_asymmetry,
+    fit_heads,
+    fuse,
+    other_film,
+    spread,
+)
+from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
+
+
+def asymmetries(maps, records, cells, by_ref) -> np.ndarray:
+    """Each film's tuned asymmetry under `maps` (0 without its other film)."""
+    out = []
+    for record in records:
+        partner = other_film(record, by_ref)
+        out.append(film_asymmetry(maps[record.ref], cells[record.ref], maps[partner.ref] if partner else None,
+                                  cells[partner.ref] if partner else None))
+    return np.array(out)
+
+
+def main() -> None:
+    """Each fold of each seed: fit the four maps, score boxes and verdicts, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--tune-epochs", type=int, default=ScreeningConfig.tune_epochs, help="fewer for a smoke run")
+    args = parser.parse_args()
+    config = ScreeningConfig(tune_epochs=args.tune_epochs)
+    records = read_folder(args.data)
+    by_ref = {r.ref: r for r in records}
+    cells, stage4 = load_screening_features(records, replace(config, tune_mirrors=True))
+    rows = []
+    for seed in range(args.seeds):
+        parts = woman_folds(records, args.folds, seed)
+        for k, test in enumerate(parts):
+            started = time.monotonic()
+            train = [r for i, part in enumerate(parts) if i != k for r in part]
+            heads = fit_heads(train, cells, by_ref, config, seed * 100 + k)
+            frozen = dict(heads.standardise)
+            truth = np.array([r.label != "normal" for r in test])
+            fits = {"films": (False, 1, 0), "mirrors": (True, 1, 0), "mirrors'": (True, 1, 50),
+                    "mirrors x2": (True, 2, 0)}
+            maps = {}
+            for name, (mirrors, times, offset) in fits.items():
+                net = fine_tune_cells(train, stage4, cells, replace(config, tune_mirrors=mirrors,
+                                                                    tune_epochs=config.tune_epochs * times),
+                                      seed * 100 + k + offset)
+                maps[name] = tuned_maps(net, {ref: stage4[ref] for ref in by_ref})
+            maps["films+mirrors"] = {ref: (maps["films"][ref] + maps["mirrors"][ref]) / 2 for ref in by_ref}
+            maps["mirrors+mirrors'"] = {ref: (maps["mirrors"][ref] + maps["mirrors'"][ref]) / 2 for ref in by_ref}
+            row = {"seed": seed, "fold": k}
+            base = {}
+            for record in test:
+                partner = other_film(record, by_ref)
+                values, _ = heads.film_scores(cells[record.ref], cells[partner.ref] if partner else None)
+                base[record.ref] = fuse(values, frozen)
+            row["frozen/auc"] = roc_auc(truth, np.array([base[r.ref] for r in test]))
+            for name, found in maps.items():
+                detections = [box_detections(cell_boxes(found[r.ref], cells[r.ref].breast, 32.0)) for r in test]
+                curve = froc(list(zip(detections, test, strict=True)))
+                for fp in (0.5, 1, 2):
+                    row[f"{name}/sens@{fp}"] = sensitivity_at(curve, fp)
+                heads.standardise = dict(frozen)
+                add_tuned_asymmetry(heads, train, cells, found, by_ref)
+                mean, sd = heads.standardise[TUNED_ASYMMETRY]
+                held = asymmetries(found, test, cells, by_ref)
+                row[f"{name}/auc"] = roc_auc(truth, np.array([base[r.ref] for r in test]) + (held - mean) / sd)
+            both = np.array([base[r.ref] for r in test])
+            for name in ("films", "mirrors"):
+                mean, sd = spread(asymmetries(maps[name], train, cells, by_ref))
+                both = both + (asymmetries(maps[name], test, cells, by_ref) - mean) / sd
+            row["films & mirrors/auc"] = roc_auc(truth, both)
+            rows.append(row)
+            print(f"seed {seed} fold {k} ({time.monotonic() - started:.0f} s): "
+                  + ", ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("seed", "fold")),
+                  flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(rows, indent=1))
+    keys = [key for key in rows[0] if key not in ("seed", "fold")]
+    print("| reading | mean ± sd |\n|---|---|")
+    for key in keys:
+        s = mean_sd([r[key] for r in rows])
+        print(f"| {key} | {s['mean']:.3f} ± {s['sd']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
