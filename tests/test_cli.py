@@ -102,9 +102,12 @@ def test_review_screens_by_default_with_the_other_film(synthetic_folder, screeni
     screener = Screener.load(screening_file)
     row = next(i for i in report["images"] if i["ref"] == "mdb005")
     expected = screener.screen_file(row["path"], partner_file(row["path"]))
-    assert expected.both_breasts and row["verdict"] == expected.label
+    assert expected.both_breasts and row["verdict"] == expected.label and row["films"] == "both"
     assert row["abnormality"] == pytest.approx(1 - expected.probabilities["normal"])
     assert row["best_box"] == pytest.approx(max(s for _, s in expected.boxes))
+    # without --threshold, the boxes are counted at the weights' own operating point
+    assert main(["review", "--data", str(synthetic_folder), "--weights", str(screening_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["threshold"] == pytest.approx(screener.box_threshold)
     # the poster's weights with the screening model are refused, not ignored
     assert main([*args, "--detector-weights", str(screening_file)]) == 2
     assert "add --model poster" in capsys.readouterr().err

@@ -157,10 +157,14 @@ def test_a_broken_image_is_skipped_not_the_whole_review(open_widget,
     widget.folder.value = str(folder)
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    assert len(widget.table.data.to_list()) == 5 and "1 image(s) skipped" in widget.summary.value
+    rows = widget.table.data.to_list()
+    assert len(rows) == 5 and "1 image(s) skipped" in widget.summary.value
     assert "mdb002.pgm: truncated" in warned[0]
+    films = {r[0]: r[-1] for r in rows}  # mdb001's other film is the broken one: screened alone, and said so
+    assert films["mdb001"] == "this one" and films["mdb005"] == "both"
     # the poster's models too
     widget.models.value = "poster (CNNI-BCC verdict, IDBLL boxes)"
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert len(widget.table.data.to_list()) == 5 and "1 image(s) skipped" in widget.summary.value
+    assert {r[-1] for r in widget.table.data.to_list()} == {""}  # the poster's models read one film

@@ -26,16 +26,20 @@ class ImageReview:
     lesions: int
     found: int
     false_positives: int
+    films: str = ""
+    """"both" when the screening verdict compared the woman's other film, "this one" when it could not; "" for
+    the poster's models, which read one film."""
 
 
 def review_image(record: Mammogram, verdict: str, abnormality: float, detections: Sequence[Detection],
-                 threshold: float) -> ImageReview:
+                 threshold: float, both_breasts: bool | None = None) -> ImageReview:
     """Compare one image's verdict and boxes (those scoring ≥ threshold) with its record."""
     shown = [d for d in detections if d.score >= threshold]
     hit, found = match_lesions(shown, record)
+    films = "" if both_breasts is None else ("both" if both_breasts else "this one")
     return ImageReview(record.ref, str(record.path), record.label, verdict, abnormality,
                        max((d.score for d in detections), default=0.0), len(found), int(found.sum()),
-                       int((~hit).sum()))
+                       int((~hit).sum()), films)
 
 
 def summarise(reviews: Sequence[ImageReview]) -> dict:
@@ -59,6 +63,8 @@ class Prediction:
     verdict: str
     abnormality: float
     detections: list[Detection]
+    both_breasts: bool | None = None
+    """Whether the screening verdict compared the woman's other film (None: the poster's models)."""
 
 
 def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
@@ -99,7 +105,8 @@ def iter_screen_folder(records: Sequence[Mammogram], screener):
             except MammoInputError:
                 partner = None
         result = screener.screen_read(image, record.path, second, partner)
-        return Prediction(record, result.label, 1.0 - result.probabilities["normal"], result.detections())
+        return Prediction(record, result.label, 1.0 - result.probabilities["normal"], result.detections(),
+                          result.both_breasts)
 
     return (yield from _iter_folder(records, predict))
 
@@ -125,7 +132,7 @@ def review_predictions(predictions: Sequence[Prediction], threshold: float) -> t
     from napari_mammo.evaluation.detector import froc, sensitivity_at
     from napari_mammo.evaluation.metrics import roc_auc, roc_curve
 
-    reviews = sorted((review_image(p.record, p.verdict, p.abnormality, p.detections, threshold)
+    reviews = sorted((review_image(p.record, p.verdict, p.abnormality, p.detections, threshold, p.both_breasts)
                       for p in predictions), key=lambda r: -r.abnormality)
     summary = summarise(reviews)
     curve = froc([(p.detections, p.record) for p in predictions])
@@ -141,17 +148,13 @@ def review_predictions(predictions: Sequence[Prediction], threshold: float) -> t
     return reviews, summary
 
 
-
-
-
-
 def format_review(reviews: Sequence[ImageReview], summary: dict) -> str:
     """A table of reviewed images (most suspicious first) and the summary lines."""
     lines = [f"{'image':<10} {'truth':<10} {'verdict':<10} {'abnormality':>11} {'best box':>8} "
-             f"{'found':>9} {'FP':>3}"]
+             f"{'found':>9} {'FP':>3}  films"]
     for r in reviews:
         lines.append(f"{r.ref:<10} {r.truth:<10} {r.verdict:<10} {r.abnormality:11.3f} {r.best_box:8.3f} "
-                     f"{r.found:>4} of {r.lesions:<2} {r.false_positives:>3}")
+                     f"{r.found:>4} of {r.lesions:<2} {r.false_positives:>3}  {r.films}".rstrip())
     sens = summary["sensitivity_at_fp"]
     lines += [f"{summary['images']} images, {summary['lesions']} located lesions: sensitivity "
               f"{summary['sensitivity']:.3f} at {summary['fp_per_image']:.2f} FP/image (boxes >= "

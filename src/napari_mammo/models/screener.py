@@ -2,9 +2,10 @@
 
 Its image verdict is calibrated on cross-validated (held-out) scores, and its operating
 point was chosen on them for a stated sensitivity; both travel in the weights' metadata
-with the cross-validated figures. When the woman's other film is given, the
-left-minus-right head and the difference of the two films' cell scores (and of their tuned
-maps' scores, when the weights say so) join the cell score; without it the single-film path
+with the cross-validated figures, as does the boxes' default threshold (1 false positive
+per image on held-out films). When the woman's other film is given, the left-minus-right
+head and the difference of the two films' cell scores (and of their verdict map's or tuned
+map's scores, as the weights say) join the cell score; without it the single-film path
 runs and the result says so. The heatmap and the boxes come from the tuned cell map
 (`tuned_cells`) when the weights hold one, else from the cell head.
 """

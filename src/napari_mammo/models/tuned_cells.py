@@ -3,8 +3,11 @@
 It reads the frozen backbone's stage-4 features (112 channels, stride 16 at 0.2 mm pixels)
 and gives one lesion probability per 32-pixel cell, the grid of the screening heads.
 Cross-validated by woman, its local maxima find lesions far better than the frozen
-cells' (see docs/experiments.md), so the screener takes its boxes and heatmap from it; its
-most suspicious cell minus the other film's (the tuned asymmetry) joins the both-films verdict.
+cells' (see docs/experiments.md), so the screener takes its boxes and heatmap from it. A
+map's most suspicious cell minus the other film's (its asymmetry) joins the both-films
+verdict: that of a second map fitted on the films alone (the *verdict map*,
+`ScreeningConfig.verdict_map`), which ranks images better than the map fitted with mirror
+images; without a verdict map, that of the boxes' map.
 
 Fitting runs only the last two stages, on 256-pixel crops of the cached stage-4 features
 (the frozen first five stages run once per film): half centred near a lesion, half

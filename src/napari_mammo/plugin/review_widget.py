@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import napari
 
 HIT, FALSE_POSITIVE = "#30ff30", "#ff3030"
-COLUMNS = ("image", "truth", "verdict", "abnormality", "best box", "found", "lesions", "false positives")
+COLUMNS = ("image", "truth", "verdict", "abnormality", "best box", "found", "lesions", "false positives", "films")
 MODELS = {"screening (verdict and boxes)": "screening", "poster (CNNI-BCC verdict, IDBLL boxes)": "poster"}
 """The Review widget's model choices."""
 MODEL_NAMES = {"screening": "screening", "cnni-bcc": "CNNI-BCC"}
@@ -264,7 +264,7 @@ class ReviewWidget(WorkerWidget):
         self.paths = {r.ref: r.path for r in self.reviews}
         self.table.native.setSortingEnabled(False)
         self.table.value = {"data": [[r.ref, r.truth, r.verdict, round(r.abnormality, 3), round(r.best_box, 3),
-                                      r.found, r.lesions, r.false_positives] for r in self.reviews],
+                                      r.found, r.lesions, r.false_positives, r.films] for r in self.reviews],
                             "index": list(range(1, len(self.reviews) + 1)), "columns": list(COLUMNS)}
         self.table.native.setSortingEnabled(True)
         s = self.report
