@@ -117,7 +117,7 @@ def test_napari_memory_benchmark_runs_the_whole_workflow():
     from napari_mammo.plugin.memory_bench import bench_viewer_memory, format_memory_report
 
     report = bench_viewer_memory()
-    assert report["layers"] == ["mdb001", "mdb001 lesions", "mdb001 CNNI-BCC patches", "mdb001 suspicion",
+    assert report["layers"] == ["mdb001", "mdb001 lesions", "mdb001 patch classes", "mdb001 suspicion",
                                 "mdb001 detections"]
     stages = list(report["stages_mb"].values())
     assert stages == sorted(stages) and report["peak_rss_mb"] == stages[-1]  # a peak never falls

@@ -59,7 +59,7 @@ def test_classify_detect_review_end_to_end_from_the_menu(open_widget, make_napar
         use_weights_file(widget, weights)
         widget.start()
         qtbot.waitUntil(lambda w=widget: not w.busy, timeout=60_000)
-    labels = viewer.layers["mdb005 CNNI-BCC patches"]
+    labels = viewer.layers["mdb005 patch classes"]
     assert labels.data.shape == viewer.layers["mdb005"].data.shape
     assert labels.metadata["verdict"] in classify.verdict.value
     detect.threshold.value = 0.01
@@ -99,7 +99,7 @@ def test_screening_from_the_menu_uses_the_other_film_and_adds_an_aligned_heatmap
     np.testing.assert_allclose(extent, image.translate + (np.array(image.data.shape) - 0.5) * image.scale,
                                atol=heatmap.scale.max())
     assert heatmap.colorbar.visible
-    assert viewer.layers["mdb005 CNNI-BCC patches"].data.shape == image.data.shape
+    assert viewer.layers["mdb005 patch classes"].data.shape == image.data.shape
 
 
 def test_all_four_widgets_docked_fit_a_laptop_screen(open_widget, make_napari_viewer):

@@ -62,7 +62,7 @@ def test_every_slice_skips_a_constant_slice(open_widget, make_napari_viewer, qtb
     _with_weights(widget, classifier_file)
     widget.slices.value = EVERY
     _run(qtbot, widget)
-    labels = viewer.layers["stack CNNI-BCC patches"]
+    labels = viewer.layers["stack patch classes"]
     assert labels.data[0].any() and not labels.data[1].any() and labels.data[2].any()
     assert "1 slice(s) skipped (slice [1]: the image is constant" in widget.verdict.value
 

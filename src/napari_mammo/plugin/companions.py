@@ -2,7 +2,7 @@
 
 Every widget finds an image's companions through these names, so an image named
 "mdb001" has "mdb001 lesions" (the ground truth, from the reader or drawn), "mdb001
-CNNI-BCC patches" (Classify's Labels), "mdb001 suspicion" (the screening heatmap),
+patch classes" (Classify's Labels), "mdb001 suspicion" (the screening heatmap),
 "mdb001 detections" (Detect's boxes) and "mdb001 missed lesions" (Review).
 """
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import napari
 
 LESIONS = "lesions"
-PATCHES = "CNNI-BCC patches"
+PATCHES = "patch classes"
 SUSPICION = "suspicion"
 DETECTIONS = "detections"
 MISSED = "missed lesions"

@@ -45,7 +45,7 @@ def compare_open_image(viewer: napari.Viewer, image) -> dict:
 
     Needs the '<image> lesions' ground truth (from the reader) and the '<image> detections'
     layer (from Detect, either model); Classify's verdict (and its model) is read from the
-    '<image> CNNI-BCC patches' layer when present. On a stack, the shown slice is compared.
+    '<image> patch classes' layer when present. On a stack, the shown slice is compared.
     Returns the counts.
     """
     from napari.utils.colormaps.standardize_color import transform_color
