@@ -62,8 +62,11 @@ def train_screening(args: argparse.Namespace) -> int:
         close()
     print(format_crossval(metadata["crossval"]), file=sys.stderr)
     point = metadata["operating_point"]["both"]
+    boxes = metadata["box_operating_point"]
     print(f"operating point (held-out, both films): p(abnormal) >= {point['threshold']:.3f}, sensitivity "
-          f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}; wrote {args.out}", file=sys.stderr)
+          f"{point['sensitivity']:.3f}, specificity {point['specificity']:.3f}; boxes (held-out): score >= "
+          f"{boxes['threshold']:.3f}, {boxes['fp_per_image']:.2f} false positives per image, lesion sensitivity "
+          f"{boxes['sensitivity']:.3f}; wrote {args.out}", file=sys.stderr)
     return 0
 
 
