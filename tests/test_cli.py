@@ -218,5 +218,5 @@ def test_train_screening_writes_weights_that_load_with_progress_as_json(syntheti
     assert {"backbone features", "folds", "fine-tuning"} <= {event["phase"] for event in events}
     assert [e["step"] for e in events if e["phase"] == "folds"] == [1, 2, 3]
     screener = Screener.load(out)
-    assert screener.tuned is not None and "tuned_asymmetry" in screener.heads.standardise
+    assert screener.tuned is not None and "verdict_map_asymmetry" in screener.heads.standardise
     assert screener.metadata["crossval"]["folds"] == 3

@@ -167,4 +167,4 @@ def test_a_broken_image_is_skipped_not_the_whole_review(open_widget,
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert len(widget.table.data.to_list()) == 5 and "1 image(s) skipped" in widget.summary.value
-    assert {r[-1] for r in widget.table.data.to_list()} == {""}  # the poster's models read one film
+    assert {r[-1] for r in widget.table.data.to_list()} == {"this one"}  # the poster's models read one film

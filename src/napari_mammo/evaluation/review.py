@@ -27,8 +27,8 @@ class ImageReview:
     found: int
     false_positives: int
     films: str = ""
-    """"both" when the screening verdict compared the woman's other film, "this one" when it could not; "" for
-    the poster's models, which read one film."""
+    """"both" when the verdict compared the woman's other film, "this one" when it read this film alone (the
+    poster's models always do); "" when not known."""
 
 
 def review_image(record: Mammogram, verdict: str, abnormality: float, detections: Sequence[Detection],
@@ -64,7 +64,7 @@ class Prediction:
     abnormality: float
     detections: list[Detection]
     both_breasts: bool | None = None
-    """Whether the screening verdict compared the woman's other film (None: the poster's models)."""
+    """Whether the verdict compared the woman's other film (None: not known)."""
 
 
 def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
@@ -79,7 +79,7 @@ def iter_predict_folder(records: Sequence[Mammogram], classifier, detector):
         image = read_image(record.path)
         result = classifier.classify(image.pixels, image.spacing_mm)
         detections = detector.detect(image.pixels, image.spacing_mm, score_threshold=0.01)
-        return Prediction(record, result.label, 1.0 - result.probabilities["normal"], detections)
+        return Prediction(record, result.label, 1.0 - result.probabilities["normal"], detections, False)
 
     return (yield from _iter_folder(records, predict))
 
