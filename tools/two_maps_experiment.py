@@ -1,6 +1,7 @@
 """Cross-validate two tuned cell maps together: one fitted on the films alone, one with their mirror images.
 
     python tools/two_maps_experiment.py --data "$NAPARI_MAMMO_MIAS" [--seeds 1] [--out runs/two-maps.json]
+        [--fits "films,mirrors,mirrors',mirrors x2"]
 
 The map fitted with mirror images finds more lesions, the map fitted on the films alone
 gives the verdict a better asymmetry (docs/experiments.md, session 6). In each fold of each
@@ -41,6 +42,9 @@ from napari_mammo.models.screening import (
 )
 from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
 
+FITS = {"films": (False, 1, 0), "mirrors": (True, 1, 0), "mirrors'": (True, 1, 50), "mirrors x2": (True, 2, 0)}
+"""The maps it can fit: with mirror images or not, times the shipped epochs, and the offset of the random seed."""
+
 
 def asymmetries(maps, records, cells, by_ref) -> np.ndarray:
     """Each film's tuned asymmetry under `maps` (0 without its other film)."""
@@ -60,7 +64,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--tune-epochs", type=int, default=ScreeningConfig.tune_epochs, help="fewer for a smoke run")
+    parser.add_argument("--fits", default=",".join(FITS), help="which maps to fit, comma-separated (default: all)")
     args = parser.parse_args()
+    chosen = args.fits.split(",")
+    unknown = set(chosen) - set(FITS)
+    if unknown:
+        parser.error(f"unknown fits {sorted(unknown)}; choose from {list(FITS)}")
     config = ScreeningConfig(tune_epochs=args.tune_epochs)
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
@@ -74,16 +83,16 @@ def main() -> None:
             heads = fit_heads(train, cells, by_ref, config, seed * 100 + k)
             frozen = dict(heads.standardise)
             truth = np.array([r.label != "normal" for r in test])
-            fits = {"films": (False, 1, 0), "mirrors": (True, 1, 0), "mirrors'": (True, 1, 50),
-                    "mirrors x2": (True, 2, 0)}
             maps = {}
-            for name, (mirrors, times, offset) in fits.items():
+            for name in chosen:
+                mirrors, times, offset = FITS[name]
                 net = fine_tune_cells(train, stage4, cells, replace(config, tune_mirrors=mirrors,
                                                                     tune_epochs=config.tune_epochs * times),
                                       seed * 100 + k + offset)
                 maps[name] = tuned_maps(net, {ref: stage4[ref] for ref in by_ref})
-            maps["films+mirrors"] = {ref: (maps["films"][ref] + maps["mirrors"][ref]) / 2 for ref in by_ref}
-            maps["mirrors+mirrors'"] = {ref: (maps["mirrors"][ref] + maps["mirrors'"][ref]) / 2 for ref in by_ref}
+            for first, second in (("films", "mirrors"), ("mirrors", "mirrors'")):
+                if first in maps and second in maps:
+                    maps[f"{first}+{second}"] = {ref: (maps[first][ref] + maps[second][ref]) / 2 for ref in by_ref}
             row = {"seed": seed, "fold": k}
             base = {}
             for record in test:
@@ -101,11 +110,12 @@ def main() -> None:
                 mean, sd = heads.standardise[TUNED_ASYMMETRY]
                 held = asymmetries(found, test, cells, by_ref)
                 row[f"{name}/auc"] = roc_auc(truth, np.array([base[r.ref] for r in test]) + (held - mean) / sd)
-            both = np.array([base[r.ref] for r in test])
-            for name in ("films", "mirrors"):
-                mean, sd = spread(asymmetries(maps[name], train, cells, by_ref))
-                both = both + (asymmetries(maps[name], test, cells, by_ref) - mean) / sd
-            row["films & mirrors/auc"] = roc_auc(truth, both)
+            if "films" in maps and "mirrors" in maps:
+                both = np.array([base[r.ref] for r in test])
+                for name in ("films", "mirrors"):
+                    mean, sd = spread(asymmetries(maps[name], train, cells, by_ref))
+                    both = both + (asymmetries(maps[name], test, cells, by_ref) - mean) / sd
+                row["films & mirrors/auc"] = roc_auc(truth, both)
             rows.append(row)
             print(f"seed {seed} fold {k} ({time.monotonic() - started:.0f} s): "
                   + ", ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("seed", "fold")),
