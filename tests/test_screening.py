@@ -349,3 +349,18 @@ def test_detect_and_classify_take_the_model_of_their_weights_file(detector_file,
     assert "both_breasts" not in json.loads(capsys.readouterr().out)[0]  # CNNI-BCC's format
     assert main(["detect", path, "--model", "screening", "--weights", str(detector_file)]) == 2
     assert "not 'screening'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", [(1024, 1024), (1000, 777), (37, 45)])
+def test_the_early_stages_in_strips_give_the_whole_images_features(shape):
+    import torch
+
+    from napari_mammo.models.backbone import backbone_input, feature_maps, load_backbone
+
+    model = load_backbone("lite0")
+    grey = np.random.default_rng(1).random(shape).astype(np.float32)
+    with torch.inference_mode():  # the plain forward pass, the whole image at once
+        x = model.bn1(model.conv_stem(backbone_input(grey)))
+        for stage in model.blocks[:5]:
+            x = stage(x)
+    np.testing.assert_allclose(feature_maps(model, grey, ("stage4",))["stage4"], x[0].numpy(), atol=1e-4)
