@@ -42,12 +42,11 @@ def chosen_model(model: str | None, weights: str | None, choices: tuple[str, ...
     if model is not None:
         return model
     if weights is not None:
-        from safetensors import safe_open
+        from napari_mammo.engine.weights import weights_header
 
         try:
-            with safe_open(str(weights), framework="pt") as handle:
-                held = (handle.metadata() or {}).get("model")
-        except Exception:  # unreadable: the default model's loader says why, naming the file
+            held = weights_header(weights).get("model")
+        except MammoInputError:  # unreadable: the default model's loader says why, naming the file
             held = None
         if held in choices:
             return held

@@ -90,17 +90,21 @@ def parsed_header(header: dict, path: Path, model: str) -> dict[str, Any]:
     return metadata
 
 
-def weights_metadata(path: str | Path | None, model: str) -> dict[str, Any]:
-    """A weights file's metadata alone (the shipped file's when `path` is None), without reading its tensors."""
+def weights_header(path: str | Path) -> dict[str, str]:
+    """A weights file's raw metadata header (its "model" names the model), without reading its tensors."""
     from safetensors import SafetensorError, safe_open
 
-    path = shipped_weights(model) if path is None else Path(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
+            return handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise MammoInputError(path, f"not a readable safetensors weights file ({err})") from None
-    return parsed_header(header, path, model)
+
+
+def weights_metadata(path: str | Path | None, model: str) -> dict[str, Any]:
+    """A weights file's metadata alone (the shipped file's when `path` is None), without reading its tensors."""
+    path = shipped_weights(model) if path is None else Path(path)
+    return parsed_header(weights_header(path), path, model)
 
 
 def load_model(path: str | Path | None, model: str, title: str, build: Callable[[], Any]) -> tuple[Any, dict, Path]:

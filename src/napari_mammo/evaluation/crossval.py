@@ -121,8 +121,9 @@ def tuned_fold_maps(train: Sequence[Mammogram], cells: dict[str, CellFeatures],
         summed[VERDICT_ASYMMETRY] = tuned_maps(films, stage4)
     for key, found in summed.items():
         add_tuned_asymmetry(heads, train, cells, found, by_ref, key)
-    both_maps = dict(heads.standardise) if config.two_maps else None
+    both_maps = None
     if config.two_maps:
+        both_maps = dict(heads.standardise)
         del heads.standardise[TUNED_ASYMMETRY]  # the verdict sums the films-alone map's asymmetry alone
     return maps, summed, both_maps
 
