@@ -76,7 +76,7 @@ def screening_file(synthetic_folder, tmp_path_factory) -> Path:
 
     records = read_folder(synthetic_folder)
     out = tmp_path_factory.mktemp("screening") / "screening.safetensors"
-    config = ScreeningConfig(tune_epochs=1, tune_steps=2, tune_batch=4)
+    config = ScreeningConfig(tune_epochs=1, tune_steps=2, tune_batch=4, verdict_tune_epochs=1)
     cells, stage4 = load_screening_features(records, config)
     fit_screener(records, cells, out, config, folds=3, seeds=1, stage4=stage4)
     return out

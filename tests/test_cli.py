@@ -208,7 +208,7 @@ def test_train_screening_writes_weights_that_load_with_progress_as_json(syntheti
 
     out = tmp_path / "screening.safetensors"
     args = ["train", "screening", "--data", str(synthetic_folder), "--out", str(out), "--cv-seeds", "1",
-            "--tune-epochs", "1", "--tune-steps", "2"]
+            "--tune-epochs", "1", "--tune-steps", "2", "--verdict-epochs", "2"]
     assert main([*args, "--folds", "5"]) == 2  # three women cannot fill five folds
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--folds must be between 2 and the number of women" in err and "(3)" in err
@@ -217,6 +217,8 @@ def test_train_screening_writes_weights_that_load_with_progress_as_json(syntheti
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {"backbone features", "folds", "fine-tuning"} <= {event["phase"] for event in events}
     assert [e["step"] for e in events if e["phase"] == "folds"] == [1, 2, 3]
+    # each fold and the final fit: the boxes' map for one epoch of two steps, the verdict map for two epochs
+    assert [e["steps"] for e in events if e["phase"] == "fine-tuning"][-6:] == [2, 2, 4, 4, 4, 4]
     screener = Screener.load(out)
     assert screener.tuned is not None and "verdict_map_asymmetry" in screener.heads.standardise
     assert screener.metadata["crossval"]["folds"] == 3

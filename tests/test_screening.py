@@ -98,7 +98,7 @@ def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypa
     monkeypatch.setenv("NAPARI_MAMMO_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cv.json"
     assert main(["crossval", "screening", "--data", str(synthetic_folder), "--folds", "3", "--out", str(out),
-                 "--tune-epochs", "1", "--tune-steps", "2"]) == 0
+                 "--tune-epochs", "1", "--tune-steps", "2", "--verdict-epochs", "1"]) == 0
     report = json.loads(out.read_text())
     assert report["folds"] == 3 and len(report["per_fold"]) == 3 and report["config"]["tune_epochs"] == 1
     assert {"auc_cells", "auc_fused", "sensitivity_at_1_fp"} <= set(report["summary"])
@@ -108,7 +108,7 @@ def test_crossval_command_on_a_small_folder(synthetic_folder, tmp_path, monkeypa
         cached = list((tmp_path / "cache").rglob(f"{layer}/*.npz"))
         assert len(cached) == 12 and sum(path.stem.endswith("-mirror") for path in cached) == 6
     records = read_folder(synthetic_folder)
-    config = ScreeningConfig(tune_epochs=1, tune_steps=2)
+    config = ScreeningConfig(tune_epochs=1, tune_steps=2, verdict_tune_epochs=1)
     cells, stage4 = load_screening_features(records, config)
     again = cross_validate(records, cells, 3, [0], config, stage4=stage4)
     # the cache gives the same features; the folds and the fine-tuning are seeded

@@ -240,3 +240,21 @@ def test_a_tuned_map_its_config_cannot_read_is_refused_naming_the_file(screening
     save_weights(bad, state, "screening", metadata)
     with pytest.raises(MammoInputError, match="odd-config.safetensors.*tuned cell map that cannot be used"):
         Screener.load(bad)
+
+
+def test_the_verdict_map_is_fitted_for_its_own_epochs_and_never_for_none():
+    config = ScreeningConfig(tune_epochs=30, verdict_tune_epochs=15)
+    assert config.verdict_fit.tune_epochs == 15 and not config.verdict_fit.tune_mirrors and config.tune_epochs == 30
+    with pytest.raises(ValueError, match="verdict_tune_epochs 0.*--no-verdict-map"):
+        ScreeningConfig(verdict_tune_epochs=0)
+    assert not ScreeningConfig(verdict_tune_epochs=0, verdict_map=False).two_maps
+
+
+def test_the_command_refuses_a_verdict_map_of_no_epochs_in_one_line(synthetic_folder, tmp_path, capsys):
+    from napari_mammo.cli import main
+
+    out = tmp_path / "screening.safetensors"
+    assert main(["train", "screening", "--data", str(synthetic_folder), "--out", str(out), "--folds", "3",
+                 "--verdict-epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--no-verdict-map" in err and not out.exists()

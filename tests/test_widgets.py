@@ -291,7 +291,8 @@ def test_train_widget_fits_the_screening_model_and_classify_offers_it(open_widge
     assert not widget.cv_seeds.native.isHidden()
     assert widget.epochs.native.isHidden() and widget.device.native.isHidden()
     out = tmp_path / "screening-trained.safetensors"
-    _set_up_training(widget, synthetic_folder, out, 1, ("--folds", "3", "--tune-epochs", "1", "--tune-steps", "2"))
+    _set_up_training(widget, synthetic_folder, out, 1, ("--folds", "3", "--tune-epochs", "1", "--tune-steps", "2",
+                                                                 "--verdict-epochs", "1"))
     assert "--epochs" not in widget.command(synthetic_folder)
     events = []
     worker = widget.start()

@@ -1,17 +1,17 @@
 """Cross-validate two tuned cell maps together: one fitted on the films alone, one with their mirror images.
 
     python tools/two_maps_experiment.py --data "$NAPARI_MAMMO_MIAS" [--seeds 1] [--out runs/two-maps.json]
-        [--fits "films,mirrors,mirrors',mirrors x2"]
+        [--first-seed 0] [--fits "films,mirrors,mirrors',mirrors x2,films x2"]
 
 The map fitted with mirror images finds more lesions, the map fitted on the films alone
 gives the verdict a better asymmetry (docs/experiments.md, session 6). In each fold of each
 seed this fits, on the training women, the films-alone map ("films"), the mirrors map
-("mirrors"), a second mirrors map from another random seed ("mirrors'") and a mirrors map
-trained twice as long ("mirrors x2"). It scores the held-out films' boxes (lesion
-sensitivity at 0.5, 1 and 2 false positives per image, the shipped box search) and the
-verdict's AUC (the shipped fused score plus a map's asymmetry) for each map, for the
-averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for both asymmetries
-summed as two standardised scores ("films & mirrors").
+("mirrors"), a second mirrors map from another random seed ("mirrors'"), and a mirrors map
+and a films-alone map trained twice as long ("mirrors x2", "films x2"). It scores the
+held-out films' boxes (lesion sensitivity at 0.5, 1 and 2 false positives per image, the
+shipped box search) and the verdict's AUC (the shipped fused score plus a map's asymmetry)
+for each map, for the averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for
+both asymmetries summed as two standardised scores ("films & mirrors").
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from napari_mammo.models.screening import (
 )
 from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
 
-FITS = {"films": (False, 1, 0), "mirrors": (True, 1, 0), "mirrors'": (True, 1, 50), "mirrors x2": (True, 2, 0)}
+FITS = {"films": (False, 1, 0), "mirrors": (True, 1, 0), "mirrors'": (True, 1, 50), "mirrors x2": (True, 2, 0),
+        "films x2": (False, 2, 0)}
 """The maps it can fit: with mirror images or not, times the shipped epochs, and the offset of the random seed."""
 
 
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0, help="the first fold seed (seeds first .. first+N-1)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--tune-epochs", type=int, default=ScreeningConfig.tune_epochs, help="fewer for a smoke run")
     parser.add_argument("--fits", default=",".join(FITS), help="which maps to fit, comma-separated (default: all)")
@@ -75,7 +77,7 @@ def main() -> None:
     by_ref = {r.ref: r for r in records}
     cells, stage4 = load_screening_features(records, replace(config, tune_mirrors=True))
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         parts = woman_folds(records, args.folds, seed)
         for k, test in enumerate(parts):
             started = time.monotonic()

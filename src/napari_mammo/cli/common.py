@@ -227,21 +227,25 @@ def check_folds(folds: int, records: list, data: str) -> None:
 def tuning_options(args: argparse.Namespace) -> dict:
     """The ScreeningConfig fields the fine-tuning options set (those not given keep the config's defaults)."""
     given = {"tune_epochs": args.tune_epochs, "tune_steps": args.tune_steps, "tune_mirrors": args.tune_mirrors,
-             "verdict_map": args.verdict_map}
+             "verdict_map": args.verdict_map, "verdict_tune_epochs": args.verdict_epochs}
     return {key: value for key, value in given.items() if value is not None}
 
 
 def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     """The screening model's fine-tuning options (train and crossval)."""
-    parser.add_argument("--tune-epochs", type=int, default=15,
-                        help="screening: epochs of fine-tuning the tuned cell map that gives the boxes and heatmap, "
-                             "and whose asymmetry joins the verdict (default 15, about 2 min on 2 cores; 0: boxes "
-                             "from the cell head)")
+    from napari_mammo.models.screening import ScreeningConfig
+
+    defaults = ScreeningConfig()
+    parser.add_argument("--tune-epochs", type=int, default=None,
+                        help="screening: epochs of fine-tuning the tuned cell map that gives the boxes and heatmap "
+                             f"(default {defaults.tune_epochs}; 0: boxes from the cell head)")
     parser.add_argument("--tune-steps", type=int, default=30, help=argparse.SUPPRESS)
     parser.add_argument("--tune-mirrors", action=argparse.BooleanOptionalAction, default=None,
                         help="screening: fine-tune the tuned cell map on each film's left-right mirror image too "
                              "(default; its backbone features are computed and cached once)")
     parser.add_argument("--verdict-map", action=argparse.BooleanOptionalAction, default=None,
                         help="screening, with mirror images: fine-tune a second tuned map on the films alone, whose "
-                             "asymmetry the verdict sums instead of the mirrored map's (default; twice the "
-                             "fine-tuning time)")
+                             "asymmetry the verdict sums instead of the mirrored map's (default)")
+    parser.add_argument("--verdict-epochs", type=int, default=None,
+                        help="screening: epochs of fine-tuning the verdict map "
+                             f"(default {defaults.verdict_tune_epochs})")

@@ -108,8 +108,6 @@ def tuned_fold_maps(train: Sequence[Mammogram], cells: dict[str, CellFeatures],
     """A fold's tuned maps, fitted on `train` and summed into `heads`: the boxes' map (None without one), the
     maps whose asymmetries are scored (score name -> map of every film), and with two maps the spreads that sum
     both asymmetries (else None)."""
-    from dataclasses import replace
-
     from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
 
     if stage4 is None or config.tuned is None:
@@ -117,7 +115,7 @@ def tuned_fold_maps(train: Sequence[Mammogram], cells: dict[str, CellFeatures],
     maps = tuned_maps(fine_tune_cells(train, stage4, cells, config, seed), stage4)
     summed = {TUNED_ASYMMETRY: maps}
     if config.two_maps:
-        films = fine_tune_cells(train, stage4, cells, replace(config, tune_mirrors=False), seed)
+        films = fine_tune_cells(train, stage4, cells, config.verdict_fit, seed)
         summed[VERDICT_ASYMMETRY] = tuned_maps(films, stage4)
     for key, found in summed.items():
         add_tuned_asymmetry(heads, train, cells, found, by_ref, key)

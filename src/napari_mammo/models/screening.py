@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,14 @@ class ScreeningConfig:
     verdict_map: bool = True
     """With mirror images, fit a second tuned map on the films alone, whose asymmetry the verdict sums instead of
     the mirrored map's (the mirrored map finds more lesions, the films-alone map ranks images better)."""
+    verdict_tune_epochs: int = 15
+    """Epochs of fine-tuning the verdict map (`verdict_map`); the boxes' map takes `tune_epochs`."""
+
+    def __post_init__(self) -> None:
+        """Refuse a verdict map of no epochs before any feature is computed."""
+        if self.verdict_map and self.verdict_tune_epochs <= 0:
+            raise ValueError(f"the verdict map needs at least one epoch, got verdict_tune_epochs "
+                             f"{self.verdict_tune_epochs} (without it: verdict_map False, --no-verdict-map)")
 
     @property
     def features(self) -> FeatureSpec:
@@ -99,6 +107,11 @@ class ScreeningConfig:
     def two_maps(self) -> bool:
         """Whether it fits the verdict's own tuned map beside the boxes' (see `verdict_map`)."""
         return self.tuned is not None and self.tune_mirrors and self.verdict_map
+
+    @property
+    def verdict_fit(self) -> ScreeningConfig:
+        """How the verdict map is fitted: on the films alone, for `verdict_tune_epochs`."""
+        return replace(self, tune_mirrors=False, tune_epochs=self.verdict_tune_epochs)
 
 
 def cache_folder(backbone: str = "lite0") -> Path:

@@ -9,7 +9,7 @@ The heads themselves are then fitted once more on all the images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +85,7 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
         tuned = fine_tune_cells(records, stage4, cells, config, progress=progress)
         state.update(tuned_tensors(tuned))
         if config.two_maps:  # the verdict's own map, fitted on the films alone
-            verdict = fine_tune_cells(records, stage4, cells, replace(config, tune_mirrors=False), progress=progress)
+            verdict = fine_tune_cells(records, stage4, cells, config.verdict_fit, progress=progress)
             add_tuned_asymmetry(heads, records, cells, tuned_maps(verdict, stage4), by_ref, VERDICT_ASYMMETRY)
             state.update(tuned_tensors(verdict, VERDICT_PREFIX))
         else:
