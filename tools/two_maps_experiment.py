@@ -11,7 +11,7 @@ and a films-alone map trained twice as long ("mirrors x2", "films x2"). It score
 held-out films' boxes (lesion sensitivity at 0.5, 1 and 2 false positives per image, the
 shipped box search) and the verdict's AUC (the shipped fused score plus a map's asymmetry)
 for each map, for the averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for
-both asymmetries summed as two standardised scores ("films & mirrors").
+both asymmetries summed as two standardised scores ("films & mirrors", "films & mirrors x2").
 """
 
 from __future__ import annotations
@@ -112,12 +112,13 @@ def main() -> None:
                 mean, sd = heads.standardise[TUNED_ASYMMETRY]
                 held = asymmetries(found, test, cells, by_ref)
                 row[f"{name}/auc"] = roc_auc(truth, np.array([base[r.ref] for r in test]) + (held - mean) / sd)
-            if "films" in maps and "mirrors" in maps:
-                both = np.array([base[r.ref] for r in test])
-                for name in ("films", "mirrors"):
-                    mean, sd = spread(asymmetries(maps[name], train, cells, by_ref))
-                    both = both + (asymmetries(maps[name], test, cells, by_ref) - mean) / sd
-                row["films & mirrors/auc"] = roc_auc(truth, both)
+            for boxes in ("mirrors", "mirrors x2"):
+                if "films" in maps and boxes in maps:
+                    both = np.array([base[r.ref] for r in test])
+                    for name in ("films", boxes):
+                        mean, sd = spread(asymmetries(maps[name], train, cells, by_ref))
+                        both = both + (asymmetries(maps[name], test, cells, by_ref) - mean) / sd
+                    row[f"films & {boxes}/auc"] = roc_auc(truth, both)
             rows.append(row)
             print(f"seed {seed} fold {k} ({time.monotonic() - started:.0f} s): "
                   + ", ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("seed", "fold")),

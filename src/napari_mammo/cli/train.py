@@ -151,9 +151,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     train.add_argument("--labelling", default="lesion", choices=["lesion", "image"],
                        help="patch labels from the lesion circles (default) or the image label")
     train.add_argument("--max-steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
-    train.add_argument("--cv-seeds", type=int, default=3,
-                       help="screening: fold seeds of the cross-validation kept in the model card (default 3; the "
-                            "first calibrates the verdict, so the model is the same with 1)")
+    train.add_argument("--cv-seeds", type=int, default=1,
+                       help="screening: fold seeds of the cross-validation whose figures the weights keep (default "
+                            "1; the first calibrates the verdict, so more seeds give the same model, more figures, "
+                            "and take longer)")
     train.add_argument("--folds", type=int, default=5,
                        help="screening: folds by woman of that cross-validation (default 5)")
     add_tuning_arguments(train)

@@ -67,8 +67,8 @@ class ScreeningConfig:
     negatives_per_image: int = 150
     top_cells: int = 1
     backbone: str = "lite0"
-    tune_epochs: int = 15
-    """Epochs of fine-tuning the tuned cell map (0: none; boxes come from the cell head)."""
+    tune_epochs: int = 30
+    """Epochs of fine-tuning the boxes' tuned cell map (0: none; boxes come from the cell head)."""
     tune_steps: int = 30
     tune_batch: int = 16
     tune_crop: int = 16
