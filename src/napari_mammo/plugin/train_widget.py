@@ -142,7 +142,7 @@ class TrainWidget(ScrollingContainer):
                      (self.recipe, "the shipped weights' recipe, or the poster's middle four columns"),
                      (self.cv_seeds, "screening: seeds of the 5-fold cross-validation by woman that calibrates "
                                      "the verdict and gives the held-out figures (the model is the same; each seed "
-                                     "is about 15 min on 2 cores; the shipped model used 3)"),
+                                     "is about 22 min on 2 cores; the shipped model used 1)"),
                      (self.device, "where torch runs"),
                      (self.out, "the weights file to write (the best epoch on validation)"),
                      (self.train_button, "train in a separate process; press again to stop and keep "
