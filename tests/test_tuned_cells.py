@@ -171,18 +171,21 @@ def test_a_score_spread_that_cannot_standardise_is_refused(screening_file, tmp_p
         Screener.load(rewrite(screening_file, tmp_path, lambda state: None, change))
 
 
-def verdict_of_maps(screener, key: str, synthetic_folder) -> tuple[dict, float]:
-    """The both-films scores of mdb005 (with mdb006) computed by hand from the tuned map whose asymmetry is `key`,
-    and the calibrated probability they give."""
+def verdict_of_maps(screener, synthetic_folder, *keys: str) -> tuple[dict, float]:
+    """The both-films scores of mdb005 (with mdb006) computed by hand from the tuned maps whose asymmetries are
+    `keys`, and the calibrated probability they give."""
     from napari_mammo.models.screener import logistic
     from napari_mammo.models.screening import fuse, image_score
 
     records = [r for r in read_folder(synthetic_folder) if r.ref in ("mdb005", "mdb006")]
     cells, stage4 = load_screening_features(records, screener.config)
-    maps = {ref: tuned_scores(screener.tuned_map(key), stage4[ref].features) for ref in ("mdb005", "mdb006")}
-    values, _ = screener.heads.film_scores(cells["mdb005"], cells["mdb006"], {key: (maps["mdb005"], maps["mdb006"])})
-    own, other = (image_score(maps[ref], cells[ref].breast) for ref in ("mdb005", "mdb006"))
-    assert values[key] == pytest.approx(own - other)
+    maps = {key: {ref: tuned_scores(screener.tuned_map(key), stage4[ref].features) for ref in ("mdb005", "mdb006")}
+            for key in keys}
+    values, _ = screener.heads.film_scores(cells["mdb005"], cells["mdb006"],
+                                           {key: (found["mdb005"], found["mdb006"]) for key, found in maps.items()})
+    for key, found in maps.items():
+        own, other = (image_score(found[ref], cells[ref].breast) for ref in ("mdb005", "mdb006"))
+        assert values[key] == pytest.approx(own - other)
     return values, logistic(fuse(values, screener.heads.standardise), *screener.metadata["calibration"]["both"])
 
 
@@ -194,7 +197,7 @@ def test_the_both_films_verdict_sums_the_verdict_maps_asymmetry(screening_file, 
     assert screener.config.two_maps
     assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "verdict_map_asymmetry"}
     result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
-    values, expected = verdict_of_maps(screener, "verdict_map_asymmetry", synthetic_folder)
+    values, expected = verdict_of_maps(screener, synthetic_folder, "verdict_map_asymmetry")
     assert result.both_breasts and result.score == pytest.approx(expected, abs=1e-5)
     without = {k: v for k, v in screener.heads.standardise.items() if k != "verdict_map_asymmetry"}
     assert fuse(values, without) != pytest.approx(fuse(values, screener.heads.standardise))
@@ -217,7 +220,7 @@ def test_one_map_weights_sum_its_own_asymmetry(synthetic_folder, tmp_path):
     assert not screener.config.two_maps and screener.tuned_map("verdict_map_asymmetry") is None
     assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "tuned_asymmetry"}
     result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
-    assert result.score == pytest.approx(verdict_of_maps(screener, "tuned_asymmetry", synthetic_folder)[1], abs=1e-5)
+    assert result.score == pytest.approx(verdict_of_maps(screener, synthetic_folder, "tuned_asymmetry")[1], abs=1e-5)
 
 
 def test_a_layer_off_the_tuned_maps_grid_is_refused_with_the_way_out(synthetic_folder, capsys):
@@ -258,3 +261,24 @@ def test_the_command_refuses_a_verdict_map_of_no_epochs_in_one_line(synthetic_fo
                  "--verdict-epochs", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--no-verdict-map" in err and not out.exists()
+
+
+def test_a_verdict_of_both_maps_sums_both_asymmetries(synthetic_folder, tmp_path):
+    from napari_mammo.models.screener import Screener
+    from napari_mammo.models.screening import TUNED_SCORES, fuse
+    from napari_mammo.training.screening import fit_screener
+
+    records = read_folder(synthetic_folder)
+    config = ScreeningConfig(tune_epochs=1, tune_steps=2, tune_batch=4, verdict_tune_epochs=1, verdict_both_maps=True)
+    cells, stage4 = load_screening_features(records, config)
+    out = tmp_path / "both-maps.safetensors"
+    summary = fit_screener(records, cells, out, config, folds=3, seeds=1, stage4=stage4)["crossval"]["summary"]
+    # in cross-validation the verdict is then the sum that is otherwise reported beside it
+    assert summary["auc_fused"]["mean"] == pytest.approx(summary["auc_fused_both_maps"]["mean"], nan_ok=True)
+    screener = Screener.load(out)
+    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", *TUNED_SCORES}
+    result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
+    values, expected = verdict_of_maps(screener, synthetic_folder, *TUNED_SCORES)
+    assert result.score == pytest.approx(expected, abs=1e-5)
+    alone = {k: v for k, v in screener.heads.standardise.items() if k != "tuned_asymmetry"}
+    assert fuse(values, alone) != pytest.approx(fuse(values, screener.heads.standardise))

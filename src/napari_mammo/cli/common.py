@@ -227,7 +227,8 @@ def check_folds(folds: int, records: list, data: str) -> None:
 def tuning_options(args: argparse.Namespace) -> dict:
     """The ScreeningConfig fields the fine-tuning options set (those not given keep the config's defaults)."""
     given = {"tune_epochs": args.tune_epochs, "tune_steps": args.tune_steps, "tune_mirrors": args.tune_mirrors,
-             "verdict_map": args.verdict_map, "verdict_tune_epochs": args.verdict_epochs}
+             "verdict_map": args.verdict_map, "verdict_tune_epochs": args.verdict_epochs,
+             "verdict_both_maps": args.verdict_both_maps}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -249,3 +250,6 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verdict-epochs", type=int, default=None,
                         help="screening: epochs of fine-tuning the verdict map "
                              f"(default {defaults.verdict_tune_epochs})")
+    parser.add_argument("--verdict-both-maps", action=argparse.BooleanOptionalAction, default=None,
+                        help="screening, with two maps: the verdict sums both maps' asymmetries instead of the "
+                             "verdict map's alone (default: the verdict map's alone)")

@@ -79,8 +79,8 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
     With `stage4` features (and `config.tune_epochs`), the tuned cell map is fine-tuned on
     `train` too: the boxes are its local maxima and its asymmetry joins the fused score;
     else the boxes are the cell head's. With `config.two_maps` a second map, fitted on the
-    films alone, gives the fused score its asymmetry instead, and the variant "fused_both_maps"
-    sums both maps' asymmetries (for comparison).
+    films alone, gives the fused score its asymmetry instead (or beside it, with
+    `config.verdict_both_maps`), and the variant "fused_both_maps" sums both maps' asymmetries.
     """
     heads = fit_heads(train, cells, by_ref, config, seed)
     maps, summed, both_maps = tuned_fold_maps(train, cells, stage4, by_ref, config, seed, heads)
@@ -122,7 +122,8 @@ def tuned_fold_maps(train: Sequence[Mammogram], cells: dict[str, CellFeatures],
     both_maps = None
     if config.two_maps:
         both_maps = dict(heads.standardise)
-        del heads.standardise[TUNED_ASYMMETRY]  # the verdict sums the films-alone map's asymmetry alone
+        if not config.verdict_both_maps:
+            del heads.standardise[TUNED_ASYMMETRY]  # the verdict sums the films-alone map's asymmetry alone
     return maps, summed, both_maps
 
 

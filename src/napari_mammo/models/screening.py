@@ -81,6 +81,9 @@ class ScreeningConfig:
     the mirrored map's (the mirrored map finds more lesions, the films-alone map ranks images better)."""
     verdict_tune_epochs: int = 15
     """Epochs of fine-tuning the verdict map (`verdict_map`); the boxes' map takes `tune_epochs`."""
+    verdict_both_maps: bool = False
+    """With two maps, the verdict sums both maps' asymmetries instead of the verdict map's alone (cross-validation
+    reports that sum as "fused_both_maps" either way)."""
 
     def __post_init__(self) -> None:
         """Refuse a verdict map of no epochs before any feature is computed."""

@@ -84,12 +84,12 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     if config.tuned is not None:
         tuned = fine_tune_cells(records, stage4, cells, config, progress=progress)
         state.update(tuned_tensors(tuned))
+        if not config.two_maps or config.verdict_both_maps:
+            add_tuned_asymmetry(heads, records, cells, tuned_maps(tuned, stage4), by_ref)
         if config.two_maps:  # the verdict's own map, fitted on the films alone
             verdict = fine_tune_cells(records, stage4, cells, config.verdict_fit, progress=progress)
             add_tuned_asymmetry(heads, records, cells, tuned_maps(verdict, stage4), by_ref, VERDICT_ASYMMETRY)
             state.update(tuned_tensors(verdict, VERDICT_PREFIX))
-        else:
-            add_tuned_asymmetry(heads, records, cells, tuned_maps(tuned, stage4), by_ref)
     a, b = calibration["single"]
     cell_threshold = float((np.log(single_point["threshold"] / (1 - single_point["threshold"])) - b) / a)
     metadata = {"config": asdict(config), "calibration": calibration, "threshold": point["threshold"],
