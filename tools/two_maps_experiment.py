@@ -1,17 +1,18 @@
 """Cross-validate two tuned cell maps together: one fitted on the films alone, one with their mirror images.
 
     python tools/two_maps_experiment.py --data "$NAPARI_MAMMO_MIAS" [--seeds 1] [--out runs/two-maps.json]
-        [--first-seed 0] [--fits "films,mirrors,mirrors',mirrors x2,films x2"]
+        [--first-seed 0] [--fits "films,mirrors,mirrors',mirrors x2,films x2,mirrors x4"]
 
 The map fitted with mirror images finds more lesions, the map fitted on the films alone
 gives the verdict a better asymmetry (docs/experiments.md, session 6). In each fold of each
 seed this fits, on the training women, the films-alone map ("films"), the mirrors map
-("mirrors"), a second mirrors map from another random seed ("mirrors'"), and a mirrors map
-and a films-alone map trained twice as long ("mirrors x2", "films x2"). It scores the
-held-out films' boxes (lesion sensitivity at 0.5, 1 and 2 false positives per image, the
-shipped box search) and the verdict's AUC (the shipped fused score plus a map's asymmetry)
-for each map, for the averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for
-both asymmetries summed as two standardised scores ("films & mirrors", "films & mirrors x2").
+("mirrors"), a second mirrors map from another random seed ("mirrors'"), a mirrors map and
+a films-alone map trained twice as long ("mirrors x2", "films x2"), and a mirrors map
+trained four times as long ("mirrors x4"). It scores the held-out films' boxes (lesion
+sensitivity at 0.5, 1 and 2 false positives per image, the shipped box search) and the
+verdict's AUC (the shipped fused score plus a map's asymmetry) for each map, for the
+averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for both asymmetries
+summed as two standardised scores ("films & mirrors", "films & mirrors x2", ...).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from napari_mammo.models.screening import (
 from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
 
 FITS = {"films": (False, 1, 0), "mirrors": (True, 1, 0), "mirrors'": (True, 1, 50), "mirrors x2": (True, 2, 0),
-        "films x2": (False, 2, 0)}
+        "films x2": (False, 2, 0), "mirrors x4": (True, 4, 0)}
 """The maps it can fit: with mirror images or not, times the shipped epochs, and the offset of the random seed."""
 
 
@@ -112,7 +113,7 @@ def main() -> None:
                 mean, sd = heads.standardise[TUNED_ASYMMETRY]
                 held = asymmetries(found, test, cells, by_ref)
                 row[f"{name}/auc"] = roc_auc(truth, np.array([base[r.ref] for r in test]) + (held - mean) / sd)
-            for boxes in ("mirrors", "mirrors x2"):
+            for boxes in ("mirrors", "mirrors x2", "mirrors x4"):
                 if "films" in maps and boxes in maps:
                     both = np.array([base[r.ref] for r in test])
                     for name in ("films", boxes):
