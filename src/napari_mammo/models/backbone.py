@@ -106,9 +106,7 @@ def feature_maps(model, pixels01: np.ndarray, layers: tuple[str, ...]) -> dict[s
         wanted = {stops[layer]: layer for layer in layers if layer != "head"}
         if wanted:
             x = early_stages(model, x)
-            for index, stage in enumerate(model.blocks[:max(wanted) + 1]):
-                if index < EARLY_STAGES:
-                    continue
+            for index, stage in enumerate(model.blocks[EARLY_STAGES:max(wanted) + 1], start=EARLY_STAGES):
                 x = stage(x)
                 if index in wanted:
                     out[wanted[index]] = x[0].numpy().copy()
