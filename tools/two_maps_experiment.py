@@ -1,7 +1,7 @@
 """Cross-validate two tuned cell maps together: one fitted on the films alone, one with their mirror images.
 
     python tools/two_maps_experiment.py --data "$NAPARI_MAMMO_MIAS" [--seeds 1] [--out runs/two-maps.json]
-        [--first-seed 0] [--fits "films,mirrors,mirrors',mirrors x2,films x2,mirrors x4"]
+        [--first-seed 0] [--fits "films,mirrors,mirrors',mirrors x2,films x2,mirrors x4"] [--save-maps DIR]
 
 The map fitted with mirror images finds more lesions, the map fitted on the films alone
 gives the verdict a better asymmetry (docs/experiments.md, session 6). In each fold of each
@@ -13,6 +13,10 @@ sensitivity at 0.5, 1 and 2 false positives per image, the shipped box search) a
 verdict's AUC (the shipped fused score plus a map's asymmetry) for each map, for the
 averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for both asymmetries
 summed as two standardised scores ("films & mirrors", "films & mirrors x2", ...).
+
+With `--save-maps DIR` it keeps, per fold, every fitted map of every film and the frozen
+heads' scores of every film (`DIR/seed{S}-fold{K}.npz`), so other ways of summing them can
+be scored later without fitting again (`tools/verdict_sums_experiment.py`).
 """
 
 from __future__ import annotations
@@ -60,6 +64,20 @@ def asymmetries(maps, records, cells, by_ref) -> np.ndarray:
     return np.array(out)
 
 
+def save_fold(path: Path, maps: dict, heads, frozen: dict, train, test, cells, by_ref) -> None:
+    """A fold's fitted maps of every film, the frozen heads' scores of every film and their spreads, its split."""
+    arrays = {f"map/{name}/{ref}": found[ref].astype(np.float16) for name, found in maps.items() for ref in found}
+    for ref, record in by_ref.items():
+        partner = other_film(record, by_ref)
+        values, _ = heads.film_scores(cells[ref], cells[partner.ref] if partner else None)
+        arrays.update({f"score/{key}/{ref}": np.float64(value) for key, value in values.items()})
+    arrays["frozen"] = np.array(json.dumps(frozen))
+    arrays["train"] = np.array([r.ref for r in train])
+    arrays["test"] = np.array([r.ref for r in test])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
 def main() -> None:
     """Each fold of each seed: fit the four maps, score boxes and verdicts, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,6 +90,7 @@ def main() -> None:
                         help="the epochs of a plain map, which 'x2' doubles (15, as when the fits were named; fewer "
                              "for a smoke run)")
     parser.add_argument("--fits", default=",".join(FITS), help="which maps to fit, comma-separated (default: all)")
+    parser.add_argument("--save-maps", type=Path, help="a folder for each fold's maps and frozen scores")
     args = parser.parse_args()
     chosen = args.fits.split(",")
     unknown = set(chosen) - set(FITS)
@@ -125,6 +144,9 @@ def main() -> None:
                         both = both + (asymmetries(maps[name], test, cells, by_ref) - mean) / sd
                     row[f"films & {boxes}/auc"] = roc_auc(truth, both)
             rows.append(row)
+            if args.save_maps:
+                save_fold(args.save_maps / f"seed{seed}-fold{k}.npz", maps, heads, frozen, train, test, cells,
+                          by_ref)
             print(f"seed {seed} fold {k} ({time.monotonic() - started:.0f} s): "
                   + ", ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("seed", "fold")),
                   flush=True)

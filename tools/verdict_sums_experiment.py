@@ -1,0 +1,163 @@
+"""Score ways of summing tuned maps into the verdict, from the maps `two_maps_experiment.py --save-maps` kept.
+
+    python tools/verdict_sums_experiment.py --data "$NAPARI_MAMMO_MIAS" --maps runs/maps [--out runs/sums.json]
+        [--baseline films]
+
+Each fold's file holds every fitted map of every film and the frozen heads' scores, so no
+map is fitted here. A variant is the frozen heads' fused score plus the standardised
+asymmetries of one or more maps ("films & mirrors x2"), each standardised by its spread on
+the fold's training films, as the shipped verdict is; "@3" reads each map's image score as
+its top 3 cells instead of the top one; "films x2 + mirrors x2" (a plus) is the asymmetry of
+the two maps averaged. It also scores each map's boxes and the averaged maps' boxes (lesion
+sensitivity at 1 false positive per image), and the boxes of `--boxes` rescored by the
+film's verdict ("mirrors x2 ^ films w": a box's logit plus w times the held-out film's
+verdict under "films"), so that boxes in films the verdict calls normal rank lower, with
+the shipped box search and with box centres moved to the score-weighted centre of their
+3×3 cells ("centroid", `flipped_tuned_experiment.py`). It prints mean ± sd over the folds, and each
+variant's paired difference from `--baseline` with the folds it wins, ties and loses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from flipped_tuned_experiment import centroid_boxes  # tools/ is the script's folder
+
+from napari_mammo.evaluation.crossval import load_cells, mean_sd
+from napari_mammo.evaluation.detector import froc, sensitivity_at
+from napari_mammo.evaluation.metrics import roc_auc
+from napari_mammo.io.mias import read_folder
+from napari_mammo.models.screening import FUSED, box_detections, cell_boxes, film_asymmetry, other_film, spread
+
+
+def read_fold(path: Path) -> tuple[dict, dict, dict, list[str], list[str]]:
+    """A saved fold: maps (name -> ref -> map), frozen scores (name -> ref -> value), their spreads, its split."""
+    maps: dict[str, dict[str, np.ndarray]] = {}
+    scores: dict[str, dict[str, float]] = {}
+    with np.load(path) as stored:
+        for key in stored.files:
+            kind, _, rest = key.partition("/")
+            if kind in ("map", "score"):
+                name, _, ref = rest.rpartition("/")
+                target = maps if kind == "map" else scores
+                target.setdefault(name, {})[ref] = stored[key].astype(np.float32) if kind == "map" else float(
+                    stored[key])
+        frozen = json.loads(str(stored["frozen"]))
+        return maps, scores, frozen, list(stored["train"]), list(stored["test"])
+
+
+def map_of(maps: dict, name: str) -> dict[str, np.ndarray]:
+    """A saved map by name, or the average of maps named with ' + '."""
+    parts = name.split(" + ")
+    return {ref: sum(maps[part][ref] for part in parts) / len(parts) for ref in maps[parts[0]]}
+
+
+def asymmetry(found: dict, refs: list[str], cells: dict, by_ref: dict, top: int) -> np.ndarray:
+    """Each film's asymmetry under a map (0 without its other film)."""
+    out = []
+    for ref in refs:
+        partner = other_film(by_ref[ref], by_ref)
+        out.append(film_asymmetry(found[ref], cells[ref], found[partner.ref] if partner else None,
+                                  cells[partner.ref] if partner else None, top))
+    return np.array(out)
+
+
+def verdict(variant: str, maps: dict, scores: dict, frozen: dict, train: list[str], test: list[str],
+            cells: dict, by_ref: dict) -> np.ndarray:
+    """The held-out films' verdict scores under a variant ("frozen", or maps joined by ' & ', '@K' for top K)."""
+    total = sum((np.array([scores[key][ref] for ref in test]) - mean) / sd
+                for key, (mean, sd) in frozen.items() if key in FUSED)
+    if variant == "frozen":
+        return total
+    name, _, top = variant.partition("@")
+    for part in name.split(" & "):
+        found = map_of(maps, part)
+        mean, sd = spread(asymmetry(found, train, cells, by_ref, int(top or 1)))
+        total = total + (asymmetry(found, test, cells, by_ref, int(top or 1)) - mean) / sd
+    return total
+
+
+def rescored_sensitivity(found: dict, film_verdict: dict[str, float], weight: float, test: list[str],
+                         cells: dict, by_ref: dict, search=cell_boxes) -> float:
+    """Lesion sensitivity at 1 FP/image of a map's boxes whose logits are raised by `weight` × the film's verdict."""
+    from scipy.special import expit, logit
+
+    detections = []
+    for ref in test:
+        boxes = [(box, float(expit(logit(np.clip(score, 1e-6, 1 - 1e-6)) + weight * film_verdict[ref])))
+                 for box, score in search(found[ref], cells[ref].breast, cells[ref].stride)]
+        detections.append(box_detections(boxes))
+    return sensitivity_at(froc(list(zip(detections, [by_ref[r] for r in test], strict=True))), 1)
+
+
+def variants(names: list[str]) -> list[str]:
+    """The verdicts scored: each map, every pair of maps summed, all maps, top-3 readings, the averaged maps."""
+    out = ["frozen", *names]
+    out += [f"{a} & {b}" for i, a in enumerate(names) for b in names[i + 1:]]
+    if len(names) > 2:
+        out.append(" & ".join(names))
+    out += [f"{v}@3" for v in out[1:]]
+    out += [f"{a} + {b}" for i, a in enumerate(names) for b in names[i + 1:]]
+    return out
+
+
+def main() -> None:
+    """Score every variant in every saved fold and print the table with paired differences."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--maps", type=Path, required=True)
+    parser.add_argument("--baseline", default="films", help="the variant the others are paired against")
+    parser.add_argument("--boxes", default="mirrors x2", help="the boxes' map rescored by the verdict")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    records = read_folder(args.data)
+    by_ref = {r.ref: r for r in records}
+    cells = load_cells(records)
+    rows = []
+    for path in sorted(args.maps.glob("seed*-fold*.npz")):
+        maps, scores, frozen, train, test = read_fold(path)
+        truth = np.array([by_ref[ref].label != "normal" for ref in test])
+        row: dict = {"fold": path.stem}
+        names = list(maps)
+        for variant in variants(names):
+            row[f"auc/{variant}"] = roc_auc(truth, verdict(variant, maps, scores, frozen, train, test, cells, by_ref))
+        for name in [*names, *(f"{a} + {b}" for i, a in enumerate(names) for b in names[i + 1:])]:
+            found = map_of(maps, name)
+            row[f"sens@1/{name}"] = rescored_sensitivity(found, dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref)
+        if args.boxes in maps:
+            row[f"sens@1/{args.boxes} centroid"] = rescored_sensitivity(
+                maps[args.boxes], dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref, centroid_boxes)
+            for name in (args.baseline, "films & mirrors x2"):
+                film_verdict = dict(zip(test, verdict(name, maps, scores, frozen, train, test, cells, by_ref),
+                                        strict=True))
+                for weight in (0.25, 0.5, 1.0):
+                    for search, label in ((cell_boxes, ""), (centroid_boxes, " centroid")):
+                        row[f"sens@1/{args.boxes}{label} ^ {name} {weight:g}"] = rescored_sensitivity(
+                            maps[args.boxes], film_verdict, weight, test, cells, by_ref, search)
+        rows.append(row)
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+    baseline = f"auc/{args.baseline}"
+    print(f"{len(rows)} folds: {', '.join(r['fold'] for r in rows)}")
+    print(f"| reading | mean ± sd | minus {args.baseline}: mean ± sd | folds better / equal / worse |")
+    print("|---|---|---|---|")
+    for key in rows[0]:
+        if key == "fold":
+            continue
+        s = mean_sd([r[key] for r in rows])
+        paired = ""
+        if key.startswith("auc/") and baseline in rows[0]:
+            diff = np.array([r[key] - r[baseline] for r in rows])
+            d = mean_sd(list(diff))
+            paired = (f" | {d['mean']:+.3f} ± {d['sd']:.3f} | "
+                      f"{(diff > 1e-9).sum()} / {(abs(diff) <= 1e-9).sum()} / {(diff < -1e-9).sum()}")
+        else:
+            paired = " | | "
+        print(f"| {key} | {s['mean']:.3f} ± {s['sd']:.3f}{paired} |")
+
+
+if __name__ == "__main__":
+    main()
