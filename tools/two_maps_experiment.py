@@ -14,8 +14,9 @@ verdict's AUC (the shipped fused score plus a map's asymmetry) for each map, for
 averages of two maps ("films+mirrors", "mirrors+mirrors'"), and for both asymmetries
 summed as two standardised scores ("films & mirrors", "films & mirrors x2", ...).
 
-With `--save-maps DIR` it keeps, per fold, every fitted map of every film and the frozen
-heads' scores of every film (`DIR/seed{S}-fold{K}.npz`), so other ways of summing them can
+With `--save-maps DIR` it keeps, per fold, every fitted map of every film, each map's
+reading of the held-out films' mirror images (mirrored back), and the frozen heads' scores
+of every film (`DIR/seed{S}-fold{K}.npz`), so other ways of summing them can
 be scored later without fitting again (`tools/verdict_sums_experiment.py`).
 """
 
@@ -45,7 +46,7 @@ from napari_mammo.models.screening import (
     other_film,
     spread,
 )
-from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
+from napari_mammo.models.tuned_cells import fine_tune_cells, mirror_ref, tuned_maps, tuned_scores
 
 BASE_EPOCHS = 15
 """A plain map's epochs (session 7's recipe); the shipped boxes' map is "mirrors x2"."""
@@ -64,9 +65,12 @@ def asymmetries(maps, records, cells, by_ref) -> np.ndarray:
     return np.array(out)
 
 
-def save_fold(path: Path, maps: dict, heads, frozen: dict, train, test, cells, by_ref) -> None:
-    """A fold's fitted maps of every film, the frozen heads' scores of every film and their spreads, its split."""
+def save_fold(path: Path, maps: dict, mirrored: dict, heads, frozen: dict, train, test, cells, by_ref) -> None:
+    """A fold's fitted maps of every film (and of the held-out films' mirror images), the frozen heads' scores of
+    every film and their spreads, its split."""
     arrays = {f"map/{name}/{ref}": found[ref].astype(np.float16) for name, found in maps.items() for ref in found}
+    arrays.update({f"mirror/{name}/{ref}": found[ref].astype(np.float16)
+                   for name, found in mirrored.items() for ref in found})
     for ref, record in by_ref.items():
         partner = other_film(record, by_ref)
         values, _ = heads.film_scores(cells[ref], cells[partner.ref] if partner else None)
@@ -109,13 +113,16 @@ def main() -> None:
             heads = fit_heads(train, cells, by_ref, config, seed * 100 + k)
             frozen = dict(heads.standardise)
             truth = np.array([r.label != "normal" for r in test])
-            maps = {}
+            maps, mirrored = {}, {}
             for name in chosen:
                 mirrors, times, offset = FITS[name]
                 net = fine_tune_cells(train, stage4, cells, replace(config, tune_mirrors=mirrors,
                                                                     tune_epochs=config.tune_epochs * times),
                                       seed * 100 + k + offset)
                 maps[name] = tuned_maps(net, {ref: stage4[ref] for ref in by_ref})
+                if args.save_maps:  # read on the mirror image, mirrored back: test-time mirrors for the boxes
+                    mirrored[name] = {r.ref: tuned_scores(net, stage4[mirror_ref(r.ref)].features)[:, ::-1]
+                                      for r in test}
             for first, second in (("films", "mirrors"), ("mirrors", "mirrors'")):
                 if first in maps and second in maps:
                     maps[f"{first}+{second}"] = {ref: (maps[first][ref] + maps[second][ref]) / 2 for ref in by_ref}
@@ -145,7 +152,7 @@ def main() -> None:
                     row[f"films & {boxes}/auc"] = roc_auc(truth, both)
             rows.append(row)
             if args.save_maps:
-                save_fold(args.save_maps / f"seed{seed}-fold{k}.npz", maps, heads, frozen, train, test, cells,
+                save_fold(args.save_maps / f"seed{seed}-fold{k}.npz", maps, mirrored, heads, frozen, train, test, cells,
                           by_ref)
             print(f"seed {seed} fold {k} ({time.monotonic() - started:.0f} s): "
                   + ", ".join(f"{key} {value:.3f}" for key, value in row.items() if key not in ("seed", "fold")),

@@ -13,7 +13,9 @@ sensitivity at 1 false positive per image), and the boxes of `--boxes` rescored 
 film's verdict ("mirrors x2 ^ films w": a box's logit plus w times the held-out film's
 verdict under "films"), so that boxes in films the verdict calls normal rank lower, with
 the shipped box search and with box centres moved to the score-weighted centre of their
-3×3 cells ("centroid", `flipped_tuned_experiment.py`). It prints mean ± sd over the folds, and each
+3×3 cells ("centroid", `flipped_tuned_experiment.py`); where the fold kept the map's
+reading of the held-out films' mirror images, the boxes of the two readings averaged
+("mirrors x2 tta": test-time mirrors). It prints mean ± sd over the folds, and each
 variant's paired difference from `--baseline` with the folds it wins, ties and loses.
 """
 
@@ -32,6 +34,9 @@ from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import FUSED, box_detections, cell_boxes, film_asymmetry, other_film, spread
 
+TTA = "tta"
+"""Suffix of a map read on the film and on its mirror image (mirrored back), averaged: test-time mirrors."""
+
 
 def read_fold(path: Path) -> tuple[dict, dict, dict, list[str], list[str]]:
     """A saved fold: maps (name -> ref -> map), frozen scores (name -> ref -> value), their spreads, its split."""
@@ -40,13 +45,17 @@ def read_fold(path: Path) -> tuple[dict, dict, dict, list[str], list[str]]:
     with np.load(path) as stored:
         for key in stored.files:
             kind, _, rest = key.partition("/")
-            if kind in ("map", "score"):
-                name, _, ref = rest.rpartition("/")
-                target = maps if kind == "map" else scores
-                target.setdefault(name, {})[ref] = stored[key].astype(np.float32) if kind == "map" else float(
-                    stored[key])
+            name, _, ref = rest.rpartition("/")
+            if kind == "score":
+                scores.setdefault(name, {})[ref] = float(stored[key])
+            elif kind in ("map", "mirror"):  # a mirror image's reading: "NAME tta", the held-out films only
+                maps.setdefault(name if kind == "map" else f"{name} {TTA}", {})[ref] = stored[key].astype(np.float32)
         frozen = json.loads(str(stored["frozen"]))
-        return maps, scores, frozen, list(stored["train"]), list(stored["test"])
+        train, test = list(stored["train"]), list(stored["test"])
+    for name in [n for n in maps if n.endswith(TTA)]:  # the film's reading and its mirror image's, averaged
+        plain = maps[name.removesuffix(f" {TTA}")]
+        maps[name] = {ref: (plain[ref] + mirror) / 2 for ref, mirror in maps[name].items()}
+    return maps, scores, frozen, train, test
 
 
 def map_of(maps: dict, name: str) -> dict[str, np.ndarray]:
@@ -121,7 +130,7 @@ def main() -> None:
         maps, scores, frozen, train, test = read_fold(path)
         truth = np.array([by_ref[ref].label != "normal" for ref in test])
         row: dict = {"fold": path.stem}
-        names = list(maps)
+        names = [name for name in maps if not name.endswith(TTA)]
         for variant in variants(names):
             row[f"auc/{variant}"] = roc_auc(truth, verdict(variant, maps, scores, frozen, train, test, cells, by_ref))
         for name in [*names, *(f"{a} + {b}" for i, a in enumerate(names) for b in names[i + 1:])]:
@@ -130,7 +139,12 @@ def main() -> None:
         if args.boxes in maps:
             row[f"sens@1/{args.boxes} centroid"] = rescored_sensitivity(
                 maps[args.boxes], dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref, centroid_boxes)
-            for name in (args.baseline, "films & mirrors x2"):
+            tta = f"{args.boxes} {TTA}"
+            if tta in maps:
+                for search, label in ((cell_boxes, ""), (centroid_boxes, " centroid")):
+                    row[f"sens@1/{tta}{label}"] = rescored_sensitivity(
+                        maps[tta], dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref, search)
+            for name in dict.fromkeys((args.baseline, f"{args.baseline} & {args.boxes}")):
                 film_verdict = dict(zip(test, verdict(name, maps, scores, frozen, train, test, cells, by_ref),
                                         strict=True))
                 for weight in (0.25, 0.5, 1.0):
