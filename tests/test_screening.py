@@ -66,6 +66,23 @@ def test_boxes_sit_on_local_maxima_and_suppress_neighbours():
     assert [s for _, s in boxes] == sorted((s for _, s in boxes), reverse=True)
 
 
+def test_a_box_moves_towards_a_lesion_between_two_cells():
+    scores = np.zeros((12, 12))
+    scores[5, 5] = scores[5, 6] = 0.9
+    breast = np.ones_like(scores, bool)
+    (box, _), *_ = cell_boxes(scores, breast, 32)
+    (plain, _), *_ = cell_boxes(scores, breast, 32, peak_centres=False)
+    row, col = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    assert row == pytest.approx(5.5 * 32) and 5.5 * 32 < col < 6.5 * 32
+    assert (plain[1] + plain[3]) / 2 in (5.5 * 32, 6.5 * 32)  # a cell's own centre
+    assert box[2] - box[0] == box[3] - box[1] == plain[2] - plain[0] == 96
+    lone = np.zeros((12, 12))
+    lone[3, 7] = 0.5
+    (alone, score), *_ = cell_boxes(lone, breast, 32)
+    assert ((alone[0] + alone[2]) / 2, (alone[1] + alone[3]) / 2) == (3.5 * 32, 7.5 * 32)  # its own centre
+    assert score == pytest.approx(0.5 / 9)
+
+
 def test_the_cell_head_separates_what_is_separable():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 8))

@@ -38,26 +38,18 @@ from napari_mammo.models.screening import (
     fit_heads,
     fuse,
     other_film,
-    smooth_scores,
 )
 from napari_mammo.models.tuned_cells import fine_tune_cells, mirror_ref, tuned_maps, tuned_scores
 
 
 def centroid_boxes(scores, breast, stride: float):
-    """The shipped boxes with each centre moved to the score-weighted centre of its 3x3 cells."""
-    smoothed = smooth_scores(scores)
-    out = []
-    for box, score in cell_boxes(scores, breast, stride):
-        r, c = int((box[0] + box[2]) / 2 // stride), int((box[1] + box[3]) / 2 // stride)
-        r0, r1, c0, c1 = max(r - 1, 0), min(r + 2, scores.shape[0]), max(c - 1, 0), min(c + 2, scores.shape[1])
-        weights = smoothed[r0:r1, c0:c1] * breast[r0:r1, c0:c1]
-        rows, cols = np.mgrid[r0:r1, c0:c1]
-        total = max(float(weights.sum()), 1e-9)
-        centre_r = (float((weights * rows).sum()) / total + 0.5) * stride
-        centre_c = (float((weights * cols).sum()) / total + 0.5) * stride
-        half = (box[2] - box[0]) / 2
-        out.append(((centre_r - half, centre_c - half, centre_r + half, centre_c + half), score))
-    return out
+    """The boxes centred on the score-weighted centre of their 3x3 cells (the shipped search since session 9)."""
+    return cell_boxes(scores, breast, stride, peak_centres=True)
+
+
+def cell_centred_boxes(scores, breast, stride: float):
+    """The boxes centred on their cells (the shipped search when this experiment ran)."""
+    return cell_boxes(scores, breast, stride, peak_centres=False)
 
 
 def up2_boxes(scores, breast, stride: float):
@@ -65,10 +57,10 @@ def up2_boxes(scores, breast, stride: float):
     from scipy import ndimage
 
     up = ndimage.zoom(scores, 2, order=1, mode="nearest")
-    return cell_boxes(up, np.repeat(np.repeat(breast, 2, 0), 2, 1), stride / 2)
+    return cell_boxes(up, np.repeat(np.repeat(breast, 2, 0), 2, 1), stride / 2, peak_centres=False)
 
 
-SEARCHES = {"shipped": cell_boxes, "centroid": centroid_boxes, "up2": up2_boxes}
+SEARCHES = {"shipped": cell_centred_boxes, "centroid": centroid_boxes, "up2": up2_boxes}
 
 
 def readings(net, refs, stage4) -> dict[str, dict]:

@@ -26,13 +26,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from flipped_tuned_experiment import centroid_boxes  # tools/ is the script's folder
+from flipped_tuned_experiment import cell_centred_boxes, centroid_boxes  # tools/ is the script's folder
 
 from napari_mammo.evaluation.crossval import load_cells, mean_sd
 from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import FUSED, box_detections, cell_boxes, film_asymmetry, other_film, spread
+from napari_mammo.models.screening import FUSED, box_detections, film_asymmetry, other_film, spread
 
 TTA = "tta"
 """Suffix of a map read on the film and on its mirror image (mirrored back), averaged: test-time mirrors."""
@@ -90,7 +90,7 @@ def verdict(variant: str, maps: dict, scores: dict, frozen: dict, train: list[st
 
 
 def rescored_sensitivity(found: dict, film_verdict: dict[str, float], weight: float, test: list[str],
-                         cells: dict, by_ref: dict, search=cell_boxes) -> float:
+                         cells: dict, by_ref: dict, search=cell_centred_boxes) -> float:
     """Lesion sensitivity at 1 FP/image of a map's boxes whose logits are raised by `weight` × the film's verdict."""
     from scipy.special import expit, logit
 
@@ -141,14 +141,14 @@ def main() -> None:
                 maps[args.boxes], dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref, centroid_boxes)
             tta = f"{args.boxes} {TTA}"
             if tta in maps:
-                for search, label in ((cell_boxes, ""), (centroid_boxes, " centroid")):
+                for search, label in ((cell_centred_boxes, ""), (centroid_boxes, " centroid")):
                     row[f"sens@1/{tta}{label}"] = rescored_sensitivity(
                         maps[tta], dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref, search)
             for name in dict.fromkeys((args.baseline, f"{args.baseline} & {args.boxes}")):
                 film_verdict = dict(zip(test, verdict(name, maps, scores, frozen, train, test, cells, by_ref),
                                         strict=True))
                 for weight in (0.25, 0.5, 1.0):
-                    for search, label in ((cell_boxes, ""), (centroid_boxes, " centroid")):
+                    for search, label in ((cell_centred_boxes, ""), (centroid_boxes, " centroid")):
                         row[f"sens@1/{args.boxes}{label} ^ {name} {weight:g}"] = rescored_sensitivity(
                             maps[args.boxes], film_verdict, weight, test, cells, by_ref, search)
         rows.append(row)

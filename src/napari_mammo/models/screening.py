@@ -261,16 +261,31 @@ def image_score(scores: np.ndarray, breast: np.ndarray, top: int = 1) -> float:
     return float(np.sort(values)[-top:].mean())
 
 
-def cell_boxes(scores: np.ndarray, breast: np.ndarray, stride: float, limit: int = 20,
-               suppress_px: float = 64.0) -> list[tuple[tuple[float, float, float, float], float]]:
-    """Boxes (row_min, col_min, row_max, col_max) in 0.2 mm pixels at the cells' local maxima, best first.
+def peak_centre(weights: np.ndarray, row: int, col: int, stride: float) -> tuple[float, float]:
+    """The centre, in image pixels, of cell (row, col)'s 3×3 cells weighted by `weights` (the cell's own centre
+    when they sum to 0): a lesion between two cells gets its box between them."""
+    r0, c0 = max(row - 1, 0), max(col - 1, 0)
+    window = weights[r0:row + 2, c0:col + 2]
+    total = float(window.sum())
+    if total <= 0:
+        return (row + 0.5) * stride, (col + 0.5) * stride
+    rows, cols = np.mgrid[r0:r0 + window.shape[0], c0:c0 + window.shape[1]]
+    return (float((window * rows).sum()) / total + 0.5) * stride, (float((window * cols).sum()) / total + 0.5) * stride
 
-    A cell within `suppress_px` pixels (in rows and columns) of a kept one is dropped:
-    non-maximum suppression on the grid.
+
+def cell_boxes(scores: np.ndarray, breast: np.ndarray, stride: float, limit: int = 20, suppress_px: float = 64.0,
+               peak_centres: bool = True) -> list[tuple[tuple[float, float, float, float], float]]:
+    """Boxes (row_min, col_min, row_max, col_max) in 0.2 mm pixels around the cells' local maxima, best first.
+
+    The cells are ranked by their 3×3 mean (ties by their own score). A cell within
+    `suppress_px` pixels (in rows and columns) of a kept one is dropped: non-maximum
+    suppression on the grid. A kept cell's box is centred on the centre of its 3×3 cells
+    weighted by their means (`peak_centre`), or with `peak_centres` False on the cell's centre.
     """
     suppress = max(1, int(round(suppress_px / stride)))
-    smoothed = np.where(breast, smooth_scores(scores), -1.0)
-    order = np.argsort(smoothed, axis=None)[::-1]
+    inside = np.where(breast, smooth_scores(scores), 0.0)
+    smoothed = np.where(breast, inside, -1.0)
+    order = np.lexsort((np.ravel(scores), np.ravel(smoothed)))[::-1]
     kept: list[tuple[int, int]] = []
     boxes = []
     for flat in order:
@@ -280,7 +295,8 @@ def cell_boxes(scores: np.ndarray, breast: np.ndarray, stride: float, limit: int
         if any(abs(r - kr) <= suppress and abs(c - kc) <= suppress for kr, kc in kept):
             continue
         kept.append((int(r), int(c)))
-        centre_r, centre_c = (r + 0.5) * stride, (c + 0.5) * stride
+        centre_r, centre_c = (peak_centre(inside, int(r), int(c), stride) if peak_centres
+                              else ((r + 0.5) * stride, (c + 0.5) * stride))
         boxes.append(((centre_r - BOX_HALF, centre_c - BOX_HALF, centre_r + BOX_HALF, centre_c + BOX_HALF),
                       float(smoothed[r, c])))
     return boxes
