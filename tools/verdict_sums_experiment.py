@@ -16,7 +16,9 @@ the shipped box search and with box centres moved to the score-weighted centre o
 3×3 cells ("centroid", `flipped_tuned_experiment.py`); where the fold kept the map's
 reading of the held-out films' mirror images, the boxes of the two readings averaged
 ("mirrors x2 tta": test-time mirrors). It prints mean ± sd over the folds, and each
-variant's paired difference from `--baseline` with the folds it wins, ties and loses.
+variant's paired difference from `--baseline` with the folds it wins, ties and loses; with
+`--by-finding`, the baseline's AUC of each kind of finding (its first lesion's) against the
+normal films, per seed, on its ranks within each held-out fold.
 """
 
 from __future__ import annotations
@@ -120,15 +122,26 @@ def main() -> None:
     parser.add_argument("--maps", type=Path, required=True)
     parser.add_argument("--baseline", default="films", help="the variant the others are paired against")
     parser.add_argument("--boxes", default="mirrors x2", help="the boxes' map rescored by the verdict")
+    parser.add_argument("--by-finding", action="store_true",
+                        help="also the baseline's AUC of each finding against the normal films, per seed")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
     cells = load_cells(records)
-    rows = []
+    rows, findings = [], {}
     for path in sorted(args.maps.glob("seed*-fold*.npz")):
         maps, scores, frozen, train, test = read_fold(path)
         truth = np.array([by_ref[ref].label != "normal" for ref in test])
+        if args.by_finding:
+            from scipy.stats import rankdata
+
+            ranks = rankdata(verdict(args.baseline, maps, scores, frozen, train, test, cells, by_ref)) / len(test)
+            seed = path.stem.split("-")[0]
+            for ref, rank in zip(test, ranks, strict=True):
+                record = by_ref[ref]
+                finding = "normal" if record.label == "normal" else record.lesions[0].abnormality
+                findings.setdefault(seed, {}).setdefault(finding, []).append(rank)
         row: dict = {"fold": path.stem}
         names = [name for name in maps if not name.endswith(TTA)]
         for variant in variants(names):
@@ -154,14 +167,19 @@ def main() -> None:
         rows.append(row)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
+    for seed, ranks in findings.items():
+        normal = np.array(ranks.pop("normal"))
+        print(f"{args.baseline}, {seed}, AUC of each finding against the normal films: " + ", ".join(
+            f"{name} {roc_auc(np.r_[np.zeros(len(normal)), np.ones(len(r))], np.r_[normal, r]):.3f} ({len(r)})"
+            for name, r in sorted(ranks.items())))
     baseline = f"auc/{args.baseline}"
     print(f"{len(rows)} folds: {', '.join(r['fold'] for r in rows)}")
     print(f"| reading | mean ± sd | minus {args.baseline}: mean ± sd | folds better / equal / worse |")
     print("|---|---|---|---|")
-    for key in rows[0]:
+    for key in dict.fromkeys(key for row in rows for key in row):  # test-time mirrors: only the folds that kept them
         if key == "fold":
             continue
-        s = mean_sd([r[key] for r in rows])
+        s = mean_sd([r[key] for r in rows if key in r])
         paired = ""
         if key.startswith("auc/") and baseline in rows[0]:
             diff = np.array([r[key] - r[baseline] for r in rows])

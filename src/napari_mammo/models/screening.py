@@ -4,7 +4,7 @@ Each cell of the backbone's feature map (stride 32 at 0.2 mm pixels) is scored b
 logistic head trained lesion-aware: cells whose centre lies in a lesion circle are
 abnormal, the other breast cells of the training images normal. The image score is its
 most suspicious cell (after a 3×3 mean, so one noisy cell does not decide); boxes are the
-local maxima of the cell scores.
+local maxima of the cell scores, each centred on the score-weighted centre of its 3×3 cells.
 """
 
 from __future__ import annotations
