@@ -55,13 +55,14 @@ FITS = {"films": (False, 1, 0), "mirrors": (True, 1, 0), "mirrors'": (True, 1, 5
 """The maps it can fit: with mirror images or not, times the shipped epochs, and the offset of the random seed."""
 
 
-def asymmetries(maps, records, cells, by_ref) -> np.ndarray:
-    """Each film's tuned asymmetry under `maps` (0 without its other film)."""
+def asymmetries(maps, records, cells, by_ref, top: int = 1) -> np.ndarray:
+    """Each film's tuned asymmetry under `maps`, its image score the mean of its `top` cells (0 without its other
+    film)."""
     out = []
     for record in records:
         partner = other_film(record, by_ref)
         out.append(film_asymmetry(maps[record.ref], cells[record.ref], maps[partner.ref] if partner else None,
-                                  cells[partner.ref] if partner else None))
+                                  cells[partner.ref] if partner else None, top))
     return np.array(out)
 
 

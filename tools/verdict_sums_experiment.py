@@ -11,11 +11,9 @@ its top 3 cells instead of the top one; "films x2 + mirrors x2" (a plus) is the 
 the two maps averaged. It also scores each map's boxes and the averaged maps' boxes (lesion
 sensitivity at 1 false positive per image), and the boxes of `--boxes` rescored by the
 film's verdict ("mirrors x2 ^ films w": a box's logit plus w times the held-out film's
-verdict under "films"), so that boxes in films the verdict calls normal rank lower, with
-the shipped box search and with box centres moved to the score-weighted centre of their
-3×3 cells ("centroid", `flipped_tuned_experiment.py`); where the fold kept the map's
-reading of the held-out films' mirror images, the boxes of the two readings averaged
-("mirrors x2 tta": test-time mirrors). It prints mean ± sd over the folds, and each
+verdict under "films"), so that boxes in films the verdict calls normal rank lower (boxes
+at cell centres throughout; `box_search_experiment.py` compares box searches and
+test-time mirrors). It prints mean ± sd over the folds, and each
 variant's paired difference from `--baseline` with the folds it wins, ties and loses; with
 `--by-finding`, the baseline's AUC of each kind of finding (its first lesion's) against the
 normal films, per seed, on its ranks within each held-out fold.
@@ -28,13 +26,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from flipped_tuned_experiment import cell_centred_boxes, centroid_boxes  # tools/ is the script's folder
+from flipped_tuned_experiment import cell_centred_boxes  # tools/ is the script's folder
+from two_maps_experiment import asymmetries
 
 from napari_mammo.evaluation.crossval import load_cells, mean_sd
 from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import FUSED, box_detections, film_asymmetry, other_film, spread
+from napari_mammo.models.screening import FUSED, box_detections, spread
 
 TTA = "tta"
 """Suffix of a map read on the film and on its mirror image (mirrored back), averaged: test-time mirrors."""
@@ -66,16 +65,6 @@ def map_of(maps: dict, name: str) -> dict[str, np.ndarray]:
     return {ref: sum(maps[part][ref] for part in parts) / len(parts) for ref in maps[parts[0]]}
 
 
-def asymmetry(found: dict, refs: list[str], cells: dict, by_ref: dict, top: int) -> np.ndarray:
-    """Each film's asymmetry under a map (0 without its other film)."""
-    out = []
-    for ref in refs:
-        partner = other_film(by_ref[ref], by_ref)
-        out.append(film_asymmetry(found[ref], cells[ref], found[partner.ref] if partner else None,
-                                  cells[partner.ref] if partner else None, top))
-    return np.array(out)
-
-
 def verdict(variant: str, maps: dict, scores: dict, frozen: dict, train: list[str], test: list[str],
             cells: dict, by_ref: dict) -> np.ndarray:
     """The held-out films' verdict scores under a variant ("frozen", or maps joined by ' & ', '@K' for top K)."""
@@ -84,22 +73,24 @@ def verdict(variant: str, maps: dict, scores: dict, frozen: dict, train: list[st
     if variant == "frozen":
         return total
     name, _, top = variant.partition("@")
+    train_records, test_records = [by_ref[ref] for ref in train], [by_ref[ref] for ref in test]
     for part in name.split(" & "):
         found = map_of(maps, part)
-        mean, sd = spread(asymmetry(found, train, cells, by_ref, int(top or 1)))
-        total = total + (asymmetry(found, test, cells, by_ref, int(top or 1)) - mean) / sd
+        mean, sd = spread(asymmetries(found, train_records, cells, by_ref, int(top or 1)))
+        total = total + (asymmetries(found, test_records, cells, by_ref, int(top or 1)) - mean) / sd
     return total
 
 
 def rescored_sensitivity(found: dict, film_verdict: dict[str, float], weight: float, test: list[str],
-                         cells: dict, by_ref: dict, search=cell_centred_boxes) -> float:
-    """Lesion sensitivity at 1 FP/image of a map's boxes whose logits are raised by `weight` × the film's verdict."""
+                         cells: dict, by_ref: dict) -> float:
+    """Lesion sensitivity at 1 FP/image of a map's boxes (at cell centres, the search when this was measured) whose
+    logits are raised by `weight` × the film's verdict."""
     from scipy.special import expit, logit
 
     detections = []
     for ref in test:
         boxes = [(box, float(expit(logit(np.clip(score, 1e-6, 1 - 1e-6)) + weight * film_verdict[ref])))
-                 for box, score in search(found[ref], cells[ref].breast, cells[ref].stride)]
+                 for box, score in cell_centred_boxes(found[ref], cells[ref].breast, cells[ref].stride)]
         detections.append(box_detections(boxes))
     return sensitivity_at(froc(list(zip(detections, [by_ref[r] for r in test], strict=True))), 1)
 
@@ -150,20 +141,12 @@ def main() -> None:
             found = map_of(maps, name)
             row[f"sens@1/{name}"] = rescored_sensitivity(found, dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref)
         if args.boxes in maps:
-            row[f"sens@1/{args.boxes} centroid"] = rescored_sensitivity(
-                maps[args.boxes], dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref, centroid_boxes)
-            tta = f"{args.boxes} {TTA}"
-            if tta in maps:
-                for search, label in ((cell_centred_boxes, ""), (centroid_boxes, " centroid")):
-                    row[f"sens@1/{tta}{label}"] = rescored_sensitivity(
-                        maps[tta], dict.fromkeys(test, 0.0), 0.0, test, cells, by_ref, search)
             for name in dict.fromkeys((args.baseline, f"{args.baseline} & {args.boxes}")):
                 film_verdict = dict(zip(test, verdict(name, maps, scores, frozen, train, test, cells, by_ref),
                                         strict=True))
                 for weight in (0.25, 0.5, 1.0):
-                    for search, label in ((cell_centred_boxes, ""), (centroid_boxes, " centroid")):
-                        row[f"sens@1/{args.boxes}{label} ^ {name} {weight:g}"] = rescored_sensitivity(
-                            maps[args.boxes], film_verdict, weight, test, cells, by_ref, search)
+                    row[f"sens@1/{args.boxes} ^ {name} {weight:g}"] = rescored_sensitivity(
+                        maps[args.boxes], film_verdict, weight, test, cells, by_ref)
         rows.append(row)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
@@ -176,11 +159,10 @@ def main() -> None:
     print(f"{len(rows)} folds: {', '.join(r['fold'] for r in rows)}")
     print(f"| reading | mean ± sd | minus {args.baseline}: mean ± sd | folds better / equal / worse |")
     print("|---|---|---|---|")
-    for key in dict.fromkeys(key for row in rows for key in row):  # test-time mirrors: only the folds that kept them
+    for key in rows[0]:
         if key == "fold":
             continue
-        s = mean_sd([r[key] for r in rows if key in r])
-        paired = ""
+        s = mean_sd([r[key] for r in rows])
         if key.startswith("auc/") and baseline in rows[0]:
             diff = np.array([r[key] - r[baseline] for r in rows])
             d = mean_sd(list(diff))
