@@ -74,25 +74,56 @@ def test_mirror_images_train_beside_their_films(synthetic_folder):
         fine_tune_cells(records, plain_stage4, plain_cells, config)
 
 
-def test_screener_boxes_and_heatmap_come_from_the_tuned_map_as_fitted(screening_file, synthetic_folder):
+@pytest.mark.parametrize("mirrors", [False, True])
+def test_screener_boxes_and_heatmap_come_from_the_tuned_map_as_fitted(screening_file, synthetic_folder, tmp_path,
+                                                                      mirrors):
     from napari_mammo.data.preprocess import to_mias_scale
     from napari_mammo.io.images import read_image
     from napari_mammo.models.screener import Screener
+    from napari_mammo.models.tuned_cells import maps_both_ways
 
-    screener = Screener.load(screening_file)
-    assert screener.tuned is not None
+    screener = Screener.load(rewrite(screening_file, tmp_path, lambda state: None,
+                                     lambda metadata: metadata["config"].update(box_mirrors=mirrors)))
+    assert screener.tuned is not None and screener.config.box_mirrors == mirrors
     for ref in ("mdb005", "mdb006"):
         path = synthetic_folder / f"{ref}.pgm"
         result = screener.screen_file(path)
         record = next(r for r in read_folder(synthetic_folder) if r.ref == ref)
-        cells, stage4 = load_screening_features([record], screener.config)  # as the model was fitted
+        cells, stage4 = load_screening_features([record], screener.config)  # as cross-validation reads them
         expected = tuned_scores(screener.tuned, stage4[ref].features)
+        if mirrors:
+            expected = maps_both_ways(screener.tuned, stage4, {ref: expected})[ref]
         breast = cells[ref].breast
         np.testing.assert_allclose(result.heatmap, np.where(breast, expected, 0), atol=1e-5)
         boxes = cell_boxes(expected, breast, 32.0)  # a 0.2 mm image: no rescaling
         np.testing.assert_allclose([(*b, s) for b, s in result.boxes], [(*b, s) for b, s in boxes], atol=1e-5)
         assert to_mias_scale(read_image(path).pixels, None)[1] == pytest.approx((1.0, 1.0))
     assert read_image(synthetic_folder / "mdb006.pgm").pixels.max() < 255  # uint8 not spanning 0-255, as MIAS's
+
+
+def test_test_time_mirrors_average_the_film_and_its_mirror_image(screening_file, synthetic_folder, tmp_path):
+    from napari_mammo.io.images import read_image
+    from napari_mammo.models.screener import Screener
+    from napari_mammo.models.tuned_cells import mirror_pixels
+
+    def with_mirrors(on: bool) -> Screener:
+        (tmp_path / str(on)).mkdir()
+        return Screener.load(rewrite(screening_file, tmp_path / str(on), lambda state: None,
+                                     lambda metadata: metadata["config"].update(box_mirrors=on)))
+
+    plain, mirrored = with_mirrors(False), with_mirrors(True)
+    pixels = read_image(synthetic_folder / "mdb005.pgm").pixels[:, :250]  # not whole cells: padded, then mirrored
+    film, flipped = plain.screen(pixels), plain.screen(mirror_pixels(pixels))
+    events = []
+    both = mirrored.screen(pixels, progress=events.append)
+    assert [e["step"] for e in events] == [1, 2, 3]
+    back = flipped.heatmap[:, ::-1]
+    inside = (film.heatmap > 0) & (back > 0)  # each film's own breast
+    assert inside.sum() > 0.9 * (film.heatmap > 0).sum()
+    np.testing.assert_allclose(both.heatmap[inside], (film.heatmap + back)[inside] / 2, atol=1e-5)
+    assert not np.allclose(both.heatmap, film.heatmap, atol=1e-3)
+    assert both.boxes[0][1] != pytest.approx(film.boxes[0][1], abs=1e-4)
+    assert both.score == pytest.approx(film.score) and both.label == film.label  # the verdict reads the film alone
 
 
 def rewrite(screening_file, tmp_path, change, change_metadata=None) -> object:

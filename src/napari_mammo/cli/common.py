@@ -228,7 +228,7 @@ def tuning_options(args: argparse.Namespace) -> dict:
     """The ScreeningConfig fields the fine-tuning options set (those not given keep the config's defaults)."""
     given = {"tune_epochs": args.tune_epochs, "tune_steps": args.tune_steps, "tune_mirrors": args.tune_mirrors,
              "verdict_map": args.verdict_map, "verdict_tune_epochs": args.verdict_epochs,
-             "verdict_both_maps": args.verdict_both_maps}
+             "verdict_both_maps": args.verdict_both_maps, "box_mirrors": args.box_mirrors}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -253,3 +253,6 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verdict-both-maps", action=argparse.BooleanOptionalAction, default=None,
                         help="screening, with two maps: the verdict sums both maps' asymmetries instead of the "
                              "verdict map's alone (default: the verdict map's alone)")
+    parser.add_argument("--box-mirrors", action=argparse.BooleanOptionalAction, default=None,
+                        help="screening: read the boxes' tuned map on each film's mirror image too and average the "
+                             f"two (test-time mirrors; default {'on' if defaults.box_mirrors else 'off'})")

@@ -105,15 +105,18 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
 def tuned_fold_maps(train: Sequence[Mammogram], cells: dict[str, CellFeatures],
                     stage4: dict[str, CellFeatures] | None, by_ref: dict[str, Mammogram], config: ScreeningConfig,
                     seed: int, heads: ScreeningHeads) -> tuple[dict | None, dict[str, dict], dict | None]:
-    """A fold's tuned maps, fitted on `train` and summed into `heads`: the boxes' map (None without one), the
-    maps whose asymmetries are scored (score name -> map of every film), and with two maps the spreads that sum
-    both asymmetries (else None)."""
-    from napari_mammo.models.tuned_cells import fine_tune_cells, tuned_maps
+    """A fold's tuned maps, fitted on `train` and summed into `heads`: the boxes' map (None without one; with
+    `config.box_mirrors` read on each film and its mirror image), the maps whose asymmetries are scored (score
+    name -> map of every film), and with two maps the spreads that sum both asymmetries (else None)."""
+    from napari_mammo.models.tuned_cells import fine_tune_cells, maps_both_ways, tuned_maps
 
     if stage4 is None or config.tuned is None:
         return None, {}, None
-    maps = tuned_maps(fine_tune_cells(train, stage4, cells, config, seed), stage4)
-    summed = {TUNED_ASYMMETRY: maps}
+    net = fine_tune_cells(train, stage4, cells, config, seed)
+    maps = tuned_maps(net, stage4)
+    summed = {TUNED_ASYMMETRY: maps}  # the film's own reading, as the screener's asymmetries are
+    if config.box_mirrors:
+        maps = maps_both_ways(net, stage4, maps)
     if config.two_maps:
         films = fine_tune_cells(train, stage4, cells, config.verdict_fit, seed)
         summed[VERDICT_ASYMMETRY] = tuned_maps(films, stage4)
@@ -280,8 +283,8 @@ def load_feature_sets(records: Sequence[Mammogram], specs: Sequence[FeatureSpec]
 def load_screening_features(records: Sequence[Mammogram], config: ScreeningConfig, progress: Progress | None = None
                             ) -> tuple[dict[str, CellFeatures], dict[str, CellFeatures] | None]:
     """The features a screening model reads: its cells' layer, and stage 4 when it fine-tunes the tuned cell map
-    (with `config.tune_mirrors`, of the mirror images too)."""
+    (with `config.tune_mirrors` or `config.box_mirrors`, of the mirror images too)."""
     tuned = config.tuned
     sets = load_feature_sets(records, (config.features, tuned) if tuned else (config.features,), progress,
-                             mirrors=bool(tuned) and config.tune_mirrors)
+                             mirrors=bool(tuned) and (config.tune_mirrors or config.box_mirrors))
     return sets[0], sets[1] if tuned else None

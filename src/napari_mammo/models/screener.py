@@ -7,7 +7,8 @@ per image on held-out films). When the woman's other film is given, the left-min
 head and the difference of the two films' cell scores (and of their verdict map's or tuned
 map's scores, as the weights say) join the cell score; without it the single-film path
 runs and the result says so. The heatmap and the boxes come from the tuned cell map
-(`tuned_cells`) when the weights hold one, else from the cell head.
+(`tuned_cells`) when the weights hold one, else from the cell head; with the weights'
+`box_mirrors`, from that map read on the film and on its mirror image, averaged.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from napari_mammo.models.screening import (
     CellHead,
     ScreeningConfig,
     ScreeningHeads,
+    backbone_maps,
     box_detections,
     cell_boxes,
     cell_feature_set,
@@ -37,7 +39,14 @@ from napari_mammo.models.screening import (
     fuse,
     smooth_scores,
 )
-from napari_mammo.models.tuned_cells import VERDICT_PREFIX, tuned_net, tuned_scores, tuned_state
+from napari_mammo.models.tuned_cells import (
+    VERDICT_PREFIX,
+    both_ways,
+    mirror_pixels,
+    tuned_net,
+    tuned_scores,
+    tuned_state,
+)
 from napari_mammo.records import CLASS_NAMES, partner_of
 
 MODEL_NAME = "screening"
@@ -200,18 +209,26 @@ class Screener:
         return float(self.metadata["threshold" if both_breasts else "single_film_threshold"])
 
     def _cells(self, pixels: np.ndarray, spacing_mm, maps: Iterable[str] = ()
-               ) -> tuple[CellFeatures, dict[str, np.ndarray], np.ndarray]:
+               ) -> tuple[CellFeatures, dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Backbone cells of an image at 0.2 mm, its tuned maps named in `maps` (TUNED_SCORES) that the weights
-        hold, and its (row, column) resampling scale."""
+        hold, its (row, column) resampling scale, and its pixels at 0.2 mm."""
         model_pixels(pixels, "screen")  # refuses what cannot be screened
         # the raw pixels, as the heads were fitted on (`load_feature_sets`): a uint8 film is scaled by /255 and
         # not stretched to its own range, which [0, 1] pixels would be again in `cell_feature_set`
         scaled, scale = to_mias_scale(np.asarray(pixels), spacing_mm)
         wanted = [key for key in maps if key in self._tensors]
         if not wanted:
-            return cell_features(self.backbone, scaled, None, self.config.features), {}, scale
+            return cell_features(self.backbone, scaled, None, self.config.features), {}, scale, scaled
         cells, stage4 = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
-        return cells, {key: tuned_scores(self.tuned_map(key), stage4.features) for key in wanted}, scale
+        return cells, {key: tuned_scores(self.tuned_map(key), stage4.features) for key in wanted}, scale, scaled
+
+    def boxes_map(self, found: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        """The boxes' tuned map of a film (`found`, read on its 0.2 mm pixels `scaled`); with the weights'
+        `box_mirrors`, averaged with the map read on the film's mirror image (stage 4 only: no breast mask)."""
+        if not self.config.box_mirrors:
+            return found
+        mirrored = backbone_maps(self.backbone, mirror_pixels(scaled), (self.config.tuned,))["stage4"]
+        return both_ways(found, self.tuned, mirrored)
 
     def iter_screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                     other: tuple[np.ndarray, tuple[float, float] | None] | None = None):
@@ -221,21 +238,28 @@ class Screener:
         the mean features of the two breasts and their most suspicious cells are compared, so
         the films need no alignment; `check_partner` refuses one of another size.
         """
-        steps = 3 if other is not None else 2
         both = other is not None
         summed = [key for key in TUNED_SCORES if key in self.heads.standardise] if both else []
-        cells, maps, (scale_r, scale_c) = self._cells(pixels, spacing_mm, {TUNED_ASYMMETRY, *summed})
-        yield progress_event("screening", 1, steps)
+        cells, maps, (scale_r, scale_c), scaled = self._cells(pixels, spacing_mm, {TUNED_ASYMMETRY, *summed})
+        mirrored = self.config.box_mirrors and TUNED_ASYMMETRY in maps
+        steps, done = 2 + both + mirrored, 1
+        yield progress_event("screening", done, steps)
+        # the tuned map, where there is one, says where to look
+        where = self.boxes_map(maps[TUNED_ASYMMETRY], scaled) if TUNED_ASYMMETRY in maps else None
+        if mirrored:
+            done += 1
+            yield progress_event("screening", done, steps)
         partner, partner_maps = None, {}
         if both:
             if np.array_equal(np.asarray(other[0]), np.asarray(pixels)):
                 raise OtherFilmError("the other film holds the same pixels as this one; it must be the woman's "
                                      "other breast (or none)")
             try:
-                partner, partner_maps, _ = self._cells(*other, summed)
+                partner, partner_maps, _, _ = self._cells(*other, summed)
             except ValueError as err:
                 raise OtherFilmError(f"the other film: {err}") from None
-            yield progress_event("screening", 2, steps)
+            done += 1
+            yield progress_event("screening", done, steps)
         values, scores = self.heads.film_scores(cells, partner, {key: (maps[key], partner_maps[key]) for key in summed})
         calibration = self.metadata["calibration"]
         if both:
@@ -249,7 +273,7 @@ class Screener:
         label = "normal" if p_abnormal < self.threshold(both) else ("malignant" if p_malignant >= 0.5 else "benign")
         patches, label_image, patch_image = self._patches(np.asarray(pixels).shape, smooth_scores(scores), severity,
                                                           cells, (scale_r, scale_c))
-        where = maps.get(TUNED_ASYMMETRY, scores)  # the tuned map, where there is one, says where to look
+        where = scores if where is None else where
         boxes = [((b[0] / scale_r, b[1] / scale_c, b[2] / scale_r, b[3] / scale_c), s)
                  for b, s in cell_boxes(where, cells.breast, cells.stride)]
         yield progress_event("screening", steps, steps)

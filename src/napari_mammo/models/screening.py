@@ -84,6 +84,9 @@ class ScreeningConfig:
     verdict_both_maps: bool = False
     """With two maps, the verdict sums both maps' asymmetries instead of the verdict map's alone (cross-validation
     reports that sum as "fused_both_maps" either way)."""
+    box_mirrors: bool = False
+    """Test-time mirrors: the boxes and heatmap come from the boxes' map read on the film and on its mirror image
+    (mirrored back), averaged. Asymmetries keep the film's own reading, so the other film is read once."""
 
     def __post_init__(self) -> None:
         """Refuse a verdict map of no epochs before any feature is computed."""
@@ -134,7 +137,6 @@ def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
                      specs: Sequence[FeatureSpec]) -> list[CellFeatures]:
     """Features of several layers of a 0.2 mm image (one backbone and zoom), those not cached from one pass."""
     from napari_mammo.io.atomic import atomic_write_bytes
-    from napari_mammo.models.backbone import feature_maps
 
     if len({(spec.backbone, spec.zoom) for spec in specs}) != 1:
         raise ValueError("one feature set is read with one backbone at one zoom")
@@ -148,15 +150,9 @@ def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
     missing = [spec for spec in specs if spec not in found]
     if missing:
         mask = breast_mask(pixels)  # once for every layer: it costs a third of the backbone's pass
-        grey = normalise(pixels)
-        if missing[0].zoom != 1:
-            from skimage.transform import rescale
-
-            zoom = missing[0].zoom
-            grey = rescale(grey, zoom, order=1, anti_aliasing=zoom < 1, preserve_range=True)
-        maps = feature_maps(model, grey, tuple(spec.layer for spec in missing))
+        maps = backbone_maps(model, pixels, missing)
         for spec in missing:
-            features = maps[spec.layer].astype(np.float16)
+            features = maps[spec.layer]
             found[spec] = CellFeatures(features, cell_breast(mask, features.shape[1:], spec.stride), spec.stride)
             if paths[spec] is not None:
                 import io
@@ -166,6 +162,20 @@ def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
                 paths[spec].parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(paths[spec], buffer.getvalue())
     return [found[spec] for spec in specs]
+
+
+def backbone_maps(model, pixels: np.ndarray, specs: Sequence[FeatureSpec]) -> dict[str, np.ndarray]:
+    """The layers of `specs` (one zoom) of a 0.2 mm image from one backbone pass, as float16 as they are cached."""
+    from napari_mammo.models.backbone import feature_maps
+
+    grey = normalise(pixels)
+    if specs[0].zoom != 1:
+        from skimage.transform import rescale
+
+        zoom = specs[0].zoom
+        grey = rescale(grey, zoom, order=1, anti_aliasing=zoom < 1, preserve_range=True)
+    maps = feature_maps(model, grey, tuple(spec.layer for spec in specs))
+    return {layer: values.astype(np.float16) for layer, values in maps.items()}
 
 
 def file_key(path: str | Path) -> str:

@@ -71,6 +71,21 @@ def tuned_maps(net, stage4: dict[str, CellFeatures]) -> dict[str, np.ndarray]:
     return {ref: tuned_scores(net, found.features) for ref, found in stage4.items() if not is_mirror(ref)}
 
 
+def maps_both_ways(net, stage4: dict[str, CellFeatures], maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each film's tuned map (`tuned_maps`) averaged with its mirror image's reading (`both_ways`)."""
+    missing = [ref for ref in maps if mirror_ref(ref) not in stage4]
+    if missing:
+        raise ValueError(f"test-time mirrors need the mirror images' features (load_screening_features); "
+                         f"{len(missing)} missing, first {missing[0]}")
+    return {ref: both_ways(found, net, stage4[mirror_ref(ref)].features) for ref, found in maps.items()}
+
+
+def both_ways(scores: np.ndarray, net, mirror_stage4: np.ndarray) -> np.ndarray:
+    """A film's tuned map averaged with the map read on its mirror image's stage-4 features, mirrored back:
+    test-time mirrors (`ScreeningConfig.box_mirrors`)."""
+    return (scores + tuned_scores(net, mirror_stage4)[:, ::-1]) / 2
+
+
 MIRROR = "~mirror"
 """Suffix of a mirror image's reference in the feature dictionaries (`ScreeningConfig.tune_mirrors`)."""
 
@@ -89,7 +104,8 @@ def mirror_pixels(pixels: np.ndarray, stride: int = 32) -> np.ndarray:
     """A 0.2 mm film padded on the right to whole 32-pixel cells, then mirrored left-right: its cell grid is
     the film's grid mirrored, cell for cell."""
     width = -(-pixels.shape[1] // stride) * stride
-    padded = np.zeros((pixels.shape[0], width), pixels.dtype)
+    # black padding: `normalise` takes uint8 as /255 and other films by their own range
+    padded = np.full((pixels.shape[0], width), 0 if pixels.dtype == np.uint8 else pixels.min(), pixels.dtype)
     padded[:, :pixels.shape[1]] = pixels
     return np.ascontiguousarray(padded[:, ::-1])
 
