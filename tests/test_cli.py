@@ -71,6 +71,18 @@ def test_bench_report_structure():
     assert "Screening" in format_screening_report(screening)
 
 
+def test_bench_of_weights_that_cannot_load_is_one_line(tmp_path, capsys):
+    import pickle
+
+    from napari_mammo import MammoInputError
+
+    error = pickle.loads(pickle.dumps(MammoInputError(tmp_path / "w.safetensors", "damaged")))
+    assert (error.path, error.problem) == (tmp_path / "w.safetensors", "damaged")
+    assert main(["bench", "screening", "--weights", str(tmp_path / "missing.safetensors"), "--repeats", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.safetensors" in err
+
+
 def test_review_prints_the_folder_by_suspicion_with_plots(synthetic_folder, detector_file, tmp_path, capsys):
     plot = tmp_path / "review.png"
     args = ["review", "--data", str(synthetic_folder), "--model", "poster", "--split", "all", "--detector-weights",

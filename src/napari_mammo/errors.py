@@ -12,3 +12,7 @@ class MammoInputError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        """Pickle by path and problem, so the error crosses from a benchmark's spawned process intact."""
+        return type(self), (self.path, self.problem)

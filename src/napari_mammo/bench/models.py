@@ -93,15 +93,16 @@ def bench_detector(threads: int = 2, repeats: int = 10) -> dict:
     return {"threads": threads, **result, "target_seconds": 0.5}
 
 
-def _measure_screening(threads: int, repeats: int) -> dict:
-    """Median time to screen one synthetic 1024×1024 mammogram with and without its other film, here."""
+def _measure_screening(threads: int, repeats: int, weights: str | None = None) -> dict:
+    """Median time to screen one synthetic 1024×1024 mammogram with and without its other film, here, with the
+    screening weights at `weights` (the shipped ones when None)."""
     import torch
 
     from napari_mammo.io.synthetic import synthetic_mammogram
     from napari_mammo.models.screener import Screener
 
     torch.set_num_threads(threads)
-    screener = Screener.load()
+    screener = Screener.load(weights)
     pixels, _ = synthetic_mammogram(seed=2, label="malignant")
     other, _ = synthetic_mammogram(seed=3, label="normal")
     screener.screen(pixels, (0.2, 0.2))  # loads the backbone
@@ -116,11 +117,11 @@ def _measure_screening(threads: int, repeats: int) -> dict:
     return {**out, "runs": repeats, "peak_rss_mb": peak_rss_mb()}
 
 
-def bench_screening(threads: int = 2, repeats: int = 5) -> dict:
+def bench_screening(threads: int = 2, repeats: int = 5, weights: str | None = None) -> dict:
     """Screening time per 1024×1024 image (median; one film, and with the other film), in a fresh process."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        result = pool.apply(_measure_screening, (threads, repeats))
+        result = pool.apply(_measure_screening, (threads, repeats, weights))
     return {"threads": threads, **result, "target_seconds": 2.0}
 
 

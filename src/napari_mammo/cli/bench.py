@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model in ("idbll", "all"):
         report["detector"] = bench_detector(threads=args.threads, repeats=max(args.repeats, 5))
     if args.model in ("screening", "all"):
-        report["screening"] = bench_screening(threads=args.threads, repeats=args.repeats)
+        report["screening"] = bench_screening(threads=args.threads, repeats=args.repeats, weights=args.weights)
     if args.model == "napari" and not has_display():
         raise ValueError("bench napari needs a display (napari draws with OpenGL); run it as "
                          "`xvfb-run -a napari-mammo bench napari`")
@@ -67,5 +67,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
                             "detecting one 1024x1024 image (needs a display: use xvfb-run -a on a server)")
     bench.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median)")
+    bench.add_argument("--weights", help="screening weights to time (default: the shipped ones)")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return bench
