@@ -84,7 +84,7 @@ class ScreeningConfig:
     verdict_both_maps: bool = False
     """With two maps, the verdict sums both maps' asymmetries instead of the verdict map's alone (cross-validation
     reports that sum as "fused_both_maps" either way)."""
-    box_mirrors: bool = False
+    box_mirrors: bool = True
     """Test-time mirrors: the boxes and heatmap come from the boxes' map read on the film and on its mirror image
     (mirrored back), averaged. Asymmetries keep the film's own reading, so the other film is read once."""
 
