@@ -67,7 +67,7 @@ def test_bench_report_structure():
     from napari_mammo.bench.models import bench_screening, format_screening_report
 
     screening = bench_screening(threads=1, repeats=1)
-    assert 0 < screening["one_film"] and 0 < screening["both_films"]
+    assert 0 < screening["one_film"] and 0 < screening["both_films"] and 0 < screening["pair_per_film"]
     assert "Screening" in format_screening_report(screening)
 
 

@@ -154,6 +154,35 @@ def test_screener_classifies_with_and_without_the_other_film(screening_file, syn
     json.dumps(alone.to_json(str(path)), allow_nan=False)
 
 
+def test_a_womans_two_films_run_the_backbone_once_each(screening_file, synthetic_folder, monkeypatch):
+    import napari_mammo.models.screener as screener_module
+    from napari_mammo.io.images import read_image
+    from napari_mammo.models.screener import Screener
+
+    passes = []
+    real = screener_module.cell_feature_set
+    monkeypatch.setattr(screener_module, "cell_feature_set", lambda *args: passes.append(1) or real(*args))
+    left, right = (read_image(synthetic_folder / f"{ref}.pgm").pixels for ref in ("mdb005", "mdb006"))
+    screener = Screener.load(screening_file)
+    screener.screen(left, None, (right, None))
+    second = screener.screen(right, None, (left, None))
+    again = screener.screen(right)  # the same film detected after it was classified
+    assert len(passes) == 2
+    expected = Screener.load(screening_file).screen(right, None, (left, None))
+    assert len(passes) == 4
+    for result in (second, again):
+        np.testing.assert_array_equal(result.heatmap, expected.heatmap)
+        assert result.boxes == expected.boxes
+    assert second.score == expected.score and second.probabilities == expected.probabilities
+    changed = right.copy()
+    changed[0, 0] ^= 1  # one pixel changed: another film
+    screener.screen(changed)
+    assert len(passes) == 5
+    screener.forget_films()
+    screener.screen(right)
+    assert len(passes) == 6
+
+
 @pytest.mark.parametrize("problem", ["nan", "threshold", "box threshold"])
 def test_screener_refuses_broken_weights(screening_file, tmp_path, problem):
     from napari_mammo import MammoInputError

@@ -13,6 +13,8 @@ runs and the result says so. The heatmap and the boxes come from the tuned cell 
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,23 @@ def box_threshold(metadata: dict) -> float:
     return float((metadata.get("box_operating_point") or {}).get("threshold", BOX_THRESHOLD))
 
 
+KEPT_FILMS = 2
+"""How many films' backbone features a Screener keeps: a woman's two, screened one after the other."""
+
+
+@dataclass
+class FilmFeatures:
+    """One film's backbone features: its cells, its stage-4 features (None when not read), its (row, column)
+    resampling scale, its pixels at 0.2 mm and its boxes' map read both ways."""
+
+    cells: CellFeatures
+    stage4: np.ndarray | None
+    scale: np.ndarray
+    scaled: np.ndarray
+    boxes: np.ndarray | None = None
+    """The boxes' map read both ways (`Screener.boxes_map`), once it has been."""
+
+
 class OtherFilmError(ValueError):
     """The woman's other film cannot be used: the image itself, or one the backbone cannot take."""
 
@@ -135,6 +154,8 @@ class Screener:
         self._tensors = {key: tensors for key, tensors in zip(TUNED_SCORES, (tuned, verdict), strict=True)
                          if tensors is not None}
         self._nets: dict = {}
+        self._films: dict[tuple, FilmFeatures] = {}  # the last KEPT_FILMS films' features, oldest first
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Screener:
@@ -208,27 +229,53 @@ class Screener:
         """The verdict's operating point on the calibrated abnormality probability, with or without the other film."""
         return float(self.metadata["threshold" if both_breasts else "single_film_threshold"])
 
-    def _cells(self, pixels: np.ndarray, spacing_mm, maps: Iterable[str] = ()
-               ) -> tuple[CellFeatures, dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Backbone cells of an image at 0.2 mm, its tuned maps named in `maps` (TUNED_SCORES) that the weights
-        hold, its (row, column) resampling scale, and its pixels at 0.2 mm."""
+    def _maps(self, film: FilmFeatures, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        """A film's tuned maps named in `keys` (TUNED_SCORES) that the weights hold."""
+        return {key: tuned_scores(self.tuned_map(key), film.stage4) for key in keys if key in self._tensors}
+
+    def _film(self, pixels: np.ndarray, spacing_mm, keys: Iterable[str] = ()) -> FilmFeatures:
+        """A film's backbone features (with stage 4 when a tuned map in `keys` is held), kept for the next
+        screening: a woman's two films screened one after the other, each with the other, or one film classified
+        and then detected, run the backbone once a film."""
         model_pixels(pixels, "screen")  # refuses what cannot be screened
+        pixels = np.asarray(pixels)
+        stage4 = any(key in self._tensors for key in keys)
+        key = (hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest(),
+               pixels.shape, str(pixels.dtype), tuple(spacing_mm) if spacing_mm else None)
+        with self._lock:
+            film = self._films.pop(key, None)
+            if film is not None and (film.stage4 is not None or not stage4):
+                self._films[key] = film  # now the newest
+                return film
         # the raw pixels, as the heads were fitted on (`load_feature_sets`): a uint8 film is scaled by /255 and
         # not stretched to its own range, which [0, 1] pixels would be again in `cell_feature_set`
-        scaled, scale = to_mias_scale(np.asarray(pixels), spacing_mm)
-        wanted = [key for key in maps if key in self._tensors]
-        if not wanted:
-            return cell_features(self.backbone, scaled, None, self.config.features), {}, scale, scaled
-        cells, stage4 = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
-        return cells, {key: tuned_scores(self.tuned_map(key), stage4.features) for key in wanted}, scale, scaled
+        scaled, scale = to_mias_scale(pixels, spacing_mm)
+        scaled = np.array(scaled)  # kept: a copy the caller cannot change
+        if stage4:
+            cells, tuned = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
+            film = FilmFeatures(cells, tuned.features, scale, scaled)
+        else:
+            film = FilmFeatures(cell_features(self.backbone, scaled, None, self.config.features), None, scale, scaled)
+        with self._lock:
+            self._films[key] = film
+            while len(self._films) > KEPT_FILMS:
+                self._films.pop(next(iter(self._films)))
+        return film
 
-    def boxes_map(self, found: np.ndarray, scaled: np.ndarray) -> np.ndarray:
-        """The boxes' tuned map of a film (`found`, read on its 0.2 mm pixels `scaled`); with the weights'
-        `box_mirrors`, averaged with the map read on the film's mirror image (stage 4 only: no breast mask)."""
+    def forget_films(self) -> None:
+        """Drop the kept features of the last films (`_film`), so the next screening reads its films afresh."""
+        with self._lock:
+            self._films.clear()
+
+    def boxes_map(self, film: FilmFeatures, found: np.ndarray) -> np.ndarray:
+        """The boxes' tuned map of a film (`found`: its own reading); with the weights' `box_mirrors`, averaged
+        with the map read on the film's mirror image (stage 4 only: no breast mask), kept with the film."""
         if not self.config.box_mirrors:
             return found
-        mirrored = backbone_maps(self.backbone, mirror_pixels(scaled), (self.config.tuned,))["stage4"]
-        return both_ways(found, self.tuned, mirrored)
+        if film.boxes is None:
+            mirrored = backbone_maps(self.backbone, mirror_pixels(film.scaled), (self.config.tuned,))["stage4"]
+            film.boxes = both_ways(found, self.tuned, mirrored)
+        return film.boxes
 
     def iter_screen(self, pixels: np.ndarray, spacing_mm: tuple[float, float] | None = None,
                     other: tuple[np.ndarray, tuple[float, float] | None] | None = None):
@@ -240,12 +287,14 @@ class Screener:
         """
         both = other is not None
         summed = [key for key in TUNED_SCORES if key in self.heads.standardise] if both else []
-        cells, maps, (scale_r, scale_c), scaled = self._cells(pixels, spacing_mm, {TUNED_ASYMMETRY, *summed})
+        film = self._film(pixels, spacing_mm, {TUNED_ASYMMETRY, *summed})
+        cells, (scale_r, scale_c) = film.cells, film.scale
+        maps = self._maps(film, {TUNED_ASYMMETRY, *summed})
         mirrored = self.config.box_mirrors and TUNED_ASYMMETRY in maps
         steps, done = 2 + both + mirrored, 1
         yield progress_event("screening", done, steps)
         # the tuned map, where there is one, says where to look
-        where = self.boxes_map(maps[TUNED_ASYMMETRY], scaled) if TUNED_ASYMMETRY in maps else None
+        where = self.boxes_map(film, maps[TUNED_ASYMMETRY]) if TUNED_ASYMMETRY in maps else None
         if mirrored:
             done += 1
             yield progress_event("screening", done, steps)
@@ -255,7 +304,8 @@ class Screener:
                 raise OtherFilmError("the other film holds the same pixels as this one; it must be the woman's "
                                      "other breast (or none)")
             try:
-                partner, partner_maps, _, _ = self._cells(*other, summed)
+                partner_film = self._film(*other, summed)
+                partner, partner_maps = partner_film.cells, self._maps(partner_film, summed)
             except ValueError as err:
                 raise OtherFilmError(f"the other film: {err}") from None
             done += 1
