@@ -160,8 +160,8 @@ def test_a_womans_two_films_run_the_backbone_once_each(screening_file, synthetic
     from napari_mammo.models.screener import Screener
 
     passes = []
-    real = screener_module.cell_feature_set
-    monkeypatch.setattr(screener_module, "cell_feature_set", lambda *args: passes.append(1) or real(*args))
+    real = screener_module.film_features
+    monkeypatch.setattr(screener_module, "film_features", lambda *args: passes.append(1) or real(*args))
     left, right = (read_image(synthetic_folder / f"{ref}.pgm").pixels for ref in ("mdb005", "mdb006"))
     screener = Screener.load(screening_file)
     screener.screen(left, None, (right, None))

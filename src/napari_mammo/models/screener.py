@@ -36,8 +36,7 @@ from napari_mammo.models.screening import (
     backbone_maps,
     box_detections,
     cell_boxes,
-    cell_feature_set,
-    cell_features,
+    film_features,
     fuse,
     smooth_scores,
 )
@@ -248,14 +247,12 @@ class Screener:
                 self._films[key] = film  # now the newest
                 return film
         # the raw pixels, as the heads were fitted on (`load_feature_sets`): a uint8 film is scaled by /255 and
-        # not stretched to its own range, which [0, 1] pixels would be again in `cell_feature_set`
+        # not stretched to its own range, which [0, 1] pixels would be again in `backbone_maps`
         scaled, scale = to_mias_scale(pixels, spacing_mm)
         scaled = np.array(scaled)  # kept: a copy the caller cannot change
-        if stage4:
-            cells, tuned = cell_feature_set(self.backbone, scaled, None, (self.config.features, self.config.tuned))
-            film = FilmFeatures(cells, tuned.features, scale, scaled)
-        else:
-            film = FilmFeatures(cell_features(self.backbone, scaled, None, self.config.features), None, scale, scaled)
+        tuned = self.config.tuned if stage4 else None
+        cells, maps = film_features(self.backbone, scaled, self.config.features, (tuned,) if tuned else ())
+        film = FilmFeatures(cells, maps[tuned.layer] if tuned else None, scale, scaled)
         with self._lock:
             self._films[key] = film
             while len(self._films) > KEPT_FILMS:

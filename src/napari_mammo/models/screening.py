@@ -127,10 +127,13 @@ def cache_folder(backbone: str = "lite0") -> Path:
     return Path(root, "features", architecture_of(backbone))
 
 
-def cell_features(model, pixels: np.ndarray, cache_key: str | None = None,
-                  spec: FeatureSpec | None = None) -> CellFeatures:
-    """Backbone features of a 0.2 mm image, read from the cache when `cache_key` (a file hash) is there."""
-    return cell_feature_set(model, pixels, cache_key, (spec or FeatureSpec(),))[0]
+def film_features(model, pixels: np.ndarray, spec: FeatureSpec, extra: Sequence[FeatureSpec] = ()
+                  ) -> tuple[CellFeatures, dict[str, np.ndarray]]:
+    """A 0.2 mm film's cells of `spec` (features and breast cells, as `cell_feature_set` gives them) and, from the
+    same pass, the bare features of the layers of `extra`, whose breast cells nothing reads (the tuned maps')."""
+    maps = backbone_maps(model, pixels, (spec, *extra))
+    features = maps[spec.layer]
+    return CellFeatures(features, cell_breast(breast_mask(pixels), features.shape[1:], spec.stride), spec.stride), maps
 
 
 def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
