@@ -57,7 +57,7 @@ def test_mirror_images_train_beside_their_films(synthetic_folder):
     from napari_mammo.io.images import read_image
     from napari_mammo.models.backbone import load_backbone
     from napari_mammo.models.screening import cell_feature_set
-    from napari_mammo.models.tuned_cells import mirror_pixels, mirror_ref, tuned_maps
+    from napari_mammo.models.tuned_cells import maps_both_ways, mirror_pixels, mirror_ref, tuned_maps
 
     records = read_folder(synthetic_folder)
     config = ScreeningConfig(tune_epochs=1, tune_steps=40, tune_batch=8, tune_mirrors=True)
@@ -69,9 +69,15 @@ def test_mirror_images_train_beside_their_films(synthetic_folder):
     net = fine_tune_cells(records, stage4, cells, config)
     assert lesion_cell_auc(net, records, cells, stage4) > 0.9
     assert set(tuned_maps(net, stage4)) == {r.ref for r in records}  # the films' maps, not the mirrors'
-    plain_cells, plain_stage4 = load_screening_features(records, ScreeningConfig(tune_mirrors=False))
+    plain_cells, plain_stage4 = load_screening_features(records, ScreeningConfig(tune_mirrors=False,
+                                                                                 box_mirrors=False))
+    assert set(plain_stage4) == {r.ref for r in records}
     with pytest.raises(ValueError, match="tune_mirrors needs the mirror images' features"):
         fine_tune_cells(records, plain_stage4, plain_cells, config)
+    with pytest.raises(ValueError, match="test-time mirrors need the mirror images' features"):
+        maps_both_ways(net, plain_stage4, tuned_maps(net, plain_stage4))
+    # test-time mirrors alone also read the mirror images
+    assert set(load_screening_features(records, ScreeningConfig(tune_mirrors=False))[1]) == set(stage4)
 
 
 @pytest.mark.parametrize("mirrors", [False, True])
