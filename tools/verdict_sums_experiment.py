@@ -8,15 +8,16 @@ map is fitted here. A variant is the frozen heads' fused score plus the standard
 asymmetries of one or more maps ("films & mirrors x2"), each standardised by its spread on
 the fold's training films, as the shipped verdict is; "@3" reads each map's image score as
 its top 3 cells instead of the top one; "films x2 + mirrors x2" (a plus) is the asymmetry of
-the two maps averaged. It also scores each map's boxes and the averaged maps' boxes (lesion
-sensitivity at 1 false positive per image), and the boxes of `--boxes` rescored by the
-film's verdict ("mirrors x2 ^ films w": a box's logit plus w times the held-out film's
-verdict under "films"), so that boxes in films the verdict calls normal rank lower (boxes
-at cell centres throughout; `box_search_experiment.py` compares box searches and
-test-time mirrors). It prints mean ± sd over the folds, and each
-variant's paired difference from `--baseline` with the folds it wins, ties and loses; with
-`--by-finding`, the baseline's AUC of each kind of finding (its first lesion's) against the
-normal films, per seed, on its ranks within each held-out fold.
+the two maps averaged; "films & films own" sums a map's own image score (its most suspicious
+cell, no other film needed) instead of its asymmetry. It also scores each map's boxes and
+the averaged maps' boxes (lesion sensitivity at 1 false positive per image), and the boxes
+of `--boxes` rescored by the film's verdict ("mirrors x2 ^ films w": a box's logit plus w
+times the held-out film's verdict under "films"), so that boxes in films the verdict calls
+normal rank lower (boxes at cell centres throughout; `box_search_experiment.py` compares box
+searches and test-time mirrors). It prints mean ± sd over the folds, and each variant's
+paired difference from `--baseline` with the folds it wins, ties and loses; with
+`--by-finding`, the baseline's AUC of each kind of finding (its first lesion's) against the normal
+films, per seed, on its ranks within each held-out fold.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from napari_mammo.evaluation.crossval import load_cells, mean_sd
 from napari_mammo.evaluation.detector import froc, sensitivity_at
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import FUSED, box_detections, spread
+from napari_mammo.models.screening import FUSED, box_detections, image_score, spread
 
 TTA = "tta"
 """Suffix of a map read on the film and on its mirror image (mirrored back), averaged: test-time mirrors."""
@@ -75,10 +76,20 @@ def verdict(variant: str, maps: dict, scores: dict, frozen: dict, train: list[st
     name, _, top = variant.partition("@")
     train_records, test_records = [by_ref[ref] for ref in train], [by_ref[ref] for ref in test]
     for part in name.split(" & "):
-        found = map_of(maps, part)
-        mean, sd = spread(asymmetries(found, train_records, cells, by_ref, int(top or 1)))
-        total = total + (asymmetries(found, test_records, cells, by_ref, int(top or 1)) - mean) / sd
+        reading = own_scores if part.endswith(OWN) else asymmetries
+        found = map_of(maps, part.removesuffix(OWN))
+        mean, sd = spread(reading(found, train_records, cells, by_ref, int(top or 1)))
+        total = total + (reading(found, test_records, cells, by_ref, int(top or 1)) - mean) / sd
     return total
+
+
+OWN = " own"
+"""Suffix of a map summed by its own image score (its most suspicious cells), not by its asymmetry."""
+
+
+def own_scores(maps: dict, records: list, cells: dict, by_ref: dict, top: int = 1) -> np.ndarray:
+    """Each film's image score on a map (the mean of its `top` cells after a 3×3 mean), needing no other film."""
+    return np.array([image_score(maps[r.ref], cells[r.ref].breast, top) for r in records])
 
 
 def rescored_sensitivity(found: dict, film_verdict: dict[str, float], weight: float, test: list[str],
@@ -95,15 +106,16 @@ def rescored_sensitivity(found: dict, film_verdict: dict[str, float], weight: fl
     return sensitivity_at(froc(list(zip(detections, [by_ref[r] for r in test], strict=True))), 1)
 
 
-def variants(names: list[str]) -> list[str]:
-    """The verdicts scored: each map, every pair of maps summed, all maps, top-3 readings, the averaged maps."""
+def variants(names: list[str], baseline: str) -> list[str]:
+    """The verdicts scored: each map, every pair of maps summed, all maps, top-3 readings, the averaged maps, and
+    the baseline plus each map's own image score."""
     out = ["frozen", *names]
     out += [f"{a} & {b}" for i, a in enumerate(names) for b in names[i + 1:]]
     if len(names) > 2:
         out.append(" & ".join(names))
     out += [f"{v}@3" for v in out[1:]]
     out += [f"{a} + {b}" for i, a in enumerate(names) for b in names[i + 1:]]
-    return out
+    return out + [f"{baseline} & {name}{OWN}" for name in names]
 
 
 def main() -> None:
@@ -135,7 +147,7 @@ def main() -> None:
                 findings.setdefault(seed, {}).setdefault(finding, []).append(rank)
         row: dict = {"fold": path.stem}
         names = [name for name in maps if not name.endswith(TTA)]
-        for variant in variants(names):
+        for variant in variants(names, args.baseline):
             row[f"auc/{variant}"] = roc_auc(truth, verdict(variant, maps, scores, frozen, train, test, cells, by_ref))
         for name in [*names, *(f"{a} + {b}" for i, a in enumerate(names) for b in names[i + 1:])]:
             found = map_of(maps, name)
