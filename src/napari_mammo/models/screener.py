@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -98,12 +98,14 @@ KEPT_FILMS = 2
 @dataclass
 class FilmFeatures:
     """One film's backbone features: its cells, its stage-4 features (None when not read), its (row, column)
-    resampling scale, its pixels at 0.2 mm and its boxes' map read both ways."""
+    resampling scale, its pixels at 0.2 mm, and the tuned maps read from them."""
 
     cells: CellFeatures
     stage4: np.ndarray | None
     scale: np.ndarray
     scaled: np.ndarray
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    """Its tuned maps by score name (`Screener._maps`), as they are read."""
     boxes: np.ndarray | None = None
     """The boxes' map read both ways (`Screener.boxes_map`), once it has been."""
 
@@ -229,8 +231,12 @@ class Screener:
         return float(self.metadata["threshold" if both_breasts else "single_film_threshold"])
 
     def _maps(self, film: FilmFeatures, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """A film's tuned maps named in `keys` (TUNED_SCORES) that the weights hold."""
-        return {key: tuned_scores(self.tuned_map(key), film.stage4) for key in keys if key in self._tensors}
+        """A film's tuned maps named in `keys` (TUNED_SCORES) that the weights hold, each read once a film."""
+        held = [key for key in keys if key in self._tensors]
+        for key in held:
+            if key not in film.maps:
+                film.maps[key] = tuned_scores(self.tuned_map(key), film.stage4)
+        return {key: film.maps[key] for key in held}
 
     def _film(self, pixels: np.ndarray, spacing_mm, keys: Iterable[str] = ()) -> FilmFeatures:
         """A film's backbone features (with stage 4 when a tuned map in `keys` is held), kept for the next
@@ -239,12 +245,12 @@ class Screener:
         model_pixels(pixels, "screen")  # refuses what cannot be screened
         pixels = np.asarray(pixels)
         stage4 = any(key in self._tensors for key in keys)
-        key = (hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest(),
-               pixels.shape, str(pixels.dtype), tuple(spacing_mm) if spacing_mm else None)
+        identity = (hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest(),
+                    pixels.shape, str(pixels.dtype), tuple(spacing_mm) if spacing_mm else None)
         with self._lock:
-            film = self._films.pop(key, None)
+            film = self._films.pop(identity, None)
             if film is not None and (film.stage4 is not None or not stage4):
-                self._films[key] = film  # now the newest
+                self._films[identity] = film  # now the newest
                 return film
         # the raw pixels, as the heads were fitted on (`load_feature_sets`): a uint8 film is scaled by /255 and
         # not stretched to its own range, which [0, 1] pixels would be again in `backbone_maps`
@@ -254,7 +260,7 @@ class Screener:
         cells, maps = film_features(self.backbone, scaled, self.config.features, (tuned,) if tuned else ())
         film = FilmFeatures(cells, maps[tuned.layer] if tuned else None, scale, scaled)
         with self._lock:
-            self._films[key] = film
+            self._films[identity] = film
             while len(self._films) > KEPT_FILMS:
                 self._films.pop(next(iter(self._films)))
         return film
