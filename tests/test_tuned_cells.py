@@ -218,11 +218,16 @@ def verdict_of_maps(screener, synthetic_folder, *keys: str) -> tuple[dict, float
     cells, stage4 = load_screening_features(records, screener.config)
     maps = {key: {ref: tuned_scores(screener.tuned_map(key), stage4[ref].features) for ref in ("mdb005", "mdb006")}
             for key in keys}
+    fine = (stage4["mdb005"], stage4["mdb006"]) if screener.heads.fine is not None else None
     values, _ = screener.heads.film_scores(cells["mdb005"], cells["mdb006"],
-                                           {key: (found["mdb005"], found["mdb006"]) for key, found in maps.items()})
+                                           {key: (found["mdb005"], found["mdb006"]) for key, found in maps.items()},
+                                           fine)
     for key, found in maps.items():
         own, other = (image_score(found[ref], cells[ref].breast) for ref in ("mdb005", "mdb006"))
         assert values[key] == pytest.approx(own - other)
+    if fine is not None:  # the fine head's asymmetry, on the stage-4 cells as cross-validation reads them
+        own, other = (image_score(screener.heads.fine.scores(found.features), found.breast) for found in fine)
+        assert values["fine_asymmetry"] == pytest.approx(own - other)
     return values, logistic(fuse(values, screener.heads.standardise), *screener.metadata["calibration"]["both"])
 
 
@@ -232,7 +237,8 @@ def test_the_both_films_verdict_sums_the_verdict_maps_asymmetry(screening_file, 
 
     screener = Screener.load(screening_file)
     assert screener.config.two_maps
-    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "verdict_map_asymmetry"}
+    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "verdict_map_asymmetry",
+                                               "fine_asymmetry"}
     result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
     values, expected = verdict_of_maps(screener, synthetic_folder, "verdict_map_asymmetry")
     assert result.both_breasts and result.score == pytest.approx(expected, abs=1e-5)
@@ -255,7 +261,8 @@ def test_one_map_weights_sum_its_own_asymmetry(synthetic_folder, tmp_path):
     fit_screener(records, cells, out, config, folds=3, seeds=1, stage4=stage4)
     screener = Screener.load(out)
     assert not screener.config.two_maps and screener.tuned_map("verdict_map_asymmetry") is None
-    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "tuned_asymmetry"}
+    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", "tuned_asymmetry",
+                                               "fine_asymmetry"}
     result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
     assert result.score == pytest.approx(verdict_of_maps(screener, synthetic_folder, "tuned_asymmetry")[1], abs=1e-5)
 
@@ -313,7 +320,7 @@ def test_a_verdict_of_both_maps_sums_both_asymmetries(synthetic_folder, tmp_path
     # in cross-validation the verdict is then the sum that is otherwise reported beside it
     assert summary["auc_fused"]["mean"] == pytest.approx(summary["auc_fused_both_maps"]["mean"], nan_ok=True)
     screener = Screener.load(out)
-    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", *TUNED_SCORES}
+    assert set(screener.heads.standardise) == {"cells", "contralateral", "asymmetry", *TUNED_SCORES, "fine_asymmetry"}
     result = screener.screen_file(synthetic_folder / "mdb005.pgm", other=synthetic_folder / "mdb006.pgm")
     values, expected = verdict_of_maps(screener, synthetic_folder, *TUNED_SCORES)
     assert result.score == pytest.approx(expected, abs=1e-5)

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     records = read_folder(args.data)
-    config = ScreeningConfig(tune_epochs=0)  # the frozen heads only, as when this was run
+    config = ScreeningConfig(tune_epochs=0, fine_asymmetry=False)  # the frozen heads only, as when this was run
     base = load_cells(records, spec=config.features)
     for variant in args.variants:
         if variant == "plain":

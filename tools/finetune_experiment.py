@@ -181,7 +181,8 @@ def main() -> None:
                       for r in test]
         tuned = (roc_auc(truth, own), roc_auc(truth, asym),
                  sensitivity_at(froc(list(zip(detections, test, strict=True))), 1))
-        frozen = run_fold(train, test, cells, by_ref, args.seed * 100 + k, ScreeningConfig(tune_epochs=0))
+        frozen = run_fold(train, test, cells, by_ref, args.seed * 100 + k,
+                          ScreeningConfig(tune_epochs=0, fine_asymmetry=False))
         shipped = (roc_auc(truth, frozen.scores["cells"]), roc_auc(truth, frozen.scores["asymmetry"]),
                    sensitivity_at(froc(list(zip(frozen.detections, test, strict=True))), 1))
         rows.append((tuned, shipped))

@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--tune-epochs", type=int, default=ScreeningConfig.tune_epochs, help="fewer for a smoke run")
     args = parser.parse_args()
-    config = ScreeningConfig(tune_epochs=args.tune_epochs)
+    config = ScreeningConfig(tune_epochs=args.tune_epochs, fine_asymmetry=False)  # the verdict as when this was run
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
     cells, stage4 = load_screening_features(records, replace(config, tune_mirrors=True))  # films and mirrors

@@ -116,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
-    config = ScreeningConfig()
+    config = ScreeningConfig(fine_asymmetry=False)  # the verdict as when this was run
     cells, stage4 = load_screening_features(records, config)
     rows = []
     for k, test in enumerate(woman_folds(records, args.folds, args.seed)):

@@ -25,7 +25,7 @@ def parse(variant: str) -> ScreeningConfig:
     """LAYER:ZOOM:WEIGHT_DECAY:TOP_CELLS as a config."""
     layer, zoom, decay, top = variant.split(":")
     return ScreeningConfig(layer=layer, zoom=float(zoom), weight_decay=float(decay), top_cells=int(top),
-                           tune_epochs=0)  # the frozen heads and their boxes, as the table was made
+                           tune_epochs=0, fine_asymmetry=False)  # the frozen heads and their boxes, as then
 
 
 def row(variant: str, report: dict) -> str:

@@ -166,7 +166,8 @@ def main() -> None:
             tuned = np.array([own[r.ref] for r in test])
             detections = [[Detection(b, "lesion", s) for b, s in cell_boxes(maps[r.ref], blocks[r.ref].breast, STRIDE)]
                           for r in test]
-            frozen = run_fold(train, test, blocks, by_ref, seed * 100 + k, ScreeningConfig(tune_epochs=0))
+            frozen = run_fold(train, test, blocks, by_ref, seed * 100 + k,
+                              ScreeningConfig(tune_epochs=0, fine_asymmetry=False))
             train_tuned = np.array([own[r.ref] for r in train])
             fused2 = frozen.scores["fused"] + standardised(tuned, train_tuned)
             train_asym = np.array([asym[r.ref] for r in train])

@@ -101,7 +101,7 @@ def main() -> None:
     unknown = set(chosen) - set(FITS)
     if unknown:
         parser.error(f"unknown fits {sorted(unknown)}; choose from {list(FITS)}")
-    config = ScreeningConfig(tune_epochs=args.tune_epochs)
+    config = ScreeningConfig(tune_epochs=args.tune_epochs, fine_asymmetry=False)  # the verdict as when this was run
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
     cells, stage4 = load_screening_features(records, replace(config, tune_mirrors=True))

@@ -228,7 +228,8 @@ def tuning_options(args: argparse.Namespace) -> dict:
     """The ScreeningConfig fields the fine-tuning options set (those not given keep the config's defaults)."""
     given = {"tune_epochs": args.tune_epochs, "tune_steps": args.tune_steps, "tune_mirrors": args.tune_mirrors,
              "verdict_map": args.verdict_map, "verdict_tune_epochs": args.verdict_epochs,
-             "verdict_both_maps": args.verdict_both_maps, "box_mirrors": args.box_mirrors}
+             "verdict_both_maps": args.verdict_both_maps, "box_mirrors": args.box_mirrors,
+             "fine_asymmetry": args.fine_asymmetry}
     return {key: value for key, value in given.items() if value is not None}
 
 
@@ -256,3 +257,6 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-mirrors", action=argparse.BooleanOptionalAction, default=None,
                         help="screening: read the boxes' tuned map on each film's mirror image too and average the "
                              f"two (test-time mirrors; default {'on' if defaults.box_mirrors else 'off'})")
+    parser.add_argument("--fine-asymmetry", action=argparse.BooleanOptionalAction, default=None,
+                        help="screening: the both-films verdict also sums the asymmetry of a frozen cell head on the "
+                             f"finer stage-4 features (default {'on' if defaults.fine_asymmetry else 'off'})")

@@ -61,7 +61,8 @@ class FoldResult:
     The variants: the most suspicious cell ("cells"); the left-minus-right head on the breasts'
     mean features ("contralateral"); the cell score minus the other film's ("asymmetry"); with a
     tuned cell map, its score minus the other film's ("tuned_asymmetry"), and with a verdict map
-    that map's ("verdict_map_asymmetry"); the standardised sum the verdict uses ("fused"); with
+    that map's ("verdict_map_asymmetry"); with the fine cell head on stage-4 features, its
+    asymmetry ("fine_asymmetry"); the standardised sum the verdict uses ("fused"); with
     two maps, the sum with both maps' asymmetries ("fused_both_maps").
     """
 
@@ -81,8 +82,10 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
     else the boxes are the cell head's. With `config.two_maps` a second map, fitted on the
     films alone, gives the fused score its asymmetry instead (or beside it, with
     `config.verdict_both_maps`), and the variant "fused_both_maps" sums both maps' asymmetries.
+    With `config.fine_asymmetry` the fine cell head is fitted on the `stage4` cells and its
+    asymmetry joins the fused score.
     """
-    heads = fit_heads(train, cells, by_ref, config, seed)
+    heads = fit_heads(train, cells, by_ref, config, seed, stage4)
     maps, summed, both_maps = tuned_fold_maps(train, cells, stage4, by_ref, config, seed, heads)
     per_film, malignancy, detections = [], [], []
     for record in test:
@@ -90,7 +93,8 @@ def run_fold(train: Sequence[Mammogram], test: Sequence[Mammogram], cells: dict[
         partner = other_film(record, by_ref)
         tuned = {key: (found_maps[record.ref], found_maps[partner.ref] if partner is not None else None)
                  for key, found_maps in summed.items()}
-        values, scores = heads.film_scores(found, cells[partner.ref] if partner is not None else None, tuned)
+        fine = (stage4[record.ref], stage4[partner.ref] if partner is not None else None) if stage4 else None
+        values, scores = heads.film_scores(found, cells[partner.ref] if partner is not None else None, tuned, fine)
         values["fused"] = fuse(values, heads.standardise)
         if both_maps is not None:
             values["fused_both_maps"] = fuse(values, both_maps)
@@ -283,8 +287,9 @@ def load_feature_sets(records: Sequence[Mammogram], specs: Sequence[FeatureSpec]
 def load_screening_features(records: Sequence[Mammogram], config: ScreeningConfig, progress: Progress | None = None
                             ) -> tuple[dict[str, CellFeatures], dict[str, CellFeatures] | None]:
     """The features a screening model reads: its cells' layer, and stage 4 when it fine-tunes the tuned cell map
-    (with `config.tune_mirrors` or `config.box_mirrors`, of the mirror images too)."""
+    (with `config.tune_mirrors` or `config.box_mirrors`, of the mirror images too) or fits the fine cell head."""
     tuned = config.tuned
-    sets = load_feature_sets(records, (config.features, tuned) if tuned else (config.features,), progress,
+    stage4 = tuned or config.fine
+    sets = load_feature_sets(records, (config.features, stage4) if stage4 else (config.features,), progress,
                              mirrors=bool(tuned) and (config.tune_mirrors or config.box_mirrors))
-    return sets[0], sets[1] if tuned else None
+    return sets[0], sets[1] if stage4 else None

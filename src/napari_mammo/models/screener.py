@@ -5,10 +5,11 @@ point was chosen on them for a stated sensitivity; both travel in the weights' m
 with the cross-validated figures, as does the boxes' default threshold (1 false positive
 per image on held-out films). When the woman's other film is given, the left-minus-right
 head and the difference of the two films' cell scores (and of their verdict map's or tuned
-map's scores, as the weights say) join the cell score; without it the single-film path
-runs and the result says so. The heatmap and the boxes come from the tuned cell map
-(`tuned_cells`) when the weights hold one, else from the cell head; with the weights'
-`box_mirrors`, from that map read on the film and on its mirror image, averaged.
+map's scores, and of the fine cell head's on stage-4 features, as the weights say) join the
+cell score; without it the single-film path runs and the result says so. The heatmap and
+the boxes come from the tuned cell map (`tuned_cells`) when the weights hold one, else from
+the cell head; with the weights' `box_mirrors`, from that map read on the film and on its
+mirror image, averaged.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +26,20 @@ from napari_mammo.data.preprocess import model_pixels, to_mias_scale
 from napari_mammo.engine.progress import Progress, StopFlag, progress_event, run_to_end
 from napari_mammo.errors import MammoInputError
 from napari_mammo.models.screening import (
+    FINE_ASYMMETRY,
     FUSED,
     TUNED_ASYMMETRY,
     TUNED_SCORES,
     VERDICT_ASYMMETRY,
     CellFeatures,
     CellHead,
+    FeatureSpec,
     ScreeningConfig,
     ScreeningHeads,
     backbone_maps,
     box_detections,
     cell_boxes,
+    cell_breast,
     film_features,
     fuse,
     smooth_scores,
@@ -52,6 +56,8 @@ from napari_mammo.records import CLASS_NAMES, partner_of
 
 MODEL_NAME = "screening"
 HEADS = ("cells", "severity", "contralateral")
+FINE_HEAD = "fine_cells"
+"""The fine cell head's tensors' name, in weights whose verdict sums its asymmetry (`FINE_ASYMMETRY`)."""
 
 
 def head_tensors(name: str, head: CellHead) -> dict:
@@ -98,16 +104,19 @@ KEPT_FILMS = 2
 @dataclass
 class FilmFeatures:
     """One film's backbone features: its cells, its stage-4 features (None when not read), its (row, column)
-    resampling scale, its pixels at 0.2 mm, and the tuned maps read from them."""
+    resampling scale, its pixels at 0.2 mm and their breast mask, and the tuned maps read from them."""
 
     cells: CellFeatures
     stage4: np.ndarray | None
     scale: np.ndarray
     scaled: np.ndarray
+    mask: np.ndarray
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     """Its tuned maps by score name (`Screener._maps`), as they are read."""
     boxes: np.ndarray | None = None
     """The boxes' map read both ways (`Screener.boxes_map`), once it has been."""
+    fine: CellFeatures | None = None
+    """Its stage-4 cells with their breast cells, for the fine head (`Screener._fine`), once made."""
 
 
 class OtherFilmError(ValueError):
@@ -166,6 +175,7 @@ class Screener:
         path = Path(path) if path is not None else shipped_weights(MODEL_NAME)
         state, metadata = load_weights(path, MODEL_NAME)
         fitted = {name: head_from(state, name, path) for name in HEADS}
+        fine = head_from(state, FINE_HEAD, path) if FINE_ASYMMETRY in metadata.get("standardise", {}) else None
         calibration = metadata.get("calibration", {})
         thresholds = [metadata.get("threshold"), metadata.get("single_film_threshold")]
         if "box_operating_point" in metadata:  # weights from before it use IDBLL's box threshold
@@ -179,7 +189,7 @@ class Screener:
             raise MammoInputError(path, f"a threshold of {thresholds} is outside [0, 1]")
         try:
             config = ScreeningConfig(**metadata["config"])
-            keys = (*FUSED, *(key for key in TUNED_SCORES if key in metadata["standardise"]))
+            keys = (*FUSED, *(key for key in (*TUNED_SCORES, FINE_ASYMMETRY) if key in metadata["standardise"]))
             standardise = {key: tuple(float(v) for v in metadata["standardise"][key]) for key in keys}
         except (KeyError, TypeError, ValueError):
             raise MammoInputError(path, "no readable screening config or score spreads in its metadata") from None
@@ -196,8 +206,8 @@ class Screener:
                     raise ValueError(f"its config has tune_epochs {config.tune_epochs}")
             except ValueError as err:  # also a layer off the tuned map's grid
                 raise MammoInputError(path, f"holds a tuned cell map that cannot be used: {err}") from None
-        return cls(ScreeningHeads(**fitted, standardise=standardise, top_cells=config.top_cells), metadata, path,
-                   tuned, verdict)
+        heads = ScreeningHeads(**fitted, standardise=standardise, top_cells=config.top_cells, fine=fine)
+        return cls(heads, metadata, path, tuned, verdict)
 
     @property
     def backbone(self):
@@ -244,7 +254,7 @@ class Screener:
         and then detected, run the backbone once a film."""
         model_pixels(pixels, "screen")  # refuses what cannot be screened
         pixels = np.asarray(pixels)
-        stage4 = any(key in self._tensors for key in keys)
+        stage4 = any(key in self._tensors for key in keys) or (FINE_ASYMMETRY in keys and self.heads.fine is not None)
         identity = (hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).hexdigest(),
                     pixels.shape, str(pixels.dtype), tuple(spacing_mm) if spacing_mm else None)
         with self._lock:
@@ -256,14 +266,27 @@ class Screener:
         # not stretched to its own range, which [0, 1] pixels would be again in `backbone_maps`
         scaled, scale = to_mias_scale(pixels, spacing_mm)
         scaled = np.array(scaled)  # kept: a copy the caller cannot change
-        tuned = self.config.tuned if stage4 else None
-        cells, maps = film_features(self.backbone, scaled, self.config.features, (tuned,) if tuned else ())
-        film = FilmFeatures(cells, maps[tuned.layer] if tuned else None, scale, scaled)
+        extra = (self.stage4_spec,) if stage4 else ()
+        cells, maps, mask = film_features(self.backbone, scaled, self.config.features, extra)
+        film = FilmFeatures(cells, maps["stage4"] if stage4 else None, scale, scaled, mask)
         with self._lock:
             self._films[identity] = film
             while len(self._films) > KEPT_FILMS:
                 self._films.pop(next(iter(self._films)))
         return film
+
+    @property
+    def stage4_spec(self) -> FeatureSpec:
+        """The stage-4 features its tuned maps and fine head read (the cells' zoom and backbone)."""
+        return replace(self.config.features, layer="stage4")
+
+    def _fine(self, film: FilmFeatures) -> CellFeatures:
+        """A film's stage-4 cells for the fine head, their breast cells made as `cell_feature_set` makes them, once
+        a film."""
+        if film.fine is None:
+            stride = self.stage4_spec.stride
+            film.fine = CellFeatures(film.stage4, cell_breast(film.mask, film.stage4.shape[1:], stride), stride)
+        return film.fine
 
     def forget_films(self) -> None:
         """Drop the kept features of the last films (`_film`), so the next screening reads its films afresh."""
@@ -276,7 +299,7 @@ class Screener:
         if not self.config.box_mirrors:
             return found
         if film.boxes is None:
-            mirrored = backbone_maps(self.backbone, mirror_pixels(film.scaled), (self.config.tuned,))["stage4"]
+            mirrored = backbone_maps(self.backbone, mirror_pixels(film.scaled), (self.stage4_spec,))["stage4"]
             film.boxes = both_ways(found, self.tuned, mirrored)
         return film.boxes
 
@@ -290,7 +313,8 @@ class Screener:
         """
         both = other is not None
         summed = [key for key in TUNED_SCORES if key in self.heads.standardise] if both else []
-        film = self._film(pixels, spacing_mm, {TUNED_ASYMMETRY, *summed})
+        fine = [FINE_ASYMMETRY] if both and self.heads.fine is not None else []
+        film = self._film(pixels, spacing_mm, {TUNED_ASYMMETRY, *summed, *fine})
         cells, (scale_r, scale_c) = film.cells, film.scale
         maps = self._maps(film, {TUNED_ASYMMETRY, *summed})
         mirrored = self.config.box_mirrors and TUNED_ASYMMETRY in maps
@@ -307,13 +331,15 @@ class Screener:
                 raise OtherFilmError("the other film holds the same pixels as this one; it must be the woman's "
                                      "other breast (or none)")
             try:
-                partner_film = self._film(*other, summed)
+                partner_film = self._film(*other, [*summed, *fine])
                 partner, partner_maps = partner_film.cells, self._maps(partner_film, summed)
             except ValueError as err:
                 raise OtherFilmError(f"the other film: {err}") from None
             done += 1
             yield progress_event("screening", done, steps)
-        values, scores = self.heads.film_scores(cells, partner, {key: (maps[key], partner_maps[key]) for key in summed})
+        tuned = {key: (maps[key], partner_maps[key]) for key in summed}
+        values, scores = self.heads.film_scores(cells, partner, tuned,
+                                                (self._fine(film), self._fine(partner_film)) if fine else None)
         calibration = self.metadata["calibration"]
         if both:
             p_abnormal = logistic(fuse(values, self.heads.standardise), *calibration["both"])

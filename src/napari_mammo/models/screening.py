@@ -87,6 +87,9 @@ class ScreeningConfig:
     box_mirrors: bool = True
     """Test-time mirrors: the boxes and heatmap come from the boxes' map read on the film and on its mirror image
     (mirrored back), averaged. Asymmetries keep the film's own reading, so the other film is read once."""
+    fine_asymmetry: bool = True
+    """The both-films verdict also sums the asymmetry of a second frozen cell head, fitted like the first on the
+    finer stage-4 features (16-pixel cells)."""
 
     def __post_init__(self) -> None:
         """Refuse a verdict map of no epochs before any feature is computed."""
@@ -110,6 +113,11 @@ class ScreeningConfig:
         return FeatureSpec("stage4", self.zoom, self.backbone)
 
     @property
+    def fine(self) -> FeatureSpec | None:
+        """The features the fine cell head reads (stage 4), or None without `fine_asymmetry`."""
+        return FeatureSpec("stage4", self.zoom, self.backbone) if self.fine_asymmetry else None
+
+    @property
     def two_maps(self) -> bool:
         """Whether it fits the verdict's own tuned map beside the boxes' (see `verdict_map`)."""
         return self.tuned is not None and self.tune_mirrors and self.verdict_map
@@ -128,12 +136,13 @@ def cache_folder(backbone: str = "lite0") -> Path:
 
 
 def film_features(model, pixels: np.ndarray, spec: FeatureSpec, extra: Sequence[FeatureSpec] = ()
-                  ) -> tuple[CellFeatures, dict[str, np.ndarray]]:
-    """A 0.2 mm film's cells of `spec` (features and breast cells, as `cell_feature_set` gives them) and, from the
-    same pass, the bare features of the layers of `extra`, whose breast cells nothing reads (the tuned maps')."""
+                  ) -> tuple[CellFeatures, dict[str, np.ndarray], np.ndarray]:
+    """A 0.2 mm film's cells of `spec` (features and breast cells, as `cell_feature_set` gives them), from the
+    same pass the bare features of the layers of `extra` (whose breast cells are made when needed, `cell_breast`),
+    and its breast mask."""
     maps = backbone_maps(model, pixels, (spec, *extra))
-    features = maps[spec.layer]
-    return CellFeatures(features, cell_breast(breast_mask(pixels), features.shape[1:], spec.stride), spec.stride), maps
+    features, mask = maps[spec.layer], breast_mask(pixels)
+    return CellFeatures(features, cell_breast(mask, features.shape[1:], spec.stride), spec.stride), maps, mask
 
 
 def cell_feature_set(model, pixels: np.ndarray, cache_key: str | None,
@@ -380,6 +389,8 @@ VERDICT_ASYMMETRY = "verdict_map_asymmetry"
 """The verdict map's asymmetry (`ScreeningConfig.verdict_map`): summed into the both-films verdict instead."""
 TUNED_SCORES = (TUNED_ASYMMETRY, VERDICT_ASYMMETRY)
 """The tuned maps' scores a verdict may sum, each from its own map."""
+FINE_ASYMMETRY = "fine_asymmetry"
+"""The fine cell head's asymmetry (`ScreeningConfig.fine_asymmetry`): summed into the both-films verdict too."""
 
 
 def film_asymmetry(scores: np.ndarray, found: CellFeatures, partner_scores: np.ndarray | None,
@@ -399,13 +410,16 @@ class ScreeningHeads:
     contralateral: CellHead
     standardise: dict[str, tuple[float, float]]
     top_cells: int = 1
+    fine: CellHead | None = None
+    """The cell head on stage-4 features whose asymmetry the verdict sums (`FINE_ASYMMETRY`), when fitted."""
 
     def film_scores(self, found: CellFeatures, partner: CellFeatures | None,
-                    tuned: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None
+                    tuned: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None,
+                    fine: tuple[CellFeatures, CellFeatures | None] | None = None
                     ) -> tuple[dict[str, float], np.ndarray]:
         """A film's cell, left-minus-right and asymmetry scores (the last two 0-based without a partner), the
-        tuned maps' asymmetries (`tuned`: score name -> this film's map and its partner's), and its map of cell
-        scores."""
+        tuned maps' asymmetries (`tuned`: score name -> this film's map and its partner's), the fine head's
+        asymmetry (`fine`: this film's stage-4 cells and its partner's), and its map of cell scores."""
         scores = self.cells.scores(found.features)
         cell = image_score(scores, found.breast, self.top_cells)
         difference = embedding_difference(found, partner)
@@ -415,6 +429,11 @@ class ScreeningHeads:
                   "asymmetry": film_asymmetry(scores, found, partner_scores, partner, self.top_cells)}
         for key, (own, other) in (tuned or {}).items():
             values[key] = film_asymmetry(own, found, other, partner, self.top_cells)
+        if self.fine is not None and fine is not None:
+            own_cells, other_cells = fine
+            other_scores = self.fine.scores(other_cells.features) if other_cells is not None else None
+            values[FINE_ASYMMETRY] = film_asymmetry(self.fine.scores(own_cells.features), own_cells, other_scores,
+                                                    other_cells, self.top_cells)
         return values, scores
 
     def malignancy(self, found: CellFeatures, scores: np.ndarray, severity: np.ndarray | None = None) -> float:
@@ -425,8 +444,12 @@ class ScreeningHeads:
 
 
 def fit_heads(records: Sequence[Mammogram], cells: dict[str, CellFeatures], by_ref: dict[str, Mammogram],
-              config: ScreeningConfig, seed: int = 0) -> ScreeningHeads:
-    """Fit the cell, severity and left-minus-right heads on `records`, and the spreads of their scores."""
+              config: ScreeningConfig, seed: int = 0, fine: dict[str, CellFeatures] | None = None) -> ScreeningHeads:
+    """Fit the cell, severity and left-minus-right heads on `records` (and with `config.fine_asymmetry` the fine
+    cell head on their stage-4 cells, `fine`), and the spreads of their scores."""
+    if config.fine_asymmetry and fine is None:
+        raise ValueError("the fine cell head is fitted on stage-4 features; load them (load_screening_features) "
+                         "or set fine_asymmetry False")
     rng = np.random.default_rng(seed)
     x, abnormal, malignant = training_cells(records, cells, rng, config.negatives_per_image)
     lesion = abnormal > 0
@@ -442,8 +465,17 @@ def fit_heads(records: Sequence[Mammogram], cells: dict[str, CellFeatures], by_r
         severity=fit_cell_head(x[lesion], malignant[lesion], weight_decay=config.weight_decay, seed=seed),
         contralateral=fit_cell_head(differences, truth, weight_decay=config.contralateral_weight_decay, seed=seed),
         standardise={}, top_cells=config.top_cells)
-    per_film = [heads.film_scores(cells[r.ref], partner_cells(r))[0] for r in records]
-    heads.standardise = {key: spread(np.array([values[key] for values in per_film])) for key in FUSED}
+    if config.fine_asymmetry:
+        x_fine, lesion_fine, _ = training_cells(records, fine, np.random.default_rng(seed), config.negatives_per_image)
+        heads.fine = fit_cell_head(x_fine, lesion_fine, weight_decay=config.weight_decay, seed=seed)
+
+    def fine_pair(record: Mammogram) -> tuple[CellFeatures, CellFeatures | None] | None:
+        partner = other_film(record, by_ref)
+        return (fine[record.ref], fine[partner.ref] if partner is not None else None) if fine else None
+
+    per_film = [heads.film_scores(cells[r.ref], partner_cells(r), fine=fine_pair(r))[0] for r in records]
+    keys = (*FUSED, FINE_ASYMMETRY) if heads.fine is not None else FUSED
+    heads.standardise = {key: spread(np.array([values[key] for values in per_film])) for key in keys}
     return heads
 
 

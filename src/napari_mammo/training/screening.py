@@ -18,7 +18,7 @@ from napari_mammo.engine.progress import Progress
 from napari_mammo.evaluation.crossval import fold_results, summarise
 from napari_mammo.evaluation.detector import froc, operating_point_at
 from napari_mammo.models.backbone import architecture_of, package_of
-from napari_mammo.models.screener import HEADS, MODEL_NAME, head_tensors
+from napari_mammo.models.screener import FINE_HEAD, HEADS, MODEL_NAME, head_tensors
 from napari_mammo.models.screening import (
     VERDICT_ASYMMETRY,
     CellFeatures,
@@ -62,9 +62,9 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
     from napari_mammo.models.tuned_cells import VERDICT_PREFIX, fine_tune_cells, tuned_maps, tuned_tensors
 
     config = config or ScreeningConfig()
-    if config.tuned is not None and stage4 is None:
-        raise ValueError("the tuned cell map is fitted on stage-4 features; load them (load_screening_features) "
-                         "or set tune_epochs to 0")
+    if (config.tuned is not None or config.fine_asymmetry) and stage4 is None:
+        raise ValueError("the tuned cell map and the fine cell head are fitted on stage-4 features; load them "
+                         "(load_screening_features), or set tune_epochs to 0 and fine_asymmetry False")
     by_seed = fold_results(records, cells, folds, range(seeds), config, progress, stage4)
     report = summarise(records, by_seed, range(seeds), config)
     held_out = by_seed[0]  # the first seed's folds give the held-out scores the verdict is calibrated on
@@ -79,8 +79,10 @@ def fit_screener(records: Sequence[Mammogram], cells: dict[str, CellFeatures], o
                                                                                   strict=True)]), BOX_FP_PER_IMAGE)
 
     by_ref = {r.ref: r for r in records}
-    heads = fit_heads(records, cells, by_ref, config)
+    heads = fit_heads(records, cells, by_ref, config, fine=stage4)
     state = {k: v for name in HEADS for k, v in head_tensors(name, getattr(heads, name)).items()}
+    if heads.fine is not None:
+        state.update(head_tensors(FINE_HEAD, heads.fine))
     if config.tuned is not None:
         tuned = fine_tune_cells(records, stage4, cells, config, progress=progress)
         state.update(tuned_tensors(tuned))
