@@ -81,8 +81,10 @@ def backbone_input(pixels01: np.ndarray):
     return (grey.expand(1, 3, *grey.shape[2:]) - mean) / std
 
 
-LAYERS = {"head": (1280, 32), "blocks": (320, 32), "stage5": (192, 32), "stage4": (112, 16)}
-"""Feature maps to read: channels and stride of the head (after conv_head) and of the last block stages."""
+LAYERS = {"head": (1280, 32), "blocks": (320, 32), "stage5": (192, 32), "stage4": (112, 16), "stage3": (80, 16),
+          "stage2": (40, 8)}
+"""Feature maps to read: channels and stride of the head (after conv_head) and of the block stages (numbered from
+0, as timm's `blocks`)."""
 
 
 def feature_map(model, pixels01: np.ndarray, layer: str = "head") -> np.ndarray:
@@ -97,7 +99,7 @@ def feature_maps(model, pixels01: np.ndarray, layers: tuple[str, ...]) -> dict[s
     unknown = set(layers) - set(LAYERS)
     if unknown:
         raise ValueError(f"unknown layer {sorted(unknown)[0]!r}")
-    stops = {"blocks": 6, "stage5": 5, "stage4": 4}
+    stops = {"blocks": 6, "stage5": 5, "stage4": 4, "stage3": 3, "stage2": EARLY_STAGES - 1}
     out = {}
     with torch.inference_mode():
         x = backbone_input(pixels01)
@@ -106,6 +108,8 @@ def feature_maps(model, pixels01: np.ndarray, layers: tuple[str, ...]) -> dict[s
         wanted = {stops[layer]: layer for layer in layers if layer != "head"}
         if wanted:
             x = early_stages(model, x)
+            if EARLY_STAGES - 1 in wanted:
+                out[wanted[EARLY_STAGES - 1]] = x[0].numpy().copy()
             for index, stage in enumerate(model.blocks[EARLY_STAGES:max(wanted) + 1], start=EARLY_STAGES):
                 x = stage(x)
                 if index in wanted:
