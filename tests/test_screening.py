@@ -401,12 +401,17 @@ def test_detect_and_classify_take_the_model_of_their_weights_file(detector_file,
 def test_the_early_stages_in_strips_give_the_whole_images_features(shape):
     import torch
 
-    from napari_mammo.models.backbone import backbone_input, feature_maps, load_backbone
+    from napari_mammo.models.backbone import LAYERS, backbone_input, feature_maps, load_backbone
 
     model = load_backbone("lite0")
     grey = np.random.default_rng(1).random(shape).astype(np.float32)
+    plain = {}
     with torch.inference_mode():  # the plain forward pass, the whole image at once
         x = model.bn1(model.conv_stem(backbone_input(grey)))
-        for stage in model.blocks[:5]:
+        for index, stage in enumerate(model.blocks[:5]):
             x = stage(x)
-    np.testing.assert_allclose(feature_maps(model, grey, ("stage4",))["stage4"], x[0].numpy(), atol=1e-4)
+            plain[f"stage{index}"] = x[0].numpy()
+    found = feature_maps(model, grey, ("stage2", "stage3", "stage4"))
+    for layer in ("stage2", "stage3", "stage4"):  # stage 2 is the strips' own output
+        assert found[layer].shape[0] == LAYERS[layer][0]
+        np.testing.assert_allclose(found[layer], plain[layer], atol=1e-4)
