@@ -6,9 +6,10 @@ The saved folds (`two_maps_experiment.py --save-maps`) hold the verdict map's re
 every film and the frozen heads' scores, so the verdict of session 9 ("films") is scored
 without fitting a map. In each fold a cell head like the shipped one (lesion-aware cells,
 150 normal cells a film, L2 penalty DECAY) is fitted on the training films' features of
-another layer: `stage4` (112 channels, 16-pixel cells), `stage5` (192 channels) or `head`
-(1280 channels, both 32-pixel cells; a layer not cached yet is read from the films
-first). Its image score, asymmetry (this film's top cells minus the other film's) and
+another layer: `stage4` (112 channels) or `stage3` (80 channels, both 16-pixel cells),
+`stage2` (40 channels, 8-pixel cells), `stage5` (192 channels) or `head` (1280 channels,
+both 32-pixel cells); a layer not cached yet is read from the films first. Its image
+score, asymmetry (this film's top cells minus the other film's) and
 left-minus-right head are scored alone; "+ LAYER asymmetry" adds the asymmetry,
 standardised on the training films, to the verdict; "all3" adds all three of its scores;
 "2x" adds it twice; "for the blocks'" takes it instead of the blocks head's asymmetry;
