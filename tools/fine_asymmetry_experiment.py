@@ -52,8 +52,10 @@ def standardised(test: np.ndarray, train: np.ndarray) -> np.ndarray:
     return (test - train.mean()) / (train.std() + 1e-9)
 
 
-def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[float], tops: list[int]) -> dict:
-    """One saved fold's AUC of every variant."""
+def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[float], tops: list[int],
+             ranks: dict | None = None) -> dict:
+    """One saved fold's AUC of every variant; with `ranks`, also each held-out film's rank within the fold under
+    the verdict and under the verdict with the stage-4 asymmetry (finding -> verdict -> seed -> ranks)."""
     maps, scores, frozen, train, test = read_fold(path)
     truth = np.array([by_ref[ref].label != "normal" for ref in test])
     base = verdict("films", maps, scores, frozen, train, test, cells, by_ref)
@@ -76,6 +78,9 @@ def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[f
                 row[f"films + {name} asymmetry"] = roc_auc(truth, base + z["asymmetry"])
                 if layer == "stage4" and decay == 1.0 and top == 1:
                     fine = z["asymmetry"]
+                    if ranks is not None:
+                        add_ranks(ranks, path.stem.split("-")[0], test, by_ref,
+                                  {"films": base, "films + stage4 asymmetry": base + fine})
                 elif layer != "stage4" and fine is not None:
                     row[f"films + stage4 and {name} asymmetries"] = roc_auc(truth, base + fine + z["asymmetry"])
                 if decay == 1.0 and layer == "stage4":
@@ -83,6 +88,30 @@ def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[f
                     row[f"films, {name} asymmetry for the blocks'"] = roc_auc(truth,
                                                                               without_blocks + z["asymmetry"])
     return row
+
+
+def add_ranks(ranks: dict, seed: str, test: list[str], by_ref: dict, verdicts: dict[str, np.ndarray]) -> None:
+    """Each held-out film's rank within its fold (0 to 1) under each verdict, by its finding (its first lesion's)."""
+    from scipy.stats import rankdata
+
+    for name, values in verdicts.items():
+        for ref, rank in zip(test, rankdata(values) / len(test), strict=True):
+            record = by_ref[ref]
+            finding = "normal" if record.label == "normal" else record.lesions[0].abnormality
+            ranks.setdefault(finding, {}).setdefault(name, {}).setdefault(seed, []).append(rank)
+
+
+def print_findings(ranks: dict) -> None:
+    """Each verdict's AUC of each finding against the normal films, on ranks within the folds, pooled by seed."""
+    normal = ranks.pop("normal")
+    for name in normal:
+        for seed, normal_ranks in sorted(normal[name].items()):
+            aucs = []
+            for finding, by_name in sorted(ranks.items()):
+                found = by_name[name][seed]
+                truth = np.r_[np.zeros(len(normal_ranks)), np.ones(len(found))]
+                aucs.append(f"{finding} {roc_auc(truth, np.r_[normal_ranks, found]):.3f} ({len(found)})")
+            print(f"{name}, {seed}, AUC of each finding against the normal films: " + ", ".join(aucs))
 
 
 def main() -> None:
@@ -93,6 +122,8 @@ def main() -> None:
     parser.add_argument("--layers", default="stage4,head")
     parser.add_argument("--decays", default="0.3,1,3", help="the stage-4 head's L2 penalties")
     parser.add_argument("--tops", default="1,4,9", help="the stage-4 asymmetry's top cells")
+    parser.add_argument("--by-finding", action="store_true",
+                        help="also each finding's AUC against the normal films, with and without the stage-4 asymmetry")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     records = read_folder(args.data)
@@ -100,12 +131,14 @@ def main() -> None:
     cells = load_cells(records)
     layers = {layer: load_cells(records, spec=FeatureSpec(layer)) for layer in args.layers.split(",")}
     decays, tops = [float(v) for v in args.decays.split(",")], [int(v) for v in args.tops.split(",")]
-    rows = []
+    rows, ranks = [], {} if args.by_finding else None
     for path in sorted(args.maps.glob("seed*-fold*.npz")):
-        rows.append(fold_row(path, layers, cells, by_ref, decays, tops))
+        rows.append(fold_row(path, layers, cells, by_ref, decays, tops, ranks))
         print(f"{path.stem}: films {rows[-1]['films']:.3f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
+    if ranks:
+        print_findings(ranks)
     print(f"| verdict ({len(rows)} folds) | AUC mean ± sd | minus films | folds better / equal / worse |")
     print("|---|---|---|---|")
     for key in [k for k in rows[0] if k != "fold"]:
