@@ -25,9 +25,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from verdict_sums_experiment import read_fold, verdict  # tools/ is the script's folder
+from verdict_sums_experiment import print_paired, read_fold, verdict  # tools/ is the script's folder
 
-from napari_mammo.evaluation.crossval import load_cells, mean_sd
+from napari_mammo.evaluation.crossval import load_cells
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import FeatureSpec, ScreeningConfig, film_asymmetry, fit_heads, other_film
@@ -139,14 +139,7 @@ def main() -> None:
         args.out.write_text(json.dumps(rows, indent=1))
     if ranks:
         print_findings(ranks)
-    print(f"| verdict ({len(rows)} folds) | AUC mean ± sd | minus films | folds better / equal / worse |")
-    print("|---|---|---|---|")
-    for key in [k for k in rows[0] if k != "fold"]:
-        s, diff = mean_sd([r[key] for r in rows]), np.array([r[key] - r["films"] for r in rows])
-        d = mean_sd(list(diff))
-        print(f"| {key} | {s['mean']:.3f} ± {s['sd']:.3f} | {d['mean']:+.3f} ± {d['sd']:.3f} | "
-              f"{(diff > 1e-9).sum()} / {(abs(diff) <= 1e-9).sum()} / {(diff < -1e-9).sum()} |")
-
+    print_paired(rows, "films", "films")
 
 if __name__ == "__main__":
     main()

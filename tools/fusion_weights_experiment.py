@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from two_maps_experiment import asymmetries  # tools/ is the script's folder
-from verdict_sums_experiment import own_scores, read_fold
+from verdict_sums_experiment import own_scores, print_paired, read_fold
 
-from napari_mammo.evaluation.crossval import load_cells, mean_sd
+from napari_mammo.evaluation.crossval import load_cells
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import FUSED, fit_cell_head
@@ -72,15 +72,7 @@ def main() -> None:
         print(f"{path.stem}: shipped {row['films, summed']:.3f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
-    baseline = "films, summed"
-    print(f"| verdict ({len(rows)} folds) | AUC mean ± sd | minus the shipped sum | folds better / equal / worse |")
-    print("|---|---|---|---|")
-    for key in [k for k in rows[0] if k != "fold"]:
-        s, diff = mean_sd([r[key] for r in rows]), np.array([r[key] - r[baseline] for r in rows])
-        d = mean_sd(list(diff))
-        print(f"| {key} | {s['mean']:.3f} ± {s['sd']:.3f} | {d['mean']:+.3f} ± {d['sd']:.3f} | "
-              f"{(diff > 1e-9).sum()} / {(abs(diff) <= 1e-9).sum()} / {(diff < -1e-9).sum()} |")
-
+    print_paired(rows, "films, summed", "the shipped sum")
 
 if __name__ == "__main__":
     main()

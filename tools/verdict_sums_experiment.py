@@ -118,6 +118,18 @@ def variants(names: list[str], baseline: str) -> list[str]:
     return out + [f"{baseline} & {name}{OWN}" for name in names]
 
 
+def print_paired(rows: list[dict], baseline: str, label: str) -> None:
+    """A Markdown table of each figure's mean ± sd over the folds and its paired difference from `baseline`, with
+    the folds it wins, ties and loses (`label` names the baseline in the header)."""
+    print(f"| verdict ({len(rows)} folds) | AUC mean ± sd | minus {label} | folds better / equal / worse |")
+    print("|---|---|---|---|")
+    for key in [k for k in rows[0] if k != "fold"]:
+        s, diff = mean_sd([r[key] for r in rows]), np.array([r[key] - r[baseline] for r in rows])
+        d = mean_sd(list(diff))
+        print(f"| {key} | {s['mean']:.3f} ± {s['sd']:.3f} | {d['mean']:+.3f} ± {d['sd']:.3f} | "
+              f"{(diff > 1e-9).sum()} / {(abs(diff) <= 1e-9).sum()} / {(diff < -1e-9).sum()} |")
+
+
 def main() -> None:
     """Score every variant in every saved fold and print the table with paired differences."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
