@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,6 @@ from napari_mammo.models.screening import (
     VERDICT_ASYMMETRY,
     CellFeatures,
     CellHead,
-    FeatureSpec,
     ScreeningConfig,
     ScreeningHeads,
     backbone_maps,
@@ -266,7 +265,7 @@ class Screener:
         # not stretched to its own range, which [0, 1] pixels would be again in `backbone_maps`
         scaled, scale = to_mias_scale(pixels, spacing_mm)
         scaled = np.array(scaled)  # kept: a copy the caller cannot change
-        extra = (self.stage4_spec,) if stage4 else ()
+        extra = (self.config.stage4,) if stage4 else ()
         cells, maps, mask = film_features(self.backbone, scaled, self.config.features, extra)
         film = FilmFeatures(cells, maps["stage4"] if stage4 else None, scale, scaled, mask)
         with self._lock:
@@ -275,16 +274,11 @@ class Screener:
                 self._films.pop(next(iter(self._films)))
         return film
 
-    @property
-    def stage4_spec(self) -> FeatureSpec:
-        """The stage-4 features its tuned maps and fine head read (the cells' zoom and backbone)."""
-        return replace(self.config.features, layer="stage4")
-
     def _fine(self, film: FilmFeatures) -> CellFeatures:
         """A film's stage-4 cells for the fine head, their breast cells made as `cell_feature_set` makes them, once
         a film."""
         if film.fine is None:
-            stride = self.stage4_spec.stride
+            stride = self.config.stage4.stride
             film.fine = CellFeatures(film.stage4, cell_breast(film.mask, film.stage4.shape[1:], stride), stride)
         return film.fine
 
@@ -299,7 +293,7 @@ class Screener:
         if not self.config.box_mirrors:
             return found
         if film.boxes is None:
-            mirrored = backbone_maps(self.backbone, mirror_pixels(film.scaled), (self.stage4_spec,))["stage4"]
+            mirrored = backbone_maps(self.backbone, mirror_pixels(film.scaled), (self.config.stage4,))["stage4"]
             film.boxes = both_ways(found, self.tuned, mirrored)
         return film.boxes
 

@@ -103,6 +103,11 @@ class ScreeningConfig:
         return FeatureSpec(self.layer, self.zoom, self.backbone)
 
     @property
+    def stage4(self) -> FeatureSpec:
+        """The stage-4 features (at the cells' zoom and backbone) that the tuned maps and the fine head read."""
+        return FeatureSpec("stage4", self.zoom, self.backbone)
+
+    @property
     def tuned(self) -> FeatureSpec | None:
         """The features the tuned cell map reads (stage 4), or None when it is not fitted."""
         if self.tune_epochs <= 0:
@@ -110,12 +115,12 @@ class ScreeningConfig:
         if LAYERS[self.layer][1] != 32:
             raise ValueError(f"the tuned cell map has the 32-pixel grid; layer {self.layer!r} has another: "
                              "fit this layer without it (tune_epochs 0; on the command line --tune-epochs 0)")
-        return FeatureSpec("stage4", self.zoom, self.backbone)
+        return self.stage4
 
     @property
     def fine(self) -> FeatureSpec | None:
         """The features the fine cell head reads (stage 4), or None without `fine_asymmetry`."""
-        return FeatureSpec("stage4", self.zoom, self.backbone) if self.fine_asymmetry else None
+        return self.stage4 if self.fine_asymmetry else None
 
     @property
     def two_maps(self) -> bool:
