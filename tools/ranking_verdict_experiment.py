@@ -11,7 +11,9 @@ fitted as shipped (`fine_tune_cells`, films alone, 15 epochs) and then fine-tune
 a pairwise logistic (RankNet) loss on the two films' image scores (the largest 3×3 mean of
 breast-cell logits), so the abnormal film's top cell should rise above its partner's. Both
 maps' asymmetries go into the verdict the same way; it prints each fold's AUC of the
-verdict and of the asymmetry alone, both maps, with the paired difference.
+verdict of session 10 ("verdict": three frozen scores and the map's asymmetry), of the
+shipped verdict ("verdict5": with the stage-4 head's asymmetry too) and of the map's
+asymmetry alone, both maps, with the paired differences.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from napari_mammo.evaluation.crossval import load_screening_features, mean_sd, w
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import (
+    FINE_ASYMMETRY,
     VERDICT_ASYMMETRY,
     ScreeningConfig,
     add_tuned_asymmetry,
@@ -87,21 +90,26 @@ def rank_tune(net, pairs: list[tuple[str, str]], stage4: dict, cells: dict, epoc
 
 
 def fold_aucs(heads, net, train, test, stage4, cells, by_ref) -> dict[str, float]:
-    """The held-out verdict's AUC with `net` as the verdict map, and its asymmetry's alone."""
+    """The held-out verdicts' AUCs with `net` as the verdict map (without and with the fine head's asymmetry), and
+    its asymmetry's alone."""
     heads = copy.deepcopy(heads)
     films = {ref: found for ref, found in stage4.items() if ref in by_ref}
     maps = tuned_maps(net, films)
     add_tuned_asymmetry(heads, train, cells, maps, by_ref, VERDICT_ASYMMETRY)
-    truth, fused, asymmetry = [], [], []
+    four = {key: spread for key, spread in heads.standardise.items() if key != FINE_ASYMMETRY}
+    truth, fused, fused5, asymmetry = [], [], [], []
     for record in test:
         partner = other_film(record, by_ref)
         tuned = {VERDICT_ASYMMETRY: (maps[record.ref], maps[partner.ref] if partner else None)}
-        values, _ = heads.film_scores(cells[record.ref], cells[partner.ref] if partner else None, tuned)
+        fine = (stage4[record.ref], stage4[partner.ref] if partner else None)
+        values, _ = heads.film_scores(cells[record.ref], cells[partner.ref] if partner else None, tuned, fine)
         truth.append(record.label != "normal")
-        fused.append(fuse(values, heads.standardise))
+        fused.append(fuse(values, four))
+        fused5.append(fuse(values, heads.standardise))
         asymmetry.append(values[VERDICT_ASYMMETRY])
     truth = np.array(truth)
-    return {"verdict": roc_auc(truth, np.array(fused)), "asymmetry": roc_auc(truth, np.array(asymmetry))}
+    return {"verdict": roc_auc(truth, np.array(fused)), "verdict5": roc_auc(truth, np.array(fused5)),
+            "asymmetry": roc_auc(truth, np.array(asymmetry))}
 
 
 def main() -> None:
@@ -116,13 +124,13 @@ def main() -> None:
     args = parser.parse_args()
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
-    config = ScreeningConfig(fine_asymmetry=False)  # the verdict as when this was run
+    config = ScreeningConfig()
     cells, stage4 = load_screening_features(records, config)
     rows = []
     for k, test in enumerate(woman_folds(records, args.folds, args.seed)):
         train = [r for r in records if r not in test]
         fold_seed = args.seed * 100 + k  # as `out_of_fold` seeds its folds
-        heads = fit_heads(train, cells, by_ref, config, fold_seed)
+        heads = fit_heads(train, cells, by_ref, config, fold_seed, fine=stage4)
         shipped = fine_tune_cells(train, stage4, cells, config.verdict_fit, fold_seed)
         pairs = one_sided_pairs(train, by_ref)
         ranked, losses = rank_tune(copy.deepcopy(shipped), pairs, stage4, cells, args.epochs, args.learning_rate,
@@ -133,11 +141,12 @@ def main() -> None:
                         for key, value in fold_aucs(heads, net, train, test, stage4, cells, by_ref).items()})
         rows.append(row)
         print(f"seed {args.seed} fold {k}: {len(pairs)} pairs, loss {losses[0]:.3f} -> {losses[-1]:.3f}; verdict "
-              f"{row['shipped/verdict']:.3f} -> {row['ranked/verdict']:.3f}, asymmetry "
+              f"{row['shipped/verdict']:.3f} -> {row['ranked/verdict']:.3f}, with the fine asymmetry "
+              f"{row['shipped/verdict5']:.3f} -> {row['ranked/verdict5']:.3f}, asymmetry "
               f"{row['shipped/asymmetry']:.3f} -> {row['ranked/asymmetry']:.3f}", flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
-    for key in ("verdict", "asymmetry"):
+    for key in ("verdict", "verdict5", "asymmetry"):
         before, after = mean_sd([r[f"shipped/{key}"] for r in rows]), mean_sd([r[f"ranked/{key}"] for r in rows])
         diff = np.array([r[f"ranked/{key}"] - r[f"shipped/{key}"] for r in rows])
         print(f"{key}: shipped map {before['mean']:.3f} ± {before['sd']:.3f}, rank-tuned {after['mean']:.3f} ± "
