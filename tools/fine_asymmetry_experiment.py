@@ -14,7 +14,8 @@ left-minus-right head are scored alone; "+ LAYER asymmetry" adds the asymmetry,
 standardised on the training films, to the verdict; "all3" adds all three of its scores;
 "2x" adds it twice; "for the blocks'" takes it instead of the blocks head's asymmetry;
 "@K" reads the top K cells; "stage4 and LAYER" adds both layers' asymmetries (stage 4
-first in `--layers`). Prints mean ± sd over the folds and each variant's paired
+first in `--layers`). A layer named `LAYERxZOOM` (`stage4x2`) is read on the image zoomed
+ZOOM times (8-pixel cells for stage 4 at zoom 2). Prints mean ± sd over the folds and each variant's paired
 difference from the verdict with the folds it wins, ties and loses.
 """
 
@@ -25,7 +26,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from verdict_sums_experiment import print_paired, read_fold, verdict  # tools/ is the script's folder
+from verdict_sums_experiment import (  # tools/ is the script's folder
+    add_ranks,
+    print_findings,
+    print_paired,
+    read_fold,
+    verdict,
+)
 
 from napari_mammo.evaluation.crossval import load_cells
 from napari_mammo.evaluation.metrics import roc_auc
@@ -52,6 +59,12 @@ def standardised(test: np.ndarray, train: np.ndarray) -> np.ndarray:
     return (test - train.mean()) / (train.std() + 1e-9)
 
 
+def layer_spec(name: str) -> FeatureSpec:
+    """The features a `--layers` name reads: LAYER, or LAYERxZOOM for the image zoomed ZOOM times."""
+    layer, _, zoom = name.partition("x")
+    return FeatureSpec(layer, float(zoom or 1))
+
+
 def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[float], tops: list[int],
              ranks: dict | None = None) -> dict:
     """One saved fold's AUC of every variant; with `ranks`, also each held-out film's rank within the fold under
@@ -66,7 +79,9 @@ def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[f
     fine = None  # the stage-4 head's standardised asymmetry (L2 1, top cell), which other layers' join
     for layer, features in layers.items():
         for decay in decays if layer == "stage4" else [1.0]:
-            config = ScreeningConfig(layer=layer, weight_decay=decay, tune_epochs=0, fine_asymmetry=False)
+            spec = layer_spec(layer)
+            config = ScreeningConfig(layer=spec.layer, zoom=spec.zoom, weight_decay=decay, tune_epochs=0,
+                                     fine_asymmetry=False)
             heads = fit_heads([by_ref[ref] for ref in train], features, by_ref, config, seed)
             for top in tops if layer == "stage4" else [1]:
                 name = f"{layer} L2 {decay:g}" + (f" @{top}" if top > 1 else "")
@@ -90,30 +105,6 @@ def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[f
     return row
 
 
-def add_ranks(ranks: dict, seed: str, test: list[str], by_ref: dict, verdicts: dict[str, np.ndarray]) -> None:
-    """Each held-out film's rank within its fold (0 to 1) under each verdict, by its finding (its first lesion's)."""
-    from scipy.stats import rankdata
-
-    for name, values in verdicts.items():
-        for ref, rank in zip(test, rankdata(values) / len(test), strict=True):
-            record = by_ref[ref]
-            finding = "normal" if record.label == "normal" else record.lesions[0].abnormality
-            ranks.setdefault(finding, {}).setdefault(name, {}).setdefault(seed, []).append(rank)
-
-
-def print_findings(ranks: dict) -> None:
-    """Each verdict's AUC of each finding against the normal films, on ranks within the folds, pooled by seed."""
-    normal = ranks.pop("normal")
-    for name in normal:
-        for seed, normal_ranks in sorted(normal[name].items()):
-            aucs = []
-            for finding, by_name in sorted(ranks.items()):
-                found = by_name[name][seed]
-                truth = np.r_[np.zeros(len(normal_ranks)), np.ones(len(found))]
-                aucs.append(f"{finding} {roc_auc(truth, np.r_[normal_ranks, found]):.3f} ({len(found)})")
-            print(f"{name}, {seed}, AUC of each finding against the normal films: " + ", ".join(aucs))
-
-
 def main() -> None:
     """Score every variant in every saved fold and print the table with paired differences."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,7 +120,7 @@ def main() -> None:
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
     cells = load_cells(records)
-    layers = {layer: load_cells(records, spec=FeatureSpec(layer)) for layer in args.layers.split(",")}
+    layers = {layer: load_cells(records, spec=layer_spec(layer)) for layer in args.layers.split(",")}
     decays, tops = [float(v) for v in args.decays.split(",")], [int(v) for v in args.tops.split(",")]
     rows, ranks = [], {} if args.by_finding else None
     for path in sorted(args.maps.glob("seed*-fold*.npz")):

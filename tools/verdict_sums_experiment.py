@@ -130,6 +130,30 @@ def print_paired(rows: list[dict], baseline: str, label: str) -> None:
               f"{(diff > 1e-9).sum()} / {(abs(diff) <= 1e-9).sum()} / {(diff < -1e-9).sum()} |")
 
 
+def add_ranks(ranks: dict, seed: str, test: list[str], by_ref: dict, verdicts: dict[str, np.ndarray]) -> None:
+    """Each held-out film's rank within its fold (0 to 1) under each verdict, by its finding (its first lesion's)."""
+    from scipy.stats import rankdata
+
+    for name, values in verdicts.items():
+        for ref, rank in zip(test, rankdata(values) / len(test), strict=True):
+            record = by_ref[ref]
+            finding = "normal" if record.label == "normal" else record.lesions[0].abnormality
+            ranks.setdefault(finding, {}).setdefault(name, {}).setdefault(seed, []).append(rank)
+
+
+def print_findings(ranks: dict) -> None:
+    """Each verdict's AUC of each finding against the normal films, on ranks within the folds, pooled by seed."""
+    normal = ranks.pop("normal")
+    for name in normal:
+        for seed, normal_ranks in sorted(normal[name].items()):
+            aucs = []
+            for finding, by_name in sorted(ranks.items()):
+                found = by_name[name][seed]
+                truth = np.r_[np.zeros(len(normal_ranks)), np.ones(len(found))]
+                aucs.append(f"{finding} {roc_auc(truth, np.r_[normal_ranks, found]):.3f} ({len(found)})")
+            print(f"{name}, {seed}, AUC of each finding against the normal films: " + ", ".join(aucs))
+
+
 def main() -> None:
     """Score every variant in every saved fold and print the table with paired differences."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -149,14 +173,8 @@ def main() -> None:
         maps, scores, frozen, train, test = read_fold(path)
         truth = np.array([by_ref[ref].label != "normal" for ref in test])
         if args.by_finding:
-            from scipy.stats import rankdata
-
-            ranks = rankdata(verdict(args.baseline, maps, scores, frozen, train, test, cells, by_ref)) / len(test)
-            seed = path.stem.split("-")[0]
-            for ref, rank in zip(test, ranks, strict=True):
-                record = by_ref[ref]
-                finding = "normal" if record.label == "normal" else record.lesions[0].abnormality
-                findings.setdefault(seed, {}).setdefault(finding, []).append(rank)
+            add_ranks(findings, path.stem.split("-")[0], test, by_ref,
+                      {args.baseline: verdict(args.baseline, maps, scores, frozen, train, test, cells, by_ref)})
         row: dict = {"fold": path.stem}
         names = [name for name in maps if not name.endswith(TTA)]
         for variant in variants(names, args.baseline):
@@ -174,11 +192,8 @@ def main() -> None:
         rows.append(row)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
-    for seed, ranks in findings.items():
-        normal = np.array(ranks.pop("normal"))
-        print(f"{args.baseline}, {seed}, AUC of each finding against the normal films: " + ", ".join(
-            f"{name} {roc_auc(np.r_[np.zeros(len(normal)), np.ones(len(r))], np.r_[normal, r]):.3f} ({len(r)})"
-            for name, r in sorted(ranks.items())))
+    if findings:
+        print_findings(findings)
     baseline = f"auc/{args.baseline}"
     print(f"{len(rows)} folds: {', '.join(r['fold'] for r in rows)}")
     print(f"| reading | mean ± sd | minus {args.baseline}: mean ± sd | folds better / equal / worse |")
