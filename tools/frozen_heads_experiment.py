@@ -29,13 +29,12 @@ baseline with the folds it wins, ties and loses.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from fine_asymmetry_experiment import standardised  # tools/ is the script's folder
-from verdict_sums_experiment import print_paired, read_fold, verdict
+from verdict_sums_experiment import read_fold, score_folds, verdict
 
 from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
@@ -174,13 +173,8 @@ def main() -> None:
     by_ref = {r.ref: r for r in records}
     blocks, stage4 = load_screening_features(records, replace(ScreeningConfig(), tune_mirrors=True))
     negatives = [int(v) for v in args.negatives.split(",")]
-    rows = []
-    for path in sorted(args.maps.glob("seed*-fold*.npz")):
-        rows.append(fold_row(path, blocks, stage4, by_ref, negatives, args.bags))
-        print(f"{path.stem}: {BASELINE} {rows[-1][BASELINE]:.3f}", flush=True)
-        if args.out:
-            args.out.write_text(json.dumps(rows, indent=1))
-    print_paired(rows, BASELINE, "the shipped verdict")
+    score_folds(args.maps, lambda path: fold_row(path, blocks, stage4, by_ref, negatives, args.bags), BASELINE,
+                args.out, "the shipped verdict")
 
 
 if __name__ == "__main__":

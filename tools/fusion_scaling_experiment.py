@@ -21,13 +21,12 @@ the folds it wins, ties and loses.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from frozen_heads_experiment import film_scores, fit_bag  # tools/ is the script's folder
 from two_maps_experiment import asymmetries
-from verdict_sums_experiment import print_paired, read_fold
+from verdict_sums_experiment import read_fold, score_folds
 
 from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
@@ -66,6 +65,15 @@ def fold_scores(path: Path, cells: dict, stage4: dict, by_ref: dict) -> tuple[di
     return out[0], out[1], np.array([by_ref[ref].label != "normal" for ref in test])
 
 
+def fold_row(path: Path, cells: dict, stage4: dict, by_ref: dict) -> dict:
+    """One saved fold's AUC of the verdict under every scaling."""
+    train, test, truth = fold_scores(path, cells, stage4, by_ref)
+    row: dict = {"fold": path.stem}
+    for how in ("z", "robust", "quantile", "normal quantile", "z clipped 2", "z clipped 3"):
+        row[BASELINE if how == "z" else how] = roc_auc(truth, sum(scaled(test[key], train[key], how) for key in test))
+    return row
+
+
 def main() -> None:
     """Score every scaling in every saved fold and print the table with paired differences."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,18 +84,8 @@ def main() -> None:
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
     cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
-    rows = []
-    for path in sorted(args.maps.glob("seed*-fold*.npz")):
-        train, test, truth = fold_scores(path, cells, stage4, by_ref)
-        row: dict = {"fold": path.stem}
-        for how in ("z", "robust", "quantile", "normal quantile", "z clipped 2", "z clipped 3"):
-            total = sum(scaled(test[key], train[key], how) for key in test)
-            row[BASELINE if how == "z" else how] = roc_auc(truth, total)
-        rows.append(row)
-        print(f"{path.stem}: {BASELINE} {row[BASELINE]:.3f}", flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
-    print_paired(rows, BASELINE, "the shipped verdict")
+    score_folds(args.maps, lambda path: fold_row(path, cells, stage4, by_ref), BASELINE, args.out,
+                "the shipped verdict")
 
 
 if __name__ == "__main__":

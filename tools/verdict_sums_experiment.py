@@ -154,6 +154,19 @@ def print_findings(ranks: dict) -> None:
             print(f"{name}, {seed}, AUC of each finding against the normal films: " + ", ".join(aucs))
 
 
+def score_folds(maps: Path, score_fold, baseline: str, out: Path | None, label: str) -> list[dict]:
+    """`score_fold(path)` on every saved fold (a row of AUCs), each printed with its `baseline` as it comes and
+    written to `out`, then the paired table against `baseline` (`print_paired`)."""
+    rows = []
+    for path in sorted(maps.glob("seed*-fold*.npz")):
+        rows.append(score_fold(path))
+        print(f"{path.stem}: {baseline} {rows[-1][baseline]:.3f}", flush=True)
+        if out:
+            out.write_text(json.dumps(rows, indent=1))
+    print_paired(rows, baseline, label)
+    return rows
+
+
 def main() -> None:
     """Score every variant in every saved fold and print the table with paired differences."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
