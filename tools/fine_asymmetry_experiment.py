@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 from verdict_sums_experiment import (  # tools/ is the script's folder
     add_ranks,
+    fold_seed,
     print_findings,
     print_paired,
     read_fold,
+    standardised,
     verdict,
 )
 
@@ -54,11 +56,6 @@ def head_scores(heads, features: dict, refs: list[str], by_ref: dict, top: int) 
     return {key: np.array(value) for key, value in out.items()}
 
 
-def standardised(test: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """Held-out scores standardised by their spread on the training films."""
-    return (test - train.mean()) / (train.std() + 1e-9)
-
-
 def layer_spec(name: str) -> FeatureSpec:
     """The features a `--layers` name reads: LAYER, or LAYERxZOOM for the image zoomed ZOOM times."""
     layer, _, zoom = name.partition("x")
@@ -74,7 +71,7 @@ def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[f
     base = verdict("films", maps, scores, frozen, train, test, cells, by_ref)
     mean, sd = frozen["asymmetry"]
     without_blocks = base - (np.array([scores["asymmetry"][ref] for ref in test]) - mean) / sd
-    seed = int(path.stem.split("-")[0].removeprefix("seed")) * 100 + int(path.stem.split("-")[1].removeprefix("fold"))
+    seed = fold_seed(path)
     row = {"fold": path.stem, "films": roc_auc(truth, base)}
     fine = None  # the stage-4 head's standardised asymmetry (L2 1, top cell), which other layers' join
     for layer, features in layers.items():

@@ -33,8 +33,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from fine_asymmetry_experiment import standardised  # tools/ is the script's folder
-from verdict_sums_experiment import read_fold, score_folds, verdict
+from verdict_sums_experiment import (  # tools/ is the script's folder
+    fold_seed,
+    read_fold,
+    score_folds,
+    standardised,
+    verdict,
+)
 
 from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
@@ -128,7 +133,7 @@ def fold_row(path: Path, blocks: dict, stage4: dict, by_ref: dict, negatives: li
     """One saved fold's AUC of the baseline and of every variant."""
     maps, scores, frozen, train, test = read_fold(path)
     truth = np.array([by_ref[ref].label != "normal" for ref in test])
-    seed = int(path.stem.split("-")[0].removeprefix("seed")) * 100 + int(path.stem.split("-")[1].removeprefix("fold"))
+    seed = fold_seed(path)
     records = [by_ref[ref] for ref in train]
     films = verdict("films", maps, scores, frozen, train, test, blocks, by_ref)
     saved = {key: (np.array([scores[key][ref] for ref in test]) - frozen[key][0]) / frozen[key][1]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from frozen_heads_experiment import film_scores, fit_bag  # tools/ is the script's folder
 from two_maps_experiment import asymmetries
-from verdict_sums_experiment import read_fold, score_folds
+from verdict_sums_experiment import fold_seed, read_fold, score_folds, standardised
 
 from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
@@ -47,14 +47,14 @@ def scaled(test: np.ndarray, train: np.ndarray, how: str) -> np.ndarray:
         ordered = np.sort(train)
         quantile = np.interp(test, ordered, (np.arange(len(ordered)) + 0.5) / len(ordered))
         return quantile if how == "quantile" else norm.ppf(quantile)
-    z = (test - train.mean()) / (train.std() + 1e-9)
+    z = standardised(test, train)
     return z if how == "z" else np.clip(z, -float(how.split()[-1]), float(how.split()[-1]))
 
 
 def fold_scores(path: Path, cells: dict, stage4: dict, by_ref: dict) -> tuple[dict, dict, np.ndarray]:
     """The training and held-out films' five scores in a saved fold (name -> values), and the held-out truth."""
     maps, scores, _, train, test = read_fold(path)
-    seed = int(path.stem.split("-")[0].removeprefix("seed")) * 100 + int(path.stem.split("-")[1].removeprefix("fold"))
+    seed = fold_seed(path)
     fine = fit_bag([by_ref[ref] for ref in train], stage4, seed, 150)
     out = []
     for refs in (train, test):

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from verdict_sums_experiment import standardised  # tools/ is the script's folder
 
 from napari_mammo.evaluation.crossval import ScreeningConfig, load_cells, mean_sd, run_fold, woman_folds
 from napari_mammo.evaluation.detector import froc, sensitivity_at
@@ -123,11 +124,6 @@ def train_fold(train, films, args, seed: int) -> TunedCells:
             loss.backward()
             optimiser.step()
     return net
-
-
-def standardised(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Values standardised by the mean and sd of `reference`."""
-    return (values - reference.mean()) / (reference.std() + 1e-9)
 
 
 def main() -> None:

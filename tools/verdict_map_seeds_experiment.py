@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from frozen_heads_experiment import fit_bag, z_scores  # tools/ is the script's folder
-from verdict_sums_experiment import read_fold, score_folds, verdict
+from verdict_sums_experiment import fold_seed, read_fold, score_folds, verdict
 
 from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
@@ -35,7 +35,7 @@ def fold_row(path: Path, other: Path, cells: dict, stage4: dict, by_ref: dict) -
     if list(second_test) != list(test):
         raise ValueError(f"{other / path.name} holds another split than {path}")
     maps.update(second)
-    seed = int(path.stem.split("-")[0].removeprefix("seed")) * 100 + int(path.stem.split("-")[1].removeprefix("fold"))
+    seed = fold_seed(path)
     fine = z_scores(fit_bag([by_ref[ref] for ref in train], stage4, seed, 150), stage4, train, test, by_ref,
                     False)["asymmetry"]
     truth = np.array([by_ref[ref].label != "normal" for ref in test])

@@ -60,6 +60,18 @@ def read_fold(path: Path) -> tuple[dict, dict, dict, list[str], list[str]]:
     return maps, scores, frozen, train, test
 
 
+def fold_seed(path: Path) -> int:
+    """The seed a saved fold's heads were fitted with (`seed{S}-fold{K}`: S × 100 + K, as `out_of_fold` seeds)."""
+    seed, fold = path.stem.split("-")
+    return int(seed.removeprefix("seed")) * 100 + int(fold.removeprefix("fold"))
+
+
+def standardised(test: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Held-out scores standardised by their spread on the training films (`spread`), as the verdict's are."""
+    mean, sd = spread(train)
+    return (test - mean) / sd
+
+
 def map_of(maps: dict, name: str) -> dict[str, np.ndarray]:
     """A saved map by name, or the average of maps named with ' + '."""
     parts = name.split(" + ")
