@@ -15,7 +15,8 @@ standardised on the training films, to the verdict; "all3" adds all three of its
 "2x" adds it twice; "for the blocks'" takes it instead of the blocks head's asymmetry;
 "@K" reads the top K cells; "stage4 and LAYER" adds both layers' asymmetries (stage 4
 first in `--layers`). A layer named `LAYERxZOOM` (`stage4x2`) is read on the image zoomed
-ZOOM times (8-pixel cells for stage 4 at zoom 2). Prints mean ± sd over the folds and each variant's paired
+ZOOM times (8-pixel cells for stage 4 at zoom 2), `LAYERxZOOMpK` the same averaged over K × K cells
+(`stage4x2p2`: 16-pixel cells read at 0.1 mm). Prints mean ± sd over the folds and each variant's paired
 difference from the verdict with the folds it wins, ties and loses.
 """
 
@@ -39,7 +40,14 @@ from verdict_sums_experiment import (  # tools/ is the script's folder
 from napari_mammo.evaluation.crossval import load_cells
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import FeatureSpec, ScreeningConfig, film_asymmetry, fit_heads, other_film
+from napari_mammo.models.screening import (
+    CellFeatures,
+    FeatureSpec,
+    ScreeningConfig,
+    film_asymmetry,
+    fit_heads,
+    other_film,
+)
 
 
 def head_scores(heads, features: dict, refs: list[str], by_ref: dict, top: int) -> dict[str, np.ndarray]:
@@ -57,9 +65,29 @@ def head_scores(heads, features: dict, refs: list[str], by_ref: dict, top: int) 
 
 
 def layer_spec(name: str) -> FeatureSpec:
-    """The features a `--layers` name reads: LAYER, or LAYERxZOOM for the image zoomed ZOOM times."""
+    """The features a `--layers` name reads: LAYER, or LAYERxZOOM for the image zoomed ZOOM times (LAYERxZOOMpK
+    reads the same features, then pools them)."""
     layer, _, zoom = name.partition("x")
-    return FeatureSpec(layer, float(zoom or 1))
+    return FeatureSpec(layer, float(zoom.partition("p")[0] or 1))
+
+
+def pooled(cells: CellFeatures, size: int) -> CellFeatures:
+    """Features averaged over `size` × `size` cells (a coarser grid; a cell is breast when most of it is)."""
+    channels, rows, cols = cells.features.shape
+    rows, cols = rows // size, cols // size
+
+    def blocks(values: np.ndarray) -> np.ndarray:
+        cut = values[..., : rows * size, : cols * size].astype(np.float32)
+        return cut.reshape(*values.shape[:-2], rows, size, cols, size).mean(axis=(-3, -1))
+
+    return CellFeatures(blocks(cells.features).astype(np.float16), blocks(cells.breast) >= 0.5, cells.stride * size)
+
+
+def layer_cells(records: list, name: str) -> dict[str, CellFeatures]:
+    """Every film's features of a `--layers` name, pooled when it ends in pK."""
+    features = load_cells(records, spec=layer_spec(name))
+    size = int(name.partition("p")[2] or 1)
+    return {ref: pooled(cells, size) for ref, cells in features.items()} if size > 1 else features
 
 
 def fold_row(path: Path, layers: dict, cells: dict, by_ref: dict, decays: list[float], tops: list[int],
@@ -117,7 +145,7 @@ def main() -> None:
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
     cells = load_cells(records)
-    layers = {layer: load_cells(records, spec=layer_spec(layer)) for layer in args.layers.split(",")}
+    layers = {layer: layer_cells(records, layer) for layer in args.layers.split(",")}
     decays, tops = [float(v) for v in args.decays.split(",")], [int(v) for v in args.tops.split(",")]
     rows, ranks = [], {} if args.by_finding else None
     for path in sorted(args.maps.glob("seed*-fold*.npz")):
