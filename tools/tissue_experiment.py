@@ -2,8 +2,8 @@
 
     python tools/tissue_experiment.py --data "$NAPARI_MAMMO_MIAS" --maps runs/maps [--out runs/tissue.json]
 
-From the saved folds (`two_maps_experiment.py --save-maps`) it rebuilds the shipped verdict (the session-9
-verdict plus the stage-4 head's standardised asymmetry, as `fine_asymmetry_experiment.py` scores it) and prints
+From the saved folds (`two_maps_experiment.py --save-maps`) it rebuilds the shipped verdict (its five scores
+standardised and summed, as `fusion_scaling_experiment.py` scores it) and prints
 each tissue's AUC (abnormal against normal films of that tissue, on ranks within the folds, per seed) and the
 normal films' mean rank by tissue: if dense normal films rank high, the verdict partly reads density. Variants,
 each paired against the shipped verdict: "- W x pQ cell" subtracts W times the film's typical cell score (the
@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fine_asymmetry_experiment import head_scores  # tools/ is the script's folder
-from verdict_sums_experiment import fold_seed, print_paired, read_fold, standardised, verdict
+from fusion_scaling_experiment import fold_scores  # tools/ is the script's folder
+from verdict_sums_experiment import fold_seed, print_paired, read_fold, standardised
 
 from napari_mammo.evaluation.crossval import load_cells
 from napari_mammo.evaluation.metrics import roc_auc
@@ -64,13 +64,10 @@ def fold_row(path: Path, stage4: dict, cells: dict, grey: dict, by_ref: dict, ra
     of the held-out films go into `ranks` (seed -> tissue -> normal/abnormal -> ranks)."""
     from scipy.stats import rankdata
 
-    maps, scores, frozen, train, test = read_fold(path)
-    truth = np.array([by_ref[ref].label != "normal" for ref in test])
+    train_scores, test_scores, truth = fold_scores(path, cells, stage4, by_ref)
+    shipped = sum(standardised(test_scores[key], train_scores[key]) for key in test_scores)
+    _, _, _, train, test = read_fold(path)
     seed = fold_seed(path)
-    config = ScreeningConfig(layer="stage4", weight_decay=1.0, tune_epochs=0, fine_asymmetry=False)
-    fine = fit_heads([by_ref[ref] for ref in train], stage4, by_ref, config, seed)
-    fitted, held = (head_scores(fine, stage4, refs, by_ref, 1)["asymmetry"] for refs in (train, test))
-    shipped = verdict("films", maps, scores, frozen, train, test, cells, by_ref) + standardised(held, fitted)
     row = {"fold": path.stem, "shipped": roc_auc(truth, shipped)}
     for ref, rank in zip(test, rankdata(shipped) / len(test), strict=True):
         record = by_ref[ref]
@@ -78,6 +75,8 @@ def fold_row(path: Path, stage4: dict, cells: dict, grey: dict, by_ref: dict, ra
         ranks.setdefault(path.stem.split("-")[0], {}).setdefault(record.tissue, {}).setdefault(kind, []).append(rank)
     blocks = fit_heads([by_ref[ref] for ref in train], cells, by_ref,
                        ScreeningConfig(tune_epochs=0, fine_asymmetry=False), seed)
+    fine = fit_heads([by_ref[ref] for ref in train], stage4, by_ref,
+                     ScreeningConfig(layer="stage4", tune_epochs=0, fine_asymmetry=False), seed)
     for name, heads, features in (("cell", blocks, cells), ("fine cell", fine, stage4)):
         for quantile in QUANTILES:
             typical = standardised(typical_cells(heads, features, test, quantile),
