@@ -73,7 +73,7 @@ def layer_spec(name: str) -> FeatureSpec:
 
 def pooled(cells: CellFeatures, size: int) -> CellFeatures:
     """Features averaged over `size` × `size` cells (a coarser grid; a cell is breast when most of it is)."""
-    channels, rows, cols = cells.features.shape
+    _, rows, cols = cells.features.shape
     rows, cols = rows // size, cols // size
 
     def blocks(values: np.ndarray) -> np.ndarray:
