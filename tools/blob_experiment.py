@@ -21,13 +21,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from fusion_scaling_experiment import fold_scores  # tools/ is the script's folder
-from verdict_sums_experiment import add_ranks, fold_seed, print_findings, read_fold, score_folds, standardised
+from frozen_heads_experiment import fit_bag  # tools/ is the script's folder
+from fusion_scaling_experiment import fold_scores
+from tissue_experiment import NEGATIVES
+from verdict_sums_experiment import add_ranks, fold_seed, print_findings, score_folds, standardised
 
 from napari_mammo.evaluation.crossval import load_cells
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import FeatureSpec, ScreeningConfig, fit_heads, other_film, smooth_scores
+from napari_mammo.models.screening import CellHead, FeatureSpec, other_film, smooth_scores
 
 SIGMAS = (6.0, 10.0, 15.0, 22.0)
 """The blob filter's scales, in 0.2 mm pixels."""
@@ -61,14 +63,15 @@ def blob_score(blobs: np.ndarray, scores: np.ndarray, breast: np.ndarray, stride
     return float(window.max()) if window.size else 0.0
 
 
-def film_blobs(heads, cells: dict, blobs: dict, refs: list[str], by_ref: dict) -> tuple[np.ndarray, np.ndarray]:
+def film_blobs(head: CellHead, cells: dict, blobs: dict, refs: list[str], by_ref: dict
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Each film's blob score at its most suspicious cell, and that minus its other film's (0 without one)."""
     own = {}
 
     def score(ref: str) -> float:
         if ref not in own:
             found = cells[ref]
-            own[ref] = blob_score(blobs[ref], heads.cells.scores(found.features), found.breast, found.stride)
+            own[ref] = blob_score(blobs[ref], head.scores(found.features), found.breast, found.stride)
         return own[ref]
 
     values, asymmetry = [], []
@@ -94,12 +97,10 @@ def main() -> None:
     ranks: dict = {}
 
     def score_fold(path: Path) -> dict:
-        train_scores, test_scores, truth = fold_scores(path, cells, stage4, by_ref)
+        train_scores, test_scores, truth, train, test = fold_scores(path, cells, stage4, by_ref)
         shipped = sum(standardised(test_scores[key], train_scores[key]) for key in test_scores)
-        _, _, _, train, test = read_fold(path)
-        heads = fit_heads([by_ref[ref] for ref in train], cells, by_ref,
-                          ScreeningConfig(tune_epochs=0, fine_asymmetry=False), fold_seed(path))
-        (own_train, asym_train), (own_test, asym_test) = (film_blobs(heads, cells, blobs, refs, by_ref)
+        head = fit_bag([by_ref[ref] for ref in train], cells, fold_seed(path), NEGATIVES)[0]
+        (own_train, asym_train), (own_test, asym_test) = (film_blobs(head, cells, blobs, refs, by_ref)
                                                           for refs in (train, test))
         own, asym = standardised(own_test, own_train), standardised(asym_test, asym_train)
         row = {"fold": path.stem, "shipped": roc_auc(truth, shipped), "blob alone": roc_auc(truth, own),

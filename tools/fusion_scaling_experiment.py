@@ -51,8 +51,10 @@ def scaled(test: np.ndarray, train: np.ndarray, how: str) -> np.ndarray:
     return z if how == "z" else np.clip(z, -float(how.split()[-1]), float(how.split()[-1]))
 
 
-def fold_scores(path: Path, cells: dict, stage4: dict, by_ref: dict) -> tuple[dict, dict, np.ndarray]:
-    """The training and held-out films' five scores in a saved fold (name -> values), and the held-out truth."""
+def fold_scores(path: Path, cells: dict, stage4: dict, by_ref: dict
+                ) -> tuple[dict, dict, np.ndarray, list[str], list[str]]:
+    """The training and held-out films' five scores in a saved fold (name -> values), the held-out truth, and the
+    fold's training and held-out films."""
     maps, scores, _, train, test = read_fold(path)
     seed = fold_seed(path)
     fine = fit_bag([by_ref[ref] for ref in train], stage4, seed, 150)
@@ -62,12 +64,12 @@ def fold_scores(path: Path, cells: dict, stage4: dict, by_ref: dict) -> tuple[di
         values["verdict map asymmetry"] = asymmetries(maps["films"], [by_ref[ref] for ref in refs], cells, by_ref)
         values["fine asymmetry"] = film_scores(fine, stage4, refs, by_ref, False)["asymmetry"]
         out.append(values)
-    return out[0], out[1], np.array([by_ref[ref].label != "normal" for ref in test])
+    return out[0], out[1], np.array([by_ref[ref].label != "normal" for ref in test]), train, test
 
 
 def fold_row(path: Path, cells: dict, stage4: dict, by_ref: dict) -> dict:
     """One saved fold's AUC of the verdict under every scaling."""
-    train, test, truth = fold_scores(path, cells, stage4, by_ref)
+    train, test, truth, _, _ = fold_scores(path, cells, stage4, by_ref)
     row: dict = {"fold": path.stem}
     for how in ("z", "robust", "quantile", "normal quantile", "z clipped 2", "z clipped 3"):
         row[BASELINE if how == "z" else how] = roc_auc(truth, sum(scaled(test[key], train[key], how) for key in test))

@@ -20,14 +20,17 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fusion_scaling_experiment import fold_scores  # tools/ is the script's folder
-from verdict_sums_experiment import fold_seed, print_paired, read_fold, standardised
+from frozen_heads_experiment import fit_bag  # tools/ is the script's folder
+from fusion_scaling_experiment import fold_scores
+from verdict_sums_experiment import fold_seed, print_paired, standardised
 
 from napari_mammo.evaluation.crossval import load_cells
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import FeatureSpec, ScreeningConfig, fit_heads
+from napari_mammo.models.screening import CellHead, FeatureSpec, ScreeningConfig
 
+NEGATIVES = ScreeningConfig().negatives_per_image
+"""Normal cells a film for the cell heads, as the shipped heads are fitted."""
 WEIGHTS = (0.5, 1.0, 1.5, 2.0)
 """How much of a standardised density figure the variants subtract."""
 
@@ -49,11 +52,11 @@ def breast_grey(record, cells) -> float:
     return float(grey[breast].mean()) if breast.any() else float(grey.mean())
 
 
-def typical_cells(heads, cells: dict, refs: list[str], quantile: float) -> np.ndarray:
-    """Each film's `quantile` of its breast cells' scores under the blocks' cell head."""
+def typical_cells(head: CellHead, cells: dict, refs: list[str], quantile: float) -> np.ndarray:
+    """Each film's `quantile` of its breast cells' scores under a cell head."""
     out = []
     for ref in refs:
-        scores = heads.cells.scores(cells[ref].features)
+        scores = head.scores(cells[ref].features)
         values = scores[cells[ref].breast] if cells[ref].breast.any() else scores.reshape(-1)
         out.append(float(np.quantile(values, quantile)))
     return np.array(out)
@@ -64,23 +67,18 @@ def fold_row(path: Path, stage4: dict, cells: dict, grey: dict, by_ref: dict, ra
     of the held-out films go into `ranks` (seed -> tissue -> normal/abnormal -> ranks)."""
     from scipy.stats import rankdata
 
-    train_scores, test_scores, truth = fold_scores(path, cells, stage4, by_ref)
+    train_scores, test_scores, truth, train, test = fold_scores(path, cells, stage4, by_ref)
     shipped = sum(standardised(test_scores[key], train_scores[key]) for key in test_scores)
-    _, _, _, train, test = read_fold(path)
-    seed = fold_seed(path)
     row = {"fold": path.stem, "shipped": roc_auc(truth, shipped)}
     for ref, rank in zip(test, rankdata(shipped) / len(test), strict=True):
         record = by_ref[ref]
         kind = "normal" if record.label == "normal" else "abnormal"
         ranks.setdefault(path.stem.split("-")[0], {}).setdefault(record.tissue, {}).setdefault(kind, []).append(rank)
-    blocks = fit_heads([by_ref[ref] for ref in train], cells, by_ref,
-                       ScreeningConfig(tune_epochs=0, fine_asymmetry=False), seed)
-    fine = fit_heads([by_ref[ref] for ref in train], stage4, by_ref,
-                     ScreeningConfig(layer="stage4", tune_epochs=0, fine_asymmetry=False), seed)
-    for name, heads, features in (("cell", blocks, cells), ("fine cell", fine, stage4)):
+    for name, features in (("cell", cells), ("fine cell", stage4)):
+        head = fit_bag([by_ref[ref] for ref in train], features, fold_seed(path), NEGATIVES)[0]
         for quantile in QUANTILES:
-            typical = standardised(typical_cells(heads, features, test, quantile),
-                                   typical_cells(heads, features, train, quantile))
+            typical = standardised(typical_cells(head, features, test, quantile),
+                                   typical_cells(head, features, train, quantile))
             for weight in WEIGHTS:
                 row[f"shipped - {weight:g} x p{quantile * 100:g} {name}"] = roc_auc(truth, shipped - weight * typical)
     density = standardised(np.array([grey[ref] for ref in test]), np.array([grey[ref] for ref in train]))
