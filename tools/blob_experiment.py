@@ -26,10 +26,10 @@ from fusion_scaling_experiment import fold_scores
 from tissue_experiment import NEGATIVES
 from verdict_sums_experiment import add_ranks, fold_seed, print_findings, score_folds, standardised
 
-from napari_mammo.evaluation.crossval import load_cells
+from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import CellHead, FeatureSpec, other_film, smooth_scores
+from napari_mammo.models.screening import CellHead, ScreeningConfig, other_film, smooth_scores
 
 SIGMAS = (6.0, 10.0, 15.0, 22.0)
 """The blob filter's scales, in 0.2 mm pixels."""
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
-    cells, stage4 = load_cells(records), load_cells(records, spec=FeatureSpec("stage4"))
+    cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
     blobs = {r.ref: blob_map(r) for r in records}
     ranks: dict = {}
 

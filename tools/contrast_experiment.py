@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from verdict_sums_experiment import fold_seed, read_fold, score_folds, verdict  # tools/ is the script's folder
 
-from napari_mammo.evaluation.crossval import load_cells
+from napari_mammo.evaluation.crossval import load_feature_sets
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import FeatureSpec, ScreeningConfig, fit_heads, fuse, other_film
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
-    plain = [load_cells(records, spec=spec) for spec in SPECS]
+    plain = load_feature_sets(records, SPECS)
     enhanced = enhanced_features(records, plain, args.clip, args.kernel)
 
     def score_fold(path: Path) -> dict:

@@ -24,10 +24,10 @@ from frozen_heads_experiment import fit_bag  # tools/ is the script's folder
 from fusion_scaling_experiment import fold_scores
 from verdict_sums_experiment import fold_seed, print_paired, standardised
 
-from napari_mammo.evaluation.crossval import load_cells
+from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
 from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import CellHead, FeatureSpec, ScreeningConfig
+from napari_mammo.models.screening import CellHead, ScreeningConfig
 
 NEGATIVES = ScreeningConfig().negatives_per_image
 """Normal cells a film for the cell heads, as the shipped heads are fitted."""
@@ -109,8 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
-    cells = load_cells(records)
-    stage4 = load_cells(records, spec=FeatureSpec("stage4"))
+    cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
     grey = {r.ref: breast_grey(r, cells[r.ref]) for r in records}
     rows, ranks = [], {}
     for path in sorted(args.maps.glob("seed*-fold*.npz")):
