@@ -234,3 +234,43 @@ def test_train_screening_writes_weights_that_load_with_progress_as_json(syntheti
     screener = Screener.load(out)
     assert screener.tuned is not None and "verdict_map_asymmetry" in screener.heads.standardise
     assert screener.metadata["crossval"]["folds"] == 3
+
+
+def _stop_requested_at(phase: str, monkeypatch) -> list[str]:
+    """Make `train` request a stop at the first `phase` event, as the signal handler does where its own
+    KeyboardInterrupt is lost (raised inside a destructor); returns the phases reported."""
+    import threading
+
+    from napari_mammo.cli import train
+
+    seen: list[str] = []
+    monkeypatch.setattr(train, "STOP_REQUESTED", threading.Event())
+
+    def printer(as_json: bool):
+        def show(event: dict) -> None:
+            seen.append(event["phase"])
+            if event["phase"] == phase:
+                train.STOP_REQUESTED.set()
+
+        return show, lambda: None
+
+    monkeypatch.setattr(train, "progress_printer", printer)
+    return seen
+
+
+def test_a_stop_request_ends_the_screening_fit_at_its_next_event(synthetic_folder, tmp_path, capsys, monkeypatch):
+    seen = _stop_requested_at("backbone features", monkeypatch)
+    out = tmp_path / "screening.safetensors"
+    assert main(["train", "screening", "--data", str(synthetic_folder), "--out", str(out), "--folds", "3",
+                 "--tune-epochs", "1", "--tune-steps", "2", "--verdict-epochs", "1"]) == 130
+    assert seen == ["backbone features"] and not out.exists()
+    assert capsys.readouterr().err.strip().endswith("napari-mammo: interrupted")
+
+
+def test_a_stop_request_ends_classifier_training_keeping_the_best(synthetic_folder, tmp_path, capsys, monkeypatch):
+    seen = _stop_requested_at("training", monkeypatch)
+    out = tmp_path / "stopped.safetensors"
+    assert main(["train", "classifier", "--data", str(synthetic_folder), "--out", str(out), "--epochs", "3",
+                 "--batch-size", "4", "--patches", "all", "--max-steps-per-epoch", "2", "--device", "cpu"]) == 130
+    assert seen.count("training") == 1 and out.is_file()
+    assert "stopped early; kept the weights of epoch 1" in capsys.readouterr().err

@@ -314,9 +314,26 @@ def test_stopping_screening_training_writes_nothing(open_widget, make_napari_vie
     worker = widget.start()
     worker.yielded.connect(events.append)
     qtbot.waitUntil(lambda: any(e["phase"] == "backbone features" for e in events), timeout=120_000)
+    assert widget.busy, widget.status.value  # else the toggle below would start another run
     widget._toggle()  # Stop, while the first fold is fitted
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert widget.status.value == "stopped; nothing written" and not out.exists()
+
+
+def test_closing_napari_mid_training_stops_the_training_process(open_widget, make_napari_viewer, qtbot, tmp_path,
+                                                                 synthetic_folder):
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "train")
+    widget.model.value = "screening"
+    _set_up_training(widget, synthetic_folder, tmp_path / "closed.safetensors", 1, ("--folds", "3",
+                                                                                    "--tune-epochs", "50"))
+    events = []
+    widget.start().yielded.connect(events.append)
+    qtbot.waitUntil(lambda: any(e["phase"] == "backbone features" for e in events), timeout=120_000)
+    child = widget._process.process
+    viewer.close()
+    qtbot.waitUntil(lambda: child.poll() is not None, timeout=60_000)
+    assert child.returncode == 130  # stopped as by Stop (SIGINT), not killed
 
 
 def test_save_annotations_never_replaces_another_image(open_widget,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 from napari_mammo.cli.common import (
@@ -16,8 +17,12 @@ from napari_mammo.cli.common import (
     training_records,
     tuning_options,
 )
+from napari_mammo.engine.progress import Progress, ProgressEvent
 from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
+
+STOP_REQUESTED = threading.Event()
+"""Set by SIGINT or SIGTERM; training then stops at its next progress event at the latest."""
 
 
 def stop_on_signals() -> None:
@@ -25,10 +30,24 @@ def stop_on_signals() -> None:
     import signal
 
     def interrupt(signum, frame):
+        # the KeyboardInterrupt is lost where it lands in a destructor or a garbage-collector callback ("Exception
+        # ignored in …"), so training also checks the flag at every step
+        STOP_REQUESTED.set()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def stopping(progress: Progress) -> Progress:
+    """`progress` that raises KeyboardInterrupt once a stop was requested (the screening fit has no Stop flag)."""
+
+    def report(event: ProgressEvent) -> None:
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
+        progress(event)
+
+    return report
 
 
 def check_output(path: str, overwrite: bool) -> None:
@@ -54,6 +73,7 @@ def train_screening(args: argparse.Namespace) -> int:
     check_folds(args.folds, records, args.data)
     config = ScreeningConfig(**tuning_options(args))
     show, close = progress_printer(args.progress_json)
+    show = stopping(show)
     try:
         cells, stage4 = load_screening_features(records, config, show)
         metadata = fit_screener(records, cells, args.out, config, folds=args.folds, seeds=args.cv_seeds,
@@ -95,12 +115,14 @@ def run(args: argparse.Namespace) -> int:
 
             config = ClassifierConfig(patches=args.patches, labelling=args.labelling,
                                       crops_per_lesion=args.crops_per_lesion, **common)
-            result = train_classifier(records, args.out, config, progress=show, resume=args.resume)
+            result = train_classifier(records, args.out, config, progress=show, stop=STOP_REQUESTED.is_set,
+                                      resume=args.resume)
         else:
             from napari_mammo.training.idbll import DetectorConfig, train_detector
 
             config = DetectorConfig(augment=args.augment, **common)
-            result = train_detector(records, args.out, config, progress=show, resume=args.resume)
+            result = train_detector(records, args.out, config, progress=show, stop=STOP_REQUESTED.is_set,
+                                    resume=args.resume)
     finally:
         close()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes and reports

@@ -55,14 +55,17 @@ class TrainingProcess:
 
     def events(self):
         """Generator: start the child, yield its progress events, return (exit code, last stderr line)."""
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        bufsize=1)
-        for line in self.process.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                yield json.loads(line)
-        self.process.wait()
-        err = self.process.stderr.read().strip().splitlines()
+        # stderr goes to a file: a pipe read only at the end would block a child that writes more than it holds
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=errors, text=True,
+                                            bufsize=1)
+            for line in self.process.stdout:
+                line = line.strip()
+                if line.startswith("{"):
+                    yield json.loads(line)
+            self.process.wait()
+            errors.seek(0)
+            err = errors.read().strip().splitlines()
         return self.process.returncode, err[-1] if err else ""
 
     def stop(self) -> None:
@@ -114,6 +117,7 @@ class TrainWidget(ScrollingContainer):
         self.viewer = viewer
         self._worker = None
         self._process: TrainingProcess | None = None
+        self._closed = False
         self.model = ComboBox(label="model", choices=list(MODELS), value=model)
         self.source = ComboBox(label="data", choices=["MIAS folder", OPEN_LAYERS], value="MIAS folder")
         self.data = FileEdit(label="folder", mode="d")
@@ -151,6 +155,7 @@ class TrainWidget(ScrollingContainer):
         self.source.changed.connect(lambda v: setattr(self.data, "visible", v == "MIAS folder"))
         self.model.changed.connect(self._default_output)
         self.train_button.changed.connect(self._toggle)
+        self.native.destroyed.connect(self._on_destroyed)
         remember("train", {"source": self.source, "data": self.data, "epochs": self.epochs, "recipe": self.recipe,
                            "cv_seeds": self.cv_seeds, "device": self.device, "out": self.out})
         self.extra_args: tuple[str, ...] = ()
@@ -175,9 +180,19 @@ class TrainWidget(ScrollingContainer):
         """Start training, or stop the running one."""
         if self._worker is not None:
             self.status.value = "stopping: keeping the best weights so far…"
-            self._process.stop()
+            self._stop_process()
             return
         self.start()
+
+    def _stop_process(self) -> None:
+        """Stop the training child, if one runs: it keeps its best weights and exits."""
+        if self._process is not None:
+            self._process.stop()
+
+    def _on_destroyed(self, _=None) -> None:
+        """napari closed mid-training: stop the child as Stop does; nothing is shown any more."""
+        self._closed = True
+        self._stop_process()
 
     def data_folder(self) -> Path:
         """The MIAS folder to train on; the open layers are first written out as one."""
@@ -223,6 +238,8 @@ class TrainWidget(ScrollingContainer):
 
     def _on_event(self, event: dict) -> None:
         """Show a progress event from the training process."""
+        if self._closed:
+            return
         self.plot.add(event)
         if event["phase"] == "training":
             self.progress.max = event["steps"]
@@ -240,6 +257,8 @@ class TrainWidget(ScrollingContainer):
         from napari.utils.notifications import show_error, show_info
 
         code, message = value
+        if self._closed:
+            return
         if code == 130 and self.model.value == "screening":  # fitted whole: a stopped fit leaves nothing new
             show_info("napari-mammo: stopped; the screening model is fitted whole, so nothing new was written")
             self.status.value = "stopped; nothing written"
@@ -255,4 +274,5 @@ class TrainWidget(ScrollingContainer):
         """Back to the idle state."""
         self._worker = None
         self._process = None
-        self.train_button.text = "Train"
+        if not self._closed:
+            self.train_button.text = "Train"
