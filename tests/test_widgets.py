@@ -320,6 +320,26 @@ def test_stopping_screening_training_writes_nothing(open_widget, make_napari_vie
     assert widget.status.value == "stopped; nothing written" and not out.exists()
 
 
+def test_stop_at_once_ends_training_where_napari_ignores_ctrl_c(open_widget, make_napari_viewer, qtbot, tmp_path,
+                                                                synthetic_folder):
+    import signal
+
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "train")
+    widget.model.value = "screening"
+    _set_up_training(widget, synthetic_folder, tmp_path / "early.safetensors", 1, ("--folds", "3",
+                                                                                   "--tune-epochs", "50"))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # napari run as a shell's background job; inherited
+    try:
+        widget.start()
+        qtbot.waitUntil(lambda: widget._process.process is not None, timeout=10_000)
+        widget._toggle()  # Stop before the child has set its own handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert widget.status.value == "stopped; nothing written"
+
+
 def test_closing_napari_mid_training_stops_the_training_process(open_widget, make_napari_viewer, qtbot, tmp_path,
                                                                  synthetic_folder):
     viewer = make_napari_viewer()

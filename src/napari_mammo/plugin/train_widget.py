@@ -2,7 +2,7 @@
 
 Training runs as `python -m napari_mammo train …` in a child process: it keeps the GUI
 responsive, keeps torch's optimiser (which imports triton) out of napari's process, and
-Stop sends the child SIGINT (Ctrl-C), on which it keeps the best weights so far and exits.
+Stop sends the child SIGTERM, which it takes as Ctrl-C: it keeps the best weights so far and exits.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ class TrainingProcess:
     def __init__(self, command: list[str]) -> None:
         self.command = command
         self.process: subprocess.Popen | None = None
+        self.stop_requested = False
 
     def events(self):
-        """Generator: start the child, yield its progress events, return (exit code, last stderr line)."""
+        """Generator: start the child, yield its progress events, return (exit code, last stderr line, whether it
+        was stopped: by `stop()`, or by Ctrl-C in napari's terminal)."""
         # stderr goes to a file: a pipe read only at the end would block a child that writes more than it holds
         with tempfile.TemporaryFile(mode="w+") as errors:
             self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=errors, text=True,
@@ -66,12 +68,16 @@ class TrainingProcess:
             self.process.wait()
             errors.seek(0)
             err = errors.read().strip().splitlines()
-        return self.process.returncode, err[-1] if err else ""
+        code = self.process.returncode
+        return code, err[-1] if err else "", code == 130 or (self.stop_requested and code != 0)
 
     def stop(self) -> None:
-        """Interrupt the child as Ctrl-C would: it keeps its best weights and exits."""
+        """Stop the child: it takes SIGTERM as Ctrl-C, keeps its best weights and exits. SIGTERM, not SIGINT:
+        a child that has not yet set its handler then ends at once, where a SIGINT would be lost if napari was
+        started with SIGINT ignored (as a shell's background jobs are)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.stop_requested = True
+            self.process.send_signal(signal.SIGTERM)
 
 
 class LossPlot:
@@ -256,16 +262,19 @@ class TrainWidget(ScrollingContainer):
         """Register the trained weights, or report why there are none."""
         from napari.utils.notifications import show_error, show_info
 
-        code, message = value
+        code, message, stopped = value
         if self._closed:
             return
-        if code == 130 and self.model.value == "screening":  # fitted whole: a stopped fit leaves nothing new
+        if stopped and self.model.value == "screening":  # fitted whole: a stopped fit leaves nothing new
             show_info("napari-mammo: stopped; the screening model is fitted whole, so nothing new was written")
             self.status.value = "stopped; nothing written"
         elif out.is_file() and code in (0, 130):
             REGISTRY.add(MODELS[self.model.value], out)
             show_info(f"napari-mammo: weights saved to {out}")
-            self.status.value = f"{'stopped; ' if code == 130 else ''}weights in {out.name}"
+            self.status.value = f"{'stopped; ' if stopped else ''}weights in {out.name}"
+        elif stopped:
+            show_info("napari-mammo: stopped before any weights were kept")
+            self.status.value = "stopped; nothing written"
         else:
             show_error(f"napari-mammo: training ended without weights: {message or f'exit code {code}'}")
             self.status.value = "failed"
