@@ -22,7 +22,7 @@ from napari_mammo.engine.runtime import DEVICES
 from napari_mammo.errors import MammoInputError
 
 STOP_REQUESTED = threading.Event()
-"""Set by SIGINT or SIGTERM; training then stops at its next progress event at the latest."""
+"""Set by SIGINT or SIGTERM; training then stops at its next step or progress event at the latest."""
 
 
 def stop_on_signals() -> None:
