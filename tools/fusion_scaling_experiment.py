@@ -51,11 +51,11 @@ def scaled(test: np.ndarray, train: np.ndarray, how: str) -> np.ndarray:
     return z if how == "z" else np.clip(z, -float(how.split()[-1]), float(how.split()[-1]))
 
 
-def fold_scores(path: Path, cells: dict, stage4: dict, by_ref: dict
+def fold_scores(path: Path, cells: dict, stage4: dict, by_ref: dict, fold: tuple | None = None
                 ) -> tuple[dict, dict, np.ndarray, list[str], list[str]]:
     """The training and held-out films' five scores in a saved fold (name -> values), the held-out truth, and the
-    fold's training and held-out films."""
-    maps, scores, _, train, test = read_fold(path)
+    fold's training and held-out films (`fold`: the fold as `read_fold` gives it, when already read)."""
+    maps, scores, _, train, test = fold if fold is not None else read_fold(path)
     seed = fold_seed(path)
     fine = fit_bag([by_ref[ref] for ref in train], stage4, seed, 150)
     out = []
