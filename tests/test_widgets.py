@@ -353,7 +353,7 @@ def test_closing_napari_mid_training_stops_the_training_process(open_widget, mak
     child = widget._process.process
     viewer.close()
     qtbot.waitUntil(lambda: child.poll() is not None, timeout=60_000)
-    assert child.returncode == 130  # stopped as by Stop (SIGINT), not killed
+    assert child.returncode == 130  # stopped as by Stop (SIGTERM, taken as Ctrl-C), not killed
 
 
 def test_save_annotations_never_replaces_another_image(open_widget,
