@@ -303,17 +303,26 @@ def test_train_widget_fits_the_screening_model_and_classify_offers_it(open_widge
     assert str(out.resolve()) in classify.weights.choices  # the screening model is Classify's default choice
 
 
-def test_stopping_screening_training_writes_nothing(open_widget, make_napari_viewer, qtbot, tmp_path,
-                                                    synthetic_folder):
-    viewer = make_napari_viewer()
+def _long_screening_training(open_widget, viewer, folder, out):
+    """The Train widget on `viewer`, set up for a screening fit that takes minutes (50 tuning epochs)."""
     widget = open_widget(viewer, "train")
     widget.model.value = "screening"
-    out = tmp_path / "stopped-screening.safetensors"
-    _set_up_training(widget, synthetic_folder, out, 1, ("--folds", "3", "--tune-epochs", "50"))
+    _set_up_training(widget, folder, out, 1, ("--folds", "3", "--tune-epochs", "50"))
+    return widget
+
+
+def _start_until_features(widget, qtbot) -> None:
+    """Start training and wait until the child reports its first backbone features (its handlers are set)."""
     events = []
-    worker = widget.start()
-    worker.yielded.connect(events.append)
+    widget.start().yielded.connect(events.append)
     qtbot.waitUntil(lambda: any(e["phase"] == "backbone features" for e in events), timeout=120_000)
+
+
+def test_stopping_screening_training_writes_nothing(open_widget, make_napari_viewer, qtbot, tmp_path,
+                                                    synthetic_folder):
+    out = tmp_path / "stopped-screening.safetensors"
+    widget = _long_screening_training(open_widget, make_napari_viewer(), synthetic_folder, out)
+    _start_until_features(widget, qtbot)
     assert widget.busy, widget.status.value  # else the toggle below would start another run
     widget._toggle()  # Stop, while the first fold is fitted
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
@@ -324,11 +333,8 @@ def test_stop_at_once_ends_training_where_napari_ignores_ctrl_c(open_widget, mak
                                                                 synthetic_folder):
     import signal
 
-    viewer = make_napari_viewer()
-    widget = open_widget(viewer, "train")
-    widget.model.value = "screening"
-    _set_up_training(widget, synthetic_folder, tmp_path / "early.safetensors", 1, ("--folds", "3",
-                                                                                   "--tune-epochs", "50"))
+    widget = _long_screening_training(open_widget, make_napari_viewer(), synthetic_folder,
+                                      tmp_path / "early.safetensors")
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # napari run as a shell's background job; inherited
     try:
         widget.start()
@@ -343,13 +349,8 @@ def test_stop_at_once_ends_training_where_napari_ignores_ctrl_c(open_widget, mak
 def test_closing_napari_mid_training_stops_the_training_process(open_widget, make_napari_viewer, qtbot, tmp_path,
                                                                  synthetic_folder):
     viewer = make_napari_viewer()
-    widget = open_widget(viewer, "train")
-    widget.model.value = "screening"
-    _set_up_training(widget, synthetic_folder, tmp_path / "closed.safetensors", 1, ("--folds", "3",
-                                                                                    "--tune-epochs", "50"))
-    events = []
-    widget.start().yielded.connect(events.append)
-    qtbot.waitUntil(lambda: any(e["phase"] == "backbone features" for e in events), timeout=120_000)
+    widget = _long_screening_training(open_widget, viewer, synthetic_folder, tmp_path / "closed.safetensors")
+    _start_until_features(widget, qtbot)
     child = widget._process.process
     viewer.close()
     qtbot.waitUntil(lambda: child.poll() is not None, timeout=60_000)

@@ -76,9 +76,10 @@ def fold_row(path: Path, cells: dict, stage4: dict, by_ref: dict) -> dict:
     return row
 
 
-def main() -> None:
-    """Score every scaling in every saved fold and print the table with paired differences."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def score_saved_folds(description: str, fold_row, baseline: str) -> None:
+    """The command line of a tool that scores the saved folds (--data, --maps, --out): `fold_row(path, cells,
+    stage4, by_ref)` on each, then the paired table against `baseline`, the shipped verdict."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", required=True)
     parser.add_argument("--maps", type=Path, required=True)
     parser.add_argument("--out", type=Path)
@@ -86,8 +87,13 @@ def main() -> None:
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}
     cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
-    score_folds(args.maps, lambda path: fold_row(path, cells, stage4, by_ref), BASELINE, args.out,
+    score_folds(args.maps, lambda path: fold_row(path, cells, stage4, by_ref), baseline, args.out,
                 "the shipped verdict")
+
+
+def main() -> None:
+    """Score every scaling in every saved fold and print the table with paired differences."""
+    score_saved_folds(__doc__.splitlines()[0], fold_row, BASELINE)
 
 
 if __name__ == "__main__":

@@ -21,18 +21,15 @@ verdict). Prints each fold's shipped verdict and the paired table against it.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from fusion_scaling_experiment import fold_scores  # tools/ is the script's folder
+from fusion_scaling_experiment import fold_scores, score_saved_folds  # tools/ is the script's folder
 from scipy import ndimage
-from verdict_sums_experiment import read_fold, score_folds, standardised
+from verdict_sums_experiment import read_fold, standardised
 
-from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
-from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import ScreeningConfig, image_score, other_film
+from napari_mammo.models.screening import image_score, other_film
 
 SIZES = (1, 3, 5)
 """Tolerances: the other film's map is max-filtered over K×K cells."""
@@ -117,16 +114,7 @@ def fold_row(path: Path, cells: dict, stage4: dict, by_ref: dict) -> dict:
 
 def main() -> None:
     """Score the local asymmetries in every saved fold and print the paired table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--maps", type=Path, required=True)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    records = read_folder(args.data)
-    by_ref = {r.ref: r for r in records}
-    cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
-    score_folds(args.maps, lambda path: fold_row(path, cells, stage4, by_ref), "shipped", args.out,
-                "the shipped verdict")
+    score_saved_folds(__doc__.splitlines()[0], fold_row, "shipped")
 
 
 if __name__ == "__main__":
