@@ -17,19 +17,16 @@ films with and without "+ 1 blob".
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from frozen_heads_experiment import fit_bag  # tools/ is the script's folder
-from fusion_scaling_experiment import fold_scores
+from fusion_scaling_experiment import fold_scores, saved_folds_arguments, screening_inputs, shipped_verdict
 from tissue_experiment import NEGATIVES
 from verdict_sums_experiment import add_ranks, fold_seed, print_findings, score_folds, standardised
 
-from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
-from napari_mammo.io.mias import read_folder
-from napari_mammo.models.screening import CellHead, ScreeningConfig, other_film, smooth_scores
+from napari_mammo.models.screening import CellHead, other_film, smooth_scores
 
 SIGMAS = (6.0, 10.0, 15.0, 22.0)
 """The blob filter's scales, in 0.2 mm pixels."""
@@ -84,21 +81,16 @@ def film_blobs(head: CellHead, cells: dict, blobs: dict, refs: list[str], by_ref
 
 def main() -> None:
     """Score the blob variants in every saved fold."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--maps", type=Path, required=True)
+    parser = saved_folds_arguments(__doc__.splitlines()[0])
     parser.add_argument("--by-finding", action="store_true")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    records = read_folder(args.data)
-    by_ref = {r.ref: r for r in records}
-    cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
+    records, by_ref, cells, stage4 = screening_inputs(args.data)
     blobs = {r.ref: blob_map(r) for r in records}
     ranks: dict = {}
 
     def score_fold(path: Path) -> dict:
         train_scores, test_scores, truth, train, test = fold_scores(path, cells, stage4, by_ref)
-        shipped = sum(standardised(test_scores[key], train_scores[key]) for key in test_scores)
+        shipped = shipped_verdict(train_scores, test_scores)
         head = fit_bag([by_ref[ref] for ref in train], cells, fold_seed(path), NEGATIVES)[0]
         (own_train, asym_train), (own_test, asym_test) = (film_blobs(head, cells, blobs, refs, by_ref)
                                                           for refs in (train, test))

@@ -16,11 +16,11 @@ Prints mean ± sd and each variant's paired difference from the shipped verdict.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from verdict_sums_experiment import fold_seed, read_fold, score_folds, verdict  # tools/ is the script's folder
+from fusion_scaling_experiment import saved_folds_arguments  # tools/ is the script's folder
+from verdict_sums_experiment import fold_seed, read_fold, score_folds, verdict
 
 from napari_mammo.evaluation.crossval import load_feature_sets
 from napari_mammo.evaluation.metrics import roc_auc
@@ -71,12 +71,9 @@ def frozen_verdict(train: list[str], test: list[str], blocks: dict, stage4: dict
 
 def main() -> None:
     """Score the plain and enhanced frozen heads in every saved fold."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--maps", type=Path, required=True)
+    parser = saved_folds_arguments(__doc__.splitlines()[0])
     parser.add_argument("--clip", type=float, default=0.01, help="CLAHE's clip limit")
     parser.add_argument("--kernel", type=int, default=64, help="CLAHE's tile, in 0.2 mm pixels")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     records = read_folder(args.data)
     by_ref = {r.ref: r for r in records}

@@ -76,17 +76,32 @@ def fold_row(path: Path, cells: dict, stage4: dict, by_ref: dict) -> dict:
     return row
 
 
-def score_saved_folds(description: str, fold_row, baseline: str) -> None:
-    """The command line of a tool that scores the saved folds (--data, --maps, --out): `fold_row(path, cells,
-    stage4, by_ref)` on each, then the paired table against `baseline`, the shipped verdict."""
+def saved_folds_arguments(description: str) -> argparse.ArgumentParser:
+    """A parser with the options every saved-fold tool takes: --data, --maps, --out."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", required=True)
     parser.add_argument("--maps", type=Path, required=True)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    records = read_folder(args.data)
-    by_ref = {r.ref: r for r in records}
+    return parser
+
+
+def screening_inputs(data: str) -> tuple[list, dict, dict, dict]:
+    """A folder's records, the same by name, and the blocks and stage-4 features the shipped verdict reads."""
+    records = read_folder(data)
     cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
+    return records, {r.ref: r for r in records}, cells, stage4
+
+
+def shipped_verdict(train_scores: dict, test_scores: dict) -> np.ndarray:
+    """The held-out films' shipped verdict: their five scores standardised on the training films, summed."""
+    return sum(standardised(test_scores[key], train_scores[key]) for key in test_scores)
+
+
+def score_saved_folds(description: str, fold_row, baseline: str) -> None:
+    """The command line of a tool that scores the saved folds (--data, --maps, --out): `fold_row(path, cells,
+    stage4, by_ref)` on each, then the paired table against `baseline`, the shipped verdict."""
+    args = saved_folds_arguments(description).parse_args()
+    _, by_ref, cells, stage4 = screening_inputs(args.data)
     score_folds(args.maps, lambda path: fold_row(path, cells, stage4, by_ref), baseline, args.out,
                 "the shipped verdict")
 

@@ -24,7 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from fusion_scaling_experiment import fold_scores, score_saved_folds  # tools/ is the script's folder
+from fusion_scaling_experiment import (  # tools/ is the script's folder
+    fold_scores,
+    score_saved_folds,
+    shipped_verdict,
+)
 from scipy import ndimage
 from verdict_sums_experiment import read_fold, standardised
 
@@ -100,7 +104,7 @@ def fold_row(path: Path, cells: dict, stage4: dict, by_ref: dict) -> dict:
     fold = read_fold(path)
     train_scores, test_scores, truth, train, test = fold_scores(path, cells, stage4, by_ref, fold)
     films = fold[0]["films"]
-    shipped = sum(standardised(test_scores[key], train_scores[key]) for key in test_scores)
+    shipped = shipped_verdict(train_scores, test_scores)
     row = {"fold": path.stem, "shipped": roc_auc(truth, shipped)}
     fitted, held = (local_asymmetries(films, refs, cells, by_ref) for refs in (train, test))
     for key in held:

@@ -15,18 +15,14 @@ grey of the breast (0.2 mm pixels, the breast mask the features use), times W.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from frozen_heads_experiment import fit_bag  # tools/ is the script's folder
-from fusion_scaling_experiment import fold_scores
-from verdict_sums_experiment import fold_seed, print_paired, standardised
+from fusion_scaling_experiment import fold_scores, saved_folds_arguments, screening_inputs, shipped_verdict
+from verdict_sums_experiment import fold_seed, score_folds, standardised
 
-from napari_mammo.evaluation.crossval import load_screening_features
 from napari_mammo.evaluation.metrics import roc_auc
-from napari_mammo.io.mias import read_folder
 from napari_mammo.models.screening import CellHead, ScreeningConfig
 
 NEGATIVES = ScreeningConfig().negatives_per_image
@@ -68,7 +64,7 @@ def fold_row(path: Path, stage4: dict, cells: dict, grey: dict, by_ref: dict, ra
     from scipy.stats import rankdata
 
     train_scores, test_scores, truth, train, test = fold_scores(path, cells, stage4, by_ref)
-    shipped = sum(standardised(test_scores[key], train_scores[key]) for key in test_scores)
+    shipped = shipped_verdict(train_scores, test_scores)
     row = {"fold": path.stem, "shipped": roc_auc(truth, shipped)}
     for ref, rank in zip(test, rankdata(shipped) / len(test), strict=True):
         record = by_ref[ref]
@@ -102,23 +98,13 @@ def print_tissues(ranks: dict) -> None:
 
 def main() -> None:
     """Score the verdict by tissue and the density-aware variants in every saved fold."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--maps", type=Path, required=True)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    records = read_folder(args.data)
-    by_ref = {r.ref: r for r in records}
-    cells, stage4 = load_screening_features(records, ScreeningConfig(box_mirrors=False, tune_mirrors=False))
+    args = saved_folds_arguments(__doc__.splitlines()[0]).parse_args()
+    records, by_ref, cells, stage4 = screening_inputs(args.data)
     grey = {r.ref: breast_grey(r, cells[r.ref]) for r in records}
-    rows, ranks = [], {}
-    for path in sorted(args.maps.glob("seed*-fold*.npz")):
-        rows.append(fold_row(path, stage4, cells, grey, by_ref, ranks))
-        print(f"{path.stem}: shipped {rows[-1]['shipped']:.3f}", flush=True)
-        if args.out:
-            args.out.write_text(json.dumps(rows, indent=1))
+    ranks: dict = {}
+    score_folds(args.maps, lambda path: fold_row(path, stage4, cells, grey, by_ref, ranks), "shipped", args.out,
+                "shipped")
     print_tissues(ranks)
-    print_paired(rows, "shipped", "shipped")
 
 
 if __name__ == "__main__":
